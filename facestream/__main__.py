@@ -1,0 +1,5 @@
+"""`python -m facestream` is the `facestream` command."""
+
+from facestream.cli import main
+
+main()

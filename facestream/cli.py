@@ -1,0 +1,267 @@
+"""The `facestream` command: one subcommand per role (see `facestream --help`)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from facestream.ingest import FramePublisher, native_fps, replay
+from facestream.recognizer import FaceEngine, Gallery, embed_photos
+from facestream.schemas import FacestreamError, Result, keys
+
+from .client import tail_results
+from .config import Settings, load_settings
+from .connect import connect
+from .logs import configure_logging
+from .server import EmbeddedRedis
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+)
+gallery_app = typer.Typer(no_args_is_help=True, help="Enrol, list and remove identities.")
+results_app = typer.Typer(no_args_is_help=True, help="Read recognition results.")
+app.add_typer(gallery_app, name="gallery")
+app.add_typer(results_app, name="results")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", envvar="FACESTREAM_CONFIG", help="YAML config.")
+]
+GroupsOption = Annotated[str | None, typer.Option(help="Comma-separated camera groups.")]
+
+
+class _Globals:
+    config: Path | None = None
+    overrides: dict[str, Any] = {}  # noqa: RUF012 -- replaced per invocation
+
+
+@app.callback()
+def _global_options(
+    config: ConfigOption = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL (redis://, rediss://).")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="auto, json or console.")] = None,
+) -> None:
+    _Globals.config = config
+    _Globals.overrides = {
+        "redis": {"url": redis_url},
+        "log": {"level": log_level, "format": log_format},
+    }
+
+
+def _settings(**sections: Any) -> Settings:
+    merged = {**_Globals.overrides}
+    for section, values in sections.items():
+        merged[section] = {**merged.get(section, {}), **values} if isinstance(values, dict) else values
+    settings = load_settings(_Globals.config, **merged)
+    configure_logging(settings.log)
+    return settings
+
+
+def _groups(option: str | None) -> list[str] | None:
+    return [g.strip() for g in option.split(",") if g.strip()] if option else None
+
+
+@app.command("redis")
+def redis_command(
+    port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data dir (default: a temporary one).")] = None,
+) -> None:
+    """Run the embedded Redis in the foreground on 127.0.0.1 (AOF on) until Ctrl-C."""
+    _settings()
+    with tempfile.TemporaryDirectory(prefix="facestream-redis-") as scratch:
+        server = EmbeddedRedis(data_dir or Path(scratch), port=port).start()
+        typer.echo(server.url, err=False)
+        sys.stdout.flush()
+        try:
+            assert server.process is not None
+            server.process.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+
+
+@gallery_app.command("enroll")
+def gallery_enroll(
+    name: Annotated[str, typer.Argument(help="Identity name.")],
+    photos: Annotated[list[Path], typer.Argument(help="Photos (files or folders) of that person.")],
+    largest_face: Annotated[bool, typer.Option(help="Use the largest face of a group photo.")] = False,
+) -> None:
+    """Enrol (or re-enrol) NAME from one or more photos, one face each."""
+    settings = _settings()
+    files = _photo_files(photos)
+    engine = FaceEngine.from_settings(settings.models, settings.match)
+    identity = embed_photos(engine, name, files, largest_face=largest_face)
+    version = Gallery(connect(settings.redis)).enroll(identity)
+    typer.echo(f"enrolled {name} from {len(files)} photo(s); gallery version {version}")
+
+
+@gallery_app.command("list")
+def gallery_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List enrolled identities."""
+    version, identities = Gallery(connect(_settings().redis)).identities()
+    for identity in identities:
+        if json_output:
+            summary = identity.model_dump(exclude={"embeddings"})
+            typer.echo(orjson.dumps(summary).decode())
+        else:
+            typer.echo(f"{identity.name}\t{len(identity.embeddings)} photo(s)\t{identity.model}")
+    if not json_output:
+        typer.echo(f"{len(identities)} identities, gallery version {version}")
+
+
+@gallery_app.command("remove")
+def gallery_remove(name: str) -> None:
+    """Remove an identity from the gallery."""
+    if not Gallery(connect(_settings().redis)).remove(name):
+        raise FacestreamError(f"no identity named {name!r} in the gallery")
+    typer.echo(f"removed {name}")
+
+
+@app.command("replay")
+def replay_command(
+    path: Annotated[Path, typer.Argument(help="A video file or a folder of images.")],
+    group: Annotated[str, typer.Option(help="Camera group.")],
+    camera_id: Annotated[str, typer.Option(help="Camera id carried by each frame.")],
+    fps: Annotated[
+        float | None, typer.Option(help="Frames per second (default: the video's; 0: flat out).")
+    ] = None,
+    loop: Annotated[bool, typer.Option(help="Start again at the end.")] = False,
+) -> None:
+    """Feed a recorded video or an image folder into a camera group's frames stream."""
+    settings = _settings()
+    publisher = FramePublisher(
+        connect(settings.redis), group, camera_id, settings.ingest.frames_maxlen, settings.limits
+    )
+    rate = fps if fps is not None else (native_fps(path) or 5.0)
+    stop = threading.Event()
+    try:
+        stats = replay(
+            path,
+            publisher,
+            fps=rate or None,
+            loop=loop,
+            max_backlog=settings.ingest.max_backlog,
+            quality=settings.ingest.jpeg_quality,
+            max_side=settings.ingest.max_side,
+            stop=stop,
+            on_frame=lambda _f, _id: _progress(publisher.seq),
+        )
+    except KeyboardInterrupt:
+        stop.set()
+        raise typer.Exit(130) from None
+    sys.stderr.write("\n")
+    typer.echo(f"sent {stats.sent} frames to {publisher.stream} ({stats.loops} pass(es))")
+
+
+def _progress(sent: int) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\rsent {sent} frames")
+        sys.stderr.flush()
+
+
+@app.command("worker")
+def worker_command(
+    groups: GroupsOption = None,
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (127.0.0.1).")] = None,
+    consumer: Annotated[str | None, typer.Option(help="Consumer name.")] = None,
+) -> None:
+    """Recognise faces in the frames of every group (or --groups) until SIGTERM/Ctrl-C."""
+    from .workers import run_workers
+
+    settings = _settings(
+        groups=_groups(groups),
+        worker={"concurrency": concurrency, "metrics_port": metrics_port, "consumer": consumer},
+    )
+    raise typer.Exit(run_workers(settings, settings.worker.concurrency))
+
+
+@results_app.command("tail")
+def results_tail(
+    group: Annotated[str, typer.Option(help="Camera group(s), comma-separated.")],
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON result per line.")] = False,
+    count: Annotated[int | None, typer.Option(help="Stop after N results.")] = None,
+    from_start: Annotated[bool, typer.Option(help="Begin with the oldest kept result.")] = False,
+) -> None:
+    """Print results as they are published."""
+    settings = _settings()
+    try:
+        for result in tail_results(
+            connect(settings.redis), _groups(group) or [], from_start=from_start, count=count
+        ):
+            typer.echo(result.to_json().decode() if json_output else describe(result))
+    except KeyboardInterrupt:
+        pass
+
+
+def describe(result: Result) -> str:
+    """One human line per result: camera, frame, who, how fast."""
+    people = ", ".join(
+        f"{face.identity} ({face.similarity:.2f})" if face.identity else "unknown"
+        for face in result.faces
+    )
+    source = "cache" if result.cached else "model"
+    e2e = result.latency_ms.get("e2e", 0.0)
+    return (
+        f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
+    )
+
+
+@app.command("status")
+def status_command(groups: GroupsOption = None) -> None:
+    """Show each group's streams: frames waiting, pending, results, dead letters."""
+    client = connect(_settings().redis)
+    names = _groups(groups) or sorted(
+        keys.group_of(k) for k in client.scan_iter(match="fs:{*}:frames", _type="stream")
+    )
+    typer.echo(f"{'group':<16}{'frames':>8}{'pending':>9}{'consumers':>11}{'results':>9}{'dead':>7}")
+    for group in names:
+        stream = keys.frames(group)
+        info = {g["name"].decode(): g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
+        rec = info.get(keys.RECOGNIZERS, {})
+        typer.echo(
+            f"{group:<16}{client.xlen(stream):>8}{rec.get('pending', 0):>9}"
+            f"{rec.get('consumers', 0):>11}{client.xlen(keys.results(group)):>9}"
+            f"{client.xlen(keys.dead(group)):>7}"
+        )
+    typer.echo(f"gallery version {Gallery(client).version()}")
+
+
+@app.command("demo")
+def demo_command(
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+) -> None:
+    """Run everything on an embedded Redis with the bundled photos and a clip made from them."""
+    from .demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), workers=workers))
+
+
+def _photo_files(paths: list[Path]) -> list[Path]:
+    from facestream.ingest.sources import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(path)
+    return files
+
+
+def main() -> None:
+    """Console-script entry: facestream errors become one clear line and exit code 2."""
+    try:
+        app()
+    except FacestreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,122 @@
+"""The one settings model: defaults < YAML file < FACESTREAM_* env < CLI flags, validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from facestream.ingest import IngestSettings
+from facestream.recognizer import MatchSettings, ModelSettings, WorkerSettings
+from facestream.schemas import FacestreamError, FrameLimits, keys
+
+__all__ = ["ConfigError", "LogSettings", "RedisSettings", "Settings", "load_settings"]
+
+
+class ConfigError(FacestreamError, ValueError):
+    """The configuration is invalid; the message names each bad field."""
+
+
+class RedisSettings(BaseModel):
+    """How to reach the Redis node (ACL user and password may also be in the URL)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// (TLS) URL.")
+    username: str | None = Field(None, description="ACL user (overrides the URL's).")
+    password: SecretStr | None = Field(None, description="Password (overrides the URL's).")
+    tls_ca_file: Path | None = Field(None, description="CA bundle to verify the server (TLS).")
+    tls_cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    tls_key_file: Path | None = Field(None, description="Client key (mutual TLS).")
+    socket_timeout_s: float = Field(10.0, gt=0, le=300, description="Socket read timeout.")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
+
+
+class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: pretty on a terminal, JSON otherwise."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything facestream can be told; each section belongs to the package that uses it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FACESTREAM_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    groups: list[str] = Field(
+        default_factory=list, description="Camera groups a worker serves (empty: discover)."
+    )
+    limits: FrameLimits = Field(default_factory=FrameLimits)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    match: MatchSettings = Field(default_factory=MatchSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("groups")
+    @classmethod
+    def _valid_groups(cls, groups: list[str]) -> list[str]:
+        return [keys.validate_group(group) for group in groups]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier wins: CLI flags (init), then environment, then the YAML file.
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings once; `overrides` are nested dicts from CLI flags."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file)
+
+    try:
+        return FileSettings(**_drop_none(overrides))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        source = f" (from {config_file}, FACESTREAM_* or flags)" if config_file else ""
+        raise ConfigError(f"invalid configuration{source}: {problems}") from exc
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    """CLI flags left unset arrive as None; they must not override lower sources."""
+    cleaned: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if not value:
+                continue
+        if value is not None:
+            cleaned[key] = value
+    return cleaned

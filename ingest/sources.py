@@ -1,0 +1,109 @@
+"""Frame sources for replay: a video file (anything FFmpeg decodes) or a folder of images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import structlog
+from numpy.typing import NDArray
+
+from facestream.schemas import SourceError
+
+__all__ = ["IMAGE_SUFFIXES", "EncodedFrame", "encode_jpeg", "iter_frames", "native_fps"]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+
+log = structlog.get_logger("ingest.sources")
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """One frame ready to send: JPEG bytes and their pixel size."""
+
+    jpeg: bytes
+    width: int
+    height: int
+    origin: str  # file name, or "file.mp4#frame" for video frames
+
+
+def encode_jpeg(
+    image: NDArray[np.uint8], quality: int = 90, max_side: int | None = None
+) -> tuple[bytes, int, int]:
+    """JPEG-encode a BGR image, first shrinking it so its longer side is at most `max_side`."""
+    height, width = image.shape[:2]
+    if max_side is not None and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        image = cv2.resize(
+            image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
+        )
+        height, width = image.shape[:2]
+    ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise SourceError("OpenCV could not JPEG-encode a frame")
+    return buffer.tobytes(), width, height
+
+
+def iter_frames(path: Path, quality: int = 90, max_side: int | None = None) -> Iterator[EncodedFrame]:
+    """Frames of a video file or an image folder (sorted by name), JPEG-encoded."""
+    if path.is_dir():
+        yield from _folder_frames(path, quality, max_side)
+    elif path.is_file():
+        yield from _video_frames(path, quality, max_side)
+    else:
+        raise SourceError(f"{path}: no such file or folder")
+
+
+def native_fps(path: Path) -> float | None:
+    """The frame rate a video declares (None for folders or when it declares none)."""
+    if not path.is_file():
+        return None
+    capture = cv2.VideoCapture(str(path))
+    try:
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+    finally:
+        capture.release()
+    return fps if 0 < fps < 1000 else None
+
+
+def _folder_frames(folder: Path, quality: int, max_side: int | None) -> Iterator[EncodedFrame]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SourceError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+    for file in files:
+        data = file.read_bytes()
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            log.warning("skipping unreadable image", file=str(file))
+            continue
+        height, width = image.shape[:2]
+        fits = max_side is None or max(height, width) <= max_side
+        if file.suffix.lower() in _JPEG_SUFFIXES and fits:
+            # Send JPEGs byte for byte: the same photo always hashes the same (cache hits).
+            yield EncodedFrame(data, width, height, file.name)
+        else:
+            jpeg, width, height = encode_jpeg(image, quality, max_side)
+            yield EncodedFrame(jpeg, width, height, file.name)
+
+
+def _video_frames(file: Path, quality: int, max_side: int | None) -> Iterator[EncodedFrame]:
+    capture = cv2.VideoCapture(str(file))
+    if not capture.isOpened():
+        raise SourceError(f"{file}: not a video OpenCV/FFmpeg can open")
+    try:
+        index = 0
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            jpeg, width, height = encode_jpeg(image, quality, max_side)
+            yield EncodedFrame(jpeg, width, height, f"{file.name}#{index}")
+            index += 1
+        if index == 0:
+            raise SourceError(f"{file}: opened, but no frame could be decoded")
+    finally:
+        capture.release()

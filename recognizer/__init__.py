@@ -1,0 +1,24 @@
+"""Recogniser: detect, align, embed and match faces; the worker loop over Redis Streams."""
+
+from .engine import FaceEngine, Recognition, decode_jpeg
+from .gallery import Gallery, embed_photos
+from .matcher import Match, Matcher
+from .settings import MatchSettings, ModelSettings, WorkerSettings
+from .worker import Delivery, Worker, WorkerStats, content_hash
+
+__all__ = [
+    "Delivery",
+    "FaceEngine",
+    "Gallery",
+    "Match",
+    "MatchSettings",
+    "Matcher",
+    "ModelSettings",
+    "Recognition",
+    "Worker",
+    "WorkerSettings",
+    "WorkerStats",
+    "content_hash",
+    "decode_jpeg",
+    "embed_photos",
+]

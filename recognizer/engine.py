@@ -1,0 +1,132 @@
+"""The face engine: decode → detect → align → embed (batched across frames) → match."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from facestream.schemas import Face, InvalidFrame
+
+from .detector import Detection, YuNetDetector
+from .embedder import SFaceEmbedder, align
+from .matcher import Match, Matcher
+from .models import SFACE, YUNET, create_session, prepare
+from .settings import MatchSettings, ModelSettings
+
+__all__ = ["FaceEngine", "Recognition", "decode_jpeg", "label"]
+
+
+def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
+    """Decode an encoded image to BGR, or raise InvalidFrame saying it is not one."""
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise InvalidFrame(f"image data ({len(data)} bytes) is not a decodable JPEG")
+    return image
+
+
+@dataclass
+class Recognition:
+    """Faces found in one image and the milliseconds each stage took for it."""
+
+    faces: list[Face]
+    embeddings: NDArray[np.float32]
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+class FaceEngine:
+    """Owns the two model sessions and the current gallery matcher."""
+
+    def __init__(
+        self, detector: YuNetDetector, embedder: SFaceEmbedder, matcher: Matcher
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.matcher = matcher
+
+    @classmethod
+    def from_settings(cls, models: ModelSettings, match: MatchSettings) -> FaceEngine:
+        detector = YuNetDetector(
+            create_session(prepare(YUNET, models.source_dir, models.cache_dir), models.threads),
+            input_size=models.detect_size,
+            score_threshold=models.score_threshold,
+            nms_threshold=models.nms_threshold,
+        )
+        embedder = SFaceEmbedder(
+            create_session(prepare(SFACE, models.source_dir, models.cache_dir), models.threads),
+            max_batch=models.max_batch,
+        )
+        return cls(detector, embedder, Matcher([], match.threshold, match.margin))
+
+    @property
+    def model_id(self) -> str:
+        """Identifies detector + embedder weights; gallery and cache entries carry it."""
+        return f"{YUNET.model_id}+{SFACE.model_id}"
+
+    def embed_faces(
+        self, image: NDArray[np.uint8]
+    ) -> tuple[list[Detection], NDArray[np.float32]]:
+        """Detections in one image and their embeddings (for enrolment and evaluation)."""
+        detections = self.detector.detect(image)
+        crops = [align(image, d.landmarks) for d in detections]
+        return detections, self.embedder.embed(crops)
+
+    def recognise(self, images: Sequence[NDArray[np.uint8]]) -> list[Recognition]:
+        """Recognise several decoded images, embedding all their faces in one batch."""
+        recognitions: list[Recognition] = []
+        detections: list[list[Detection]] = []
+        crops: list[NDArray[np.uint8]] = []
+        for image in images:
+            start = time.perf_counter()
+            found = self.detector.detect(image)
+            detect_ms = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            crops.extend(align(image, d.landmarks) for d in found)
+            align_ms = (time.perf_counter() - start) * 1000
+            detections.append(found)
+            latency = {"detect": detect_ms, "align": align_ms}
+            recognitions.append(Recognition([], np.zeros((0, 0), np.float32), latency))
+
+        start = time.perf_counter()
+        embeddings = self.embedder.embed(crops)
+        embed_ms = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        matches = self.matcher.match(embeddings)
+        match_ms = (time.perf_counter() - start) * 1000
+
+        # Batch-wide stages are charged to each image in proportion to its faces.
+        total_faces = max(len(crops), 1)
+        cursor = 0
+        for found, recognition in zip(detections, recognitions, strict=True):
+            share = len(found) / total_faces
+            recognition.latency_ms["embed"] = embed_ms * share
+            recognition.latency_ms["match"] = match_ms * share
+            end = cursor + len(found)
+            recognition.embeddings = embeddings[cursor:end]
+            recognition.faces = label(
+                [_face(detection) for detection in found], matches[cursor:end]
+            )
+            cursor = end
+        return recognitions
+
+
+def label(faces: Sequence[Face], matches: Sequence[Match]) -> list[Face]:
+    """The faces with identity and similarity filled in from the matcher's verdicts."""
+    return [
+        face.model_copy(update={"identity": m.identity, "similarity": m.similarity})
+        for face, m in zip(faces, matches, strict=True)
+    ]
+
+
+def _face(detection: Detection) -> Face:
+    x, y, w, h = (round(float(v), 1) for v in detection.box)
+    marks = [(round(float(px), 1), round(float(py), 1)) for px, py in detection.landmarks]
+    return Face(
+        box=(x, y, w, h),
+        landmarks=(marks[0], marks[1], marks[2], marks[3], marks[4]),
+        score=round(min(max(detection.score, 0.0), 1.0), 4),
+    )

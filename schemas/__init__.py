@@ -1,0 +1,34 @@
+"""The wire contract of facestream: stream entries, key layout and errors (no other deps)."""
+
+from . import keys
+from .errors import (
+    FacestreamError,
+    GalleryError,
+    InvalidFrame,
+    InvalidMessage,
+    ModelError,
+    RedisServerError,
+    SourceError,
+)
+from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields
+from .gallery import Identity
+from .results import CachedRecognition, DeadLetter, Face, Result
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CachedRecognition",
+    "DeadLetter",
+    "Face",
+    "FacestreamError",
+    "Frame",
+    "FrameLimits",
+    "GalleryError",
+    "Identity",
+    "InvalidFrame",
+    "InvalidMessage",
+    "ModelError",
+    "RedisServerError",
+    "SourceError",
+    "StreamFields",
+    "keys",
+]

@@ -1,0 +1,31 @@
+"""Gallery entries: one enrolled identity and its embeddings, tagged with the model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["IDENTITY_NAME_PATTERN", "Identity"]
+
+IDENTITY_NAME_PATTERN = r"^[A-Za-z0-9_.' -]{1,64}$"
+
+
+class Identity(BaseModel):
+    """An enrolled person: name, one embedding per photo, and the model that made them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=IDENTITY_NAME_PATTERN)]
+    model: str
+    embeddings: list[list[float]] = Field(min_length=1)
+    photos: list[str] = Field(default_factory=list, description="Photo file names, for audit.")
+    enrolled_at: int = Field(description="Epoch milliseconds.")
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Identity:
+        return cls.model_validate_json(raw)

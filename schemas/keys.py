@@ -1,0 +1,74 @@
+"""Redis key layout: every key of a camera group shares the `{group}` hash tag (one slot)."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "GALLERY_IDENTITIES",
+    "GALLERY_VERSION",
+    "GROUP_NAME_PATTERN",
+    "RECOGNIZERS",
+    "cache",
+    "dead",
+    "frames",
+    "group_of",
+    "results",
+    "validate_group",
+    "worker_heartbeat",
+]
+
+GROUP_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_GROUP_RE = re.compile(GROUP_NAME_PATTERN)
+_KEY_RE = re.compile(r"^fs:\{([A-Za-z0-9_.-]{1,64})\}:")
+
+#: Consumer group of the recogniser workers on every frames stream.
+RECOGNIZERS = "recognizers"
+
+# The gallery's keys share their own hash tag so an enrolment (identity + version bump) is one
+# MULTI even on Redis Cluster.
+GALLERY_IDENTITIES = "fs:{gallery}:identities"
+GALLERY_VERSION = "fs:{gallery}:version"
+
+
+def validate_group(group: str) -> str:
+    """Return `group` if it is a valid camera-group name, else raise ValueError naming the rule."""
+    if not _GROUP_RE.match(group):
+        raise ValueError(
+            f"invalid camera group {group!r}: use 1-64 letters, digits, '_', '.' or '-'"
+        )
+    return group
+
+
+def frames(group: str) -> str:
+    """Stream of encoded frames of one camera group."""
+    return f"fs:{{{validate_group(group)}}}:frames"
+
+
+def results(group: str) -> str:
+    """Stream of recognition results of one camera group."""
+    return f"fs:{{{validate_group(group)}}}:results"
+
+
+def dead(group: str) -> str:
+    """Dead-letter stream: frames that could not be processed, with the reason."""
+    return f"fs:{{{validate_group(group)}}}:dead"
+
+
+def cache(group: str, image_hash: str) -> str:
+    """Cached recognition of one image (by content hash), scoped to the group's slot."""
+    return f"fs:{{{validate_group(group)}}}:cache:{image_hash}"
+
+
+def worker_heartbeat(consumer: str) -> str:
+    """Short-lived key a running worker refreshes with its stats (for `status`, the demo)."""
+    return f"fs:workers:{consumer}"
+
+
+def group_of(key: str | bytes) -> str:
+    """The camera group a facestream key belongs to."""
+    text = key.decode() if isinstance(key, bytes) else key
+    match = _KEY_RE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a facestream group key")
+    return match.group(1)

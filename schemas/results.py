@@ -1,0 +1,142 @@
+"""Result entries of `fs:{G}:results`, cache values and dead letters."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InvalidMessage
+from .frames import SCHEMA_VERSION, StreamFields
+
+__all__ = ["CachedRecognition", "DeadLetter", "Face", "Result"]
+
+Point = tuple[float, float]
+
+
+class Face(BaseModel):
+    """One detected face: where it is, how sure the detector was, and who it matched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    box: tuple[float, float, float, float] = Field(description="x, y, width, height in pixels.")
+    landmarks: tuple[Point, Point, Point, Point, Point] = Field(
+        description="Right eye, left eye, nose tip, right and left mouth corners (pixels)."
+    )
+    score: Annotated[float, Field(ge=0.0, le=1.0, description="Detection confidence.")]
+    identity: str | None = Field(None, description="Enrolled name, or None when unknown.")
+    similarity: float | None = Field(
+        None, description="Cosine similarity to the best gallery identity, if any."
+    )
+
+
+class CachedRecognition(BaseModel):
+    """What `fs:{G}:cache:<hash>` holds: detections and embeddings of one image, no names.
+
+    Names are matched afresh on every hit, so a cached image follows gallery changes (a new
+    enrolment, an erase) while the model still never runs twice on the same bytes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    faces: list[Face] = Field(description="Detections, with identity and similarity unset.")
+    embeddings: str = Field("", description="base64 of float32 little-endian, faces × dim.")
+
+    def embedding_matrix(self) -> NDArray[np.float32]:
+        raw = np.frombuffer(base64.b64decode(self.embeddings), dtype="<f4")
+        return raw.reshape(len(self.faces), -1) if self.faces else raw.reshape(0, 0)
+
+    @classmethod
+    def build(
+        cls, model: str, faces: list[Face], embeddings: NDArray[np.float32]
+    ) -> CachedRecognition:
+        anonymous = [face.model_copy(update={"identity": None, "similarity": None}) for face in faces]
+        encoded = base64.b64encode(np.ascontiguousarray(embeddings, dtype="<f4").tobytes())
+        return cls(model=model, faces=anonymous, embeddings=encoded.decode())
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+    @classmethod
+    def loads(cls, raw: bytes) -> CachedRecognition:
+        return cls.model_validate_json(raw)
+
+
+class Result(BaseModel):
+    """The recognition of one frame, published once per frame on the results stream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: int = SCHEMA_VERSION
+    frame_id: str = Field(description="Stream id of the frame: the idempotency key.")
+    camera: str
+    group: str
+    seq: int
+    ts: int = Field(description="Capture time of the frame, epoch milliseconds.")
+    hash: str = Field(description="Content hash (BLAKE2b-128, hex) of the encoded image.")
+    cached: bool
+    faces: list[Face]
+    model: str
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def identities(self) -> list[str]:
+        """Names recognised in the frame, in detection order (unknown faces left out)."""
+        return [face.identity for face in self.faces if face.identity is not None]
+
+    def to_fields(self) -> dict[str, bytes | str | int]:
+        """Fields for XADD: scalars as text, structured parts as JSON."""
+        return {
+            "v": self.v,
+            "frame_id": self.frame_id,
+            "camera": self.camera,
+            "group": self.group,
+            "seq": self.seq,
+            "ts": self.ts,
+            "hash": self.hash,
+            "cached": int(self.cached),
+            "faces": orjson.dumps([face.model_dump() for face in self.faces]),
+            "model": self.model,
+            "latency_ms": orjson.dumps(self.latency_ms),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: StreamFields) -> Result:
+        """Parse one results-stream entry, raising InvalidMessage with the reason."""
+        try:
+            data = {key.decode(): value.decode() for key, value in fields.items()}
+            parsed: dict[str, object] = dict(data)
+            parsed["cached"] = data.get("cached") == "1"
+            parsed["faces"] = orjson.loads(data.get("faces", "[]"))
+            parsed["latency_ms"] = orjson.loads(data.get("latency_ms", "{}"))
+            return cls.model_validate(parsed)
+        except (UnicodeDecodeError, orjson.JSONDecodeError, ValidationError) as exc:
+            raise InvalidMessage(f"invalid result entry: {exc}") from exc
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump())
+
+
+class DeadLetter(BaseModel):
+    """An entry that could not be processed, kept with the reason on `fs:{G}:dead`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frame_id: str
+    group: str
+    reason: str
+    deliveries: int
+    camera: str = ""
+    image_bytes: int = 0
+
+    def to_fields(self) -> dict[str, str | int]:
+        return self.model_dump()
+
+    @classmethod
+    def from_fields(cls, fields: StreamFields) -> DeadLetter:
+        return cls.model_validate({k.decode(): v.decode() for k, v in fields.items()})
