@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 import threading
@@ -76,6 +77,8 @@ def redis_command(
 ) -> None:
     """Run the embedded Redis in the foreground on 127.0.0.1 (AOF on) until Ctrl-C."""
     _settings()
+    # SIGTERM stops the server like Ctrl-C does, instead of orphaning it.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="facestream-redis-") as scratch:
         server = EmbeddedRedis(data_dir or Path(scratch), port=port).start()
         typer.echo(server.url, err=False)

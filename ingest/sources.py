@@ -49,9 +49,14 @@ def encode_jpeg(
 
 
 def iter_frames(path: Path, quality: int = 90, max_side: int | None = None) -> Iterator[EncodedFrame]:
-    """Frames of a video file or an image folder (sorted by name), JPEG-encoded."""
+    """Frames of a video file, an image, or an image folder (sorted by name), as JPEG."""
     if path.is_dir():
-        yield from _folder_frames(path, quality, max_side)
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SourceError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+        yield from _image_frames(files, quality, max_side)
+    elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        yield from _image_frames([path], quality, max_side)
     elif path.is_file():
         yield from _video_frames(path, quality, max_side)
     else:
@@ -70,10 +75,7 @@ def native_fps(path: Path) -> float | None:
     return fps if 0 < fps < 1000 else None
 
 
-def _folder_frames(folder: Path, quality: int, max_side: int | None) -> Iterator[EncodedFrame]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SourceError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+def _image_frames(files: list[Path], quality: int, max_side: int | None) -> Iterator[EncodedFrame]:
     for file in files:
         data = file.read_bytes()
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

@@ -1,0 +1,90 @@
+"""Fixtures: a real redis-server per session (flushed per test), the real models, the photos."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from facestream.config import Settings, load_settings
+from facestream.recognizer import FaceEngine, Gallery, Worker, embed_photos
+from facestream.schemas import keys
+from facestream.server import EmbeddedRedis
+
+REPO = Path(__file__).resolve().parents[1]
+FACES = REPO.parent / "shared" / "data" / "faces"
+LABELS: dict[str, list[str]] = json.loads((FACES / "labels.json").read_text())
+IDENTITIES = sorted(p.name for p in (FACES / "train").iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False) as server:
+        yield server
+
+
+@pytest.fixture()
+def client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_server.url)
+    connection.flushall()
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture()
+def settings(redis_server: EmbeddedRedis, model_cache: Path) -> Settings:
+    return load_settings(
+        redis={"url": redis_server.url},
+        models={"cache_dir": model_cache},
+        worker={"block_ms": 50, "claim_idle_ms": 500, "gallery_poll_s": 0.1},
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(model_cache: Path) -> FaceEngine:
+    defaults = Settings()
+    return FaceEngine.from_settings(
+        defaults.models.model_copy(update={"cache_dir": model_cache}), defaults.match
+    )
+
+
+def enrol(engine: FaceEngine, client: redis.Redis, names: list[str] = IDENTITIES) -> None:
+    gallery = Gallery(client)
+    for name in names:
+        photos = sorted((FACES / "train" / name).iterdir())
+        # biden2.jpg shows a second person in the background: take the largest face.
+        gallery.enroll(embed_photos(engine, name, photos, largest_face=True))
+
+
+def make_worker(
+    client: redis.Redis, engine: FaceEngine, settings: Settings, consumer: str = "test-worker"
+) -> Worker:
+    return Worker(
+        client,
+        engine,
+        settings.worker,
+        settings.match,
+        settings.limits,
+        consumer=consumer,
+        groups=["g1"],
+    )
+
+
+def drain(worker: Worker, client: redis.Redis, group: str, expected: int, timeout_s: float = 60) -> None:
+    """Step the worker until `expected` frames have a result or a dead letter (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = client.xlen(keys.results(group)) + client.xlen(keys.dead(group))
+        if done >= expected:
+            return
+        worker.step()
+    raise AssertionError(f"only {done} of {expected} frames finished within {timeout_s}s")

@@ -1,0 +1,158 @@
+"""Real worker processes: SIGKILL mid-batch loses nothing, SIGTERM drains; the CLI and demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from facestream.config import Settings
+from facestream.demo import build_clip
+from facestream.ingest import FramePublisher, replay
+from facestream.recognizer import FaceEngine
+from facestream.schemas import Result, keys
+from facestream.server import EmbeddedRedis
+
+from .conftest import FACES, drain, enrol, make_worker
+
+SCENES = sorted((FACES / "test").glob("*.jpg"))
+
+
+def _env(model_cache: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "FACESTREAM_MODELS__CACHE_DIR": str(model_cache), **extra}
+
+
+def _cli(redis_server: EmbeddedRedis, *args: str) -> list[str]:
+    return [sys.executable, "-m", "facestream", "--redis-url", redis_server.url, *args]
+
+
+def _start_worker(redis_server: EmbeddedRedis, model_cache: Path, consumer: str) -> subprocess.Popen[bytes]:
+    command = _cli(redis_server, "--log-format", "json", "worker", "--groups", "g1", "--consumer", consumer)
+    env = _env(model_cache, FACESTREAM_WORKER__BATCH_SIZE="8")
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for(condition, timeout_s: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _pending_of(client: redis.Redis, consumer: str) -> int:
+    for row in client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["consumers"]:
+        if row["name"] == consumer.encode():
+            return int(row["pending"])
+    return 0
+
+
+def _send_clip(client: redis.Redis, settings: Settings, tmp_path: Path) -> int:
+    clip = tmp_path / "clip.avi"
+    frames = build_clip(SCENES, clip, moving=10, still=0)
+    publisher = FramePublisher(client, "g1", "cam", 10_000, settings.limits)
+    return replay(clip, publisher, fps=None).sent or frames
+
+
+def test_sigkill_mid_batch_loses_and_doubles_nothing(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, redis_server: EmbeddedRedis,
+    model_cache: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    enrol(engine, client)
+    victim = _start_worker(redis_server, model_cache, "victim")
+    try:
+        _wait_for(lambda: client.exists(keys.worker_heartbeat("victim")), what="worker start")
+        sent = _send_clip(client, settings, tmp_path)
+        _wait_for(lambda: _pending_of(client, "victim") > 0, what="a batch in flight")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+    finally:
+        victim.kill()
+    assert _pending_of(client, "victim") > 0, "the kill must leave a batch unacknowledged"
+    assert client.xlen(keys.results("g1")) < sent
+
+    rescuer = make_worker(client, engine, settings, consumer="rescuer")
+    drain(rescuer, client, "g1", sent)
+    results = [Result.from_fields(f) for _, f in client.xrange(keys.results("g1"))]
+    frame_ids = [entry_id.decode() for entry_id, _ in client.xrange(keys.frames("g1"))]
+    assert sorted(r.frame_id for r in results) == sorted(frame_ids)  # exactly one each
+    assert client.xlen(keys.dead("g1")) == 0
+    assert client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["pending"] == 0
+
+
+def test_sigterm_finishes_the_batch_and_exits_zero(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, redis_server: EmbeddedRedis,
+    model_cache: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    enrol(engine, client, ["obama"])
+    worker = _start_worker(redis_server, model_cache, "graceful")
+    try:
+        _wait_for(lambda: client.exists(keys.worker_heartbeat("graceful")), what="worker start")
+        _send_clip(client, settings, tmp_path)
+        _wait_for(lambda: _pending_of(client, "graceful") > 0, what="a batch in flight")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        worker.kill()
+    assert _pending_of(client, "graceful") == 0
+    assert client.xlen(keys.results("g1")) >= 1
+    assert not client.exists(keys.worker_heartbeat("graceful"))
+
+
+def test_cli_enrol_replay_tail(
+    client: redis.Redis, redis_server: EmbeddedRedis, model_cache: Path, tmp_path: Path
+) -> None:
+    def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            _cli(redis_server, *args), env=_env(model_cache), capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == expect, done.stderr
+        return done
+
+    enrolled = run("gallery", "enroll", "obama", str(FACES / "train" / "obama")).stdout
+    assert "enrolled obama from 2 photo(s)" in enrolled
+    assert "obama\t2 photo(s)" in run("gallery", "list").stdout
+    refused = run("gallery", "enroll", "pair", str(FACES / "test" / "obama_and_biden.jpg"), expect=2)
+    assert refused.stderr.strip().endswith(
+        "obama_and_biden.jpg: 3 faces found; crop it to one person or pass --largest-face"
+    )
+    photo = str(FACES / "test" / "obama1.jpg")
+    replayed = run("replay", photo, "--group", "g1", "--camera-id", "cli", "--fps", "0")
+    assert "sent 1 frames to fs:{g1}:frames" in replayed.stdout
+
+    worker = _start_worker(redis_server, model_cache, "cli-worker")
+    try:
+        tail = run("results", "tail", "--group", "g1", "--json", "--count", "1", "--from-start")
+        lines = tail.stdout.splitlines()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    result = Result.model_validate(json.loads(lines[0]))
+    assert result.camera == "cli" and result.identities == ["obama"]
+    assert "removed obama" in run("gallery", "remove", "obama").stdout
+    assert "0 identities" in run("gallery", "list").stdout
+    assert "no identity named 'obama'" in run("gallery", "remove", "obama", expect=2).stderr
+
+
+@pytest.mark.timeout(240)
+def test_demo_runs_end_to_end_and_cleans_up(model_cache: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "facestream", "demo"],
+        env=_env(model_cache), capture_output=True, text=True, timeout=220,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = done.stdout.split("summary", 1)[1]
+    assert "frames      80 of 80 sent" in summary
+    for name in ("alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"):
+        assert name in summary
+    assert "cache hits  0 " not in summary
+    leftover = subprocess.run(["pgrep", "-f", "facestream-demo-"], capture_output=True)
+    assert leftover.stdout == b""

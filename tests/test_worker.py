@@ -1,0 +1,145 @@
+"""The worker against a real Redis: results, cache, order, dead letters, lost claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import redis
+
+from facestream.config import Settings
+from facestream.demo import build_clip
+from facestream.ingest import EncodedFrame, FramePublisher, iter_frames, replay
+from facestream.recognizer import Delivery, FaceEngine
+from facestream.schemas import DeadLetter, Frame, Result, keys
+
+from .conftest import FACES, LABELS, drain, enrol, make_worker
+
+
+def _results(client: redis.Redis, group: str = "g1") -> list[Result]:
+    return [Result.from_fields(fields) for _, fields in client.xrange(keys.results(group))]
+
+
+def _publisher(client: redis.Redis, settings: Settings, camera: str) -> FramePublisher:
+    return FramePublisher(client, "g1", camera, 1000, settings.limits)
+
+
+def test_replayed_photos_are_recognised_then_cached(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    enrol(engine, client)
+    worker = make_worker(client, engine, settings)
+    publisher = _publisher(client, settings, "probe")
+    sent = replay(FACES / "test", publisher, fps=None).sent + replay(FACES / "extra", publisher, fps=None).sent
+    assert sent == len(LABELS)
+    drain(worker, client, "g1", sent)
+
+    results = _results(client)
+    assert len(results) == sent and not any(r.cached for r in results)
+    order = sorted(p.relative_to(FACES).as_posix() for p in (FACES / "test").iterdir())
+    order += sorted(p.relative_to(FACES).as_posix() for p in (FACES / "extra").iterdir())
+    for relative, result in zip(order, results, strict=True):
+        named = set(result.identities)
+        assert named <= set(LABELS[relative]), (relative, result.identities)
+        if "partial" not in relative:
+            assert set(LABELS[relative]) <= named, (relative, result.identities)
+
+    detector_runs, embedder_runs = engine.detector.runs, engine.embedder.runs
+    replay(FACES / "test", publisher, fps=None)
+    drain(worker, client, "g1", sent + 5)
+    again = _results(client)[sent:]
+    assert len(again) == 5 and all(r.cached for r in again)
+    assert (engine.detector.runs, engine.embedder.runs) == (detector_runs, embedder_runs)
+    by_hash = {r.hash: r for r in results}
+    for result in again:
+        assert result.identities == by_hash[result.hash].identities
+
+
+def test_video_replay_gives_one_result_per_frame_in_order(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    scenes = ["obama1.jpg", "kit_with_rose.jpg", "alex_lacamoire1.jpg"]
+    clip = tmp_path / "clip.avi"
+    frames = build_clip([FACES / "test" / name for name in scenes], clip, moving=6, still=4)
+    assert frames == 30
+    enrol(engine, client)
+    worker = make_worker(client, engine, settings)
+    sent = replay(clip, _publisher(client, settings, "cam-video"), fps=None).sent
+    assert sent == frames
+    drain(worker, client, "g1", sent)
+    results = _results(client)
+    assert [r.seq for r in results] == list(range(frames))
+    assert len({r.frame_id for r in results}) == frames
+    expected = [{"obama"}, {"kit_harington", "rose_leslie"}, {"alex_lacamoire"}]
+    for index, result in enumerate(results):
+        assert set(result.identities) == expected[index // 10], (index, result.identities)
+    # Held frames decode to the same pixels, so they are served from the cache.
+    assert sum(r.cached for r in results) >= 3 * 3
+
+
+def test_bad_entries_go_to_dead_letters_and_good_frames_still_pass(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    enrol(engine, client, ["obama"])
+    worker = make_worker(client, engine, settings)
+    stream = keys.frames("g1")
+    good = (FACES / "test" / "obama1.jpg").read_bytes()
+    frame = Frame(camera="c", group="g1", seq=0, ts=1, w=10, h=10, img=good[: len(good) // 50])
+    client.xadd(stream, frame.to_fields())  # type: ignore[arg-type]
+    client.xadd(stream, {"hello": "world"})
+    client.xadd(stream, {**frame.to_fields(), "v": 9})  # type: ignore[dict-item]
+    client.xadd(stream, {**frame.to_fields(), "img": good, "seq": 1})  # type: ignore[dict-item]
+    drain(worker, client, "g1", 4)
+
+    letters = [DeadLetter.from_fields(f) for _, f in client.xrange(keys.dead("g1"))]
+    reasons = [letter.reason for letter in letters]
+    assert len(letters) == 3
+    assert any("not a decodable JPEG" in r for r in reasons), reasons
+    assert any("missing field 'v' (schema version)" in r for r in reasons), reasons
+    assert any("unsupported schema version '9'" in r for r in reasons)
+    (result,) = _results(client)
+    assert result.seq == 1 and result.identities == ["obama"]
+    assert client.xpending(stream, keys.RECOGNIZERS)["pending"] == 0
+
+
+def test_a_stale_worker_publishes_nothing_for_a_claimed_frame(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    """Worker A reads a frame and stalls; B claims and finishes it; A's late commit is dropped."""
+    enrol(engine, client, ["obama"])
+    slow = make_worker(client, engine, settings, consumer="slow")
+    fast = make_worker(client, engine, settings, consumer="fast")
+    slow.step()  # creates the consumer group
+    _publisher(client, settings, "c").publish(_encoded(FACES / "test" / "obama1.jpg"))
+    [(_, [(entry_id, fields)])] = client.xreadgroup(
+        keys.RECOGNIZERS, "slow", {keys.frames("g1"): ">"}, count=1
+    )
+    client.xclaim(keys.frames("g1"), keys.RECOGNIZERS, "fast", 0, [entry_id])
+    fast.process([Delivery("g1", entry_id.decode(), fields, 2)])
+    slow.process([Delivery("g1", entry_id.decode(), fields, 1)])
+    assert len(_results(client)) == 1
+    assert slow.stats.lost == 1 and fast.stats.recognised == 1
+
+
+def test_a_frame_that_keeps_killing_workers_is_dead_lettered(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    enrol(engine, client, ["obama"])
+    strict = settings.worker.model_copy(update={"claim_idle_ms": 100, "max_deliveries": 2})
+    worker = make_worker(client, engine, settings.model_copy(update={"worker": strict}))
+    worker.step()  # creates the consumer group
+    _publisher(client, settings, "c").publish(_encoded(FACES / "test" / "obama1.jpg"))
+    stream = keys.frames("g1")
+    # Two consumers take the frame and die without acking it: deliveries 1 and 2.
+    [(_, [(entry_id, _fields)])] = client.xreadgroup(keys.RECOGNIZERS, "dead-1", {stream: ">"})
+    client.xclaim(stream, keys.RECOGNIZERS, "dead-2", 0, [entry_id])
+    drain(worker, client, "g1", 1, timeout_s=10)
+    (letter,) = [DeadLetter.from_fields(f) for _, f in client.xrange(keys.dead("g1"))]
+    assert letter.deliveries == 3
+    assert "delivered 3 times without a result (max_deliveries=2)" in letter.reason
+    assert client.xlen(keys.results("g1")) == 0
+    assert client.xpending(stream, keys.RECOGNIZERS)["pending"] == 0
+
+
+def _encoded(path: Path) -> EncodedFrame:
+    return next(iter_frames(path))
