@@ -60,7 +60,9 @@ def _global_options(
 def _settings(**sections: Any) -> Settings:
     merged = {**_Globals.overrides}
     for section, values in sections.items():
-        merged[section] = {**merged.get(section, {}), **values} if isinstance(values, dict) else values
+        merged[section] = (
+            {**merged.get(section, {}), **values} if isinstance(values, dict) else values
+        )
     settings = load_settings(_Globals.config, **merged)
     configure_logging(settings.log)
     return settings
@@ -73,7 +75,9 @@ def _groups(option: str | None) -> list[str] | None:
 @app.command("redis")
 def redis_command(
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data dir (default: a temporary one).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data dir (default: a temporary one).")
+    ] = None,
 ) -> None:
     """Run the embedded Redis in the foreground on 127.0.0.1 (AOF on) until Ctrl-C."""
     _settings()
@@ -96,7 +100,9 @@ def redis_command(
 def gallery_enroll(
     name: Annotated[str, typer.Argument(help="Identity name.")],
     photos: Annotated[list[Path], typer.Argument(help="Photos (files or folders) of that person.")],
-    largest_face: Annotated[bool, typer.Option(help="Use the largest face of a group photo.")] = False,
+    largest_face: Annotated[
+        bool, typer.Option(help="Use the largest face of a group photo.")
+    ] = False,
 ) -> None:
     """Enrol (or re-enrol) NAME from one or more photos, one face each."""
     settings = _settings()
@@ -214,9 +220,7 @@ def describe(result: Result) -> str:
     )
     source = "cache" if result.cached else "model"
     e2e = result.latency_ms.get("e2e", 0.0)
-    return (
-        f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
-    )
+    return f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
 
 
 @app.command("status")
@@ -226,10 +230,16 @@ def status_command(groups: GroupsOption = None) -> None:
     names = _groups(groups) or sorted(
         keys.group_of(k) for k in client.scan_iter(match="fs:{*}:frames", _type="stream")
     )
-    typer.echo(f"{'group':<16}{'frames':>8}{'pending':>9}{'consumers':>11}{'results':>9}{'dead':>7}")
+    typer.echo(
+        f"{'group':<16}{'frames':>8}{'pending':>9}{'consumers':>11}{'results':>9}{'dead':>7}"
+    )
     for group in names:
         stream = keys.frames(group)
-        info = {g["name"].decode(): g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
+        info = (
+            {g["name"].decode(): g for g in client.xinfo_groups(stream)}
+            if client.exists(stream)
+            else {}
+        )
         rec = info.get(keys.RECOGNIZERS, {})
         typer.echo(
             f"{group:<16}{client.xlen(stream):>8}{rec.get('pending', 0):>9}"

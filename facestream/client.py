@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import redis
 import structlog
@@ -29,11 +30,11 @@ def tail_results(
     if not from_start:
         # Resolve "$" once, so results published between two reads are not skipped.
         for stream in cursors:
-            last = client.xrevrange(stream, count=1)
+            last: Any = client.xrevrange(stream, count=1)
             cursors[stream] = last[0][0].decode() if last else "0-0"
     seen = 0
     while not (stop and stop.is_set()) and (count is None or seen < count):
-        response = client.xread(cursors, count=100, block=block_ms)  # type: ignore[arg-type]
+        response: Any = client.xread(cursors, count=100, block=block_ms)  # type: ignore[arg-type]
         for stream, entries in response or []:
             for entry_id, fields in entries:
                 cursors[stream.decode()] = entry_id.decode()
@@ -77,7 +78,7 @@ class ResultSubscriber:
         # Our own unacknowledged entries first (a previous run died mid-way), then new ones.
         cursor = "0"
         while not (stop and stop.is_set()):
-            response = self.client.xreadgroup(
+            response: Any = self.client.xreadgroup(
                 self.consumer_group,
                 self.consumer,
                 {stream: cursor for stream in self.streams},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
@@ -13,7 +15,7 @@ __all__ = ["connect"]
 
 def connect(settings: RedisSettings) -> redis.Redis:
     """A client for binary-safe stream work (responses stay bytes)."""
-    options: dict[str, object] = {
+    options: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout_s,
         "socket_connect_timeout": 5.0,
         "health_check_interval": 30,
@@ -28,4 +30,4 @@ def connect(settings: RedisSettings) -> redis.Redis:
         options["ssl_ca_certs"] = str(settings.tls_ca_file) if settings.tls_ca_file else None
         options["ssl_certfile"] = str(settings.tls_cert_file) if settings.tls_cert_file else None
         options["ssl_keyfile"] = str(settings.tls_key_file) if settings.tls_key_file else None
-    return redis.Redis.from_url(settings.url, **options)  # type: ignore[arg-type]
+    return redis.Redis.from_url(settings.url, **options)

@@ -9,11 +9,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
+import redis
 import typer
 import yaml
 from numpy.typing import NDArray
@@ -57,7 +58,7 @@ def build_clip(
                 raise FacestreamError(f"{scene}: not a readable image")
             for step in range(moving + still):
                 zoom = 1.0 + 0.1 * min(step, moving) / moving
-                writer.write(_fit(image, size, zoom))
+                writer.write(_fit(np.asarray(image, np.uint8), size, zoom))
                 frames += 1
     finally:
         writer.release()
@@ -123,9 +124,9 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
             server.stop()
 
 
-def _enrol_gallery(settings: Settings, client: object) -> None:
+def _enrol_gallery(settings: Settings, client: redis.Redis) -> None:
     engine = FaceEngine.from_settings(settings.models, settings.match)
-    gallery = Gallery(client)  # type: ignore[arg-type]
+    gallery = Gallery(client)
     for folder in sorted(p for p in (DEMO_DATA / "gallery").iterdir() if p.is_dir()):
         photos = sorted(folder.glob("*.jpg"))
         gallery.enroll(embed_photos(engine, folder.name, photos))
@@ -144,7 +145,7 @@ def _start_workers(settings: Settings, work: Path, count: int) -> subprocess.Pop
     return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
 
 
-def _wait_for_consumers(client: Any, count: int, process: subprocess.Popen[bytes]) -> None:
+def _wait_for_consumers(client: redis.Redis, count: int, process: subprocess.Popen[bytes]) -> None:
     """Wait until `count` workers report in (their models are loaded)."""
     while process.poll() is None:
         if len(list(client.scan_iter(match=keys.worker_heartbeat("*")))) >= count:
@@ -153,10 +154,14 @@ def _wait_for_consumers(client: Any, count: int, process: subprocess.Popen[bytes
     raise FacestreamError("the worker processes exited during start-up; see workers.log")
 
 
-def _send_frames(settings: Settings, client: object, clip: Path, scenes: list[Path]) -> None:
+def _send_frames(settings: Settings, client: redis.Redis, clip: Path, scenes: list[Path]) -> None:
     def publisher(camera: str) -> FramePublisher:
         return FramePublisher(
-            client, _GROUP, camera, settings.ingest.frames_maxlen, settings.limits  # type: ignore[arg-type]
+            client,
+            _GROUP,
+            camera,
+            settings.ingest.frames_maxlen,
+            settings.limits,
         )
 
     # Two cameras: a video at 10 fps, and a photo folder shown twice (the second pass is cached).
@@ -167,7 +172,10 @@ def _send_frames(settings: Settings, client: object, clip: Path, scenes: list[Pa
 
 
 def _collect(
-    client: object, expected: int, workers: subprocess.Popen[bytes], describe: object
+    client: redis.Redis,
+    expected: int,
+    workers: subprocess.Popen[bytes],
+    describe: Callable[[Result], str],
 ) -> list[Result]:
     results: list[Result] = []
     stop = threading.Event()
@@ -181,9 +189,9 @@ def _collect(
 
     threading.Thread(target=watchdog, daemon=True).start()
     try:
-        for result in tail_results(client, [_GROUP], from_start=True, stop=stop):  # type: ignore[arg-type]
+        for result in tail_results(client, [_GROUP], from_start=True, stop=stop):
             results.append(result)
-            typer.echo(f"[{len(results):>3}/{expected}] {describe(result)}")  # type: ignore[operator]
+            typer.echo(f"[{len(results):>3}/{expected}] {describe(result)}")
             if len(results) >= expected:
                 break
     finally:

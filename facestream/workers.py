@@ -24,7 +24,9 @@ __all__ = ["run_worker", "run_workers"]
 log = structlog.get_logger("workers")
 
 
-def run_worker(settings: Settings, consumer: str | None = None, metrics_port: int | None = None) -> None:
+def run_worker(
+    settings: Settings, consumer: str | None = None, metrics_port: int | None = None
+) -> None:
     """Serve frames in this process until SIGTERM/SIGINT (a second one stops at once)."""
     stop = threading.Event()
 

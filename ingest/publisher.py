@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 import redis
-
 from facestream.schemas import Frame, FrameLimits, keys
 
 from .sources import EncodedFrame
@@ -47,8 +47,9 @@ class FramePublisher:
             img=encoded.jpeg,
         )
         frame.check_limits(self.limits)
-        entry_id: bytes = self.client.xadd(
-            self.stream, frame.to_fields(), maxlen=self.maxlen, approximate=True  # type: ignore[arg-type]
+        fields: dict[Any, Any] = frame.to_fields()
+        entry_id: bytes = self.client.xadd(  # type: ignore[assignment]  # bytes: no decoding
+            self.stream, fields, maxlen=self.maxlen, approximate=True
         )
         self.seq += 1
         self._unread.append(entry_id)

@@ -71,7 +71,9 @@ def _wait_for_room(publisher: FramePublisher, max_backlog: int, stop: threading.
     logged = False
     while not stop.is_set() and publisher.backlog() > max_backlog:
         if not logged:
-            log.info("waiting for workers to catch up", backlog=max_backlog, stream=publisher.stream)
+            log.info(
+                "waiting for workers to catch up", backlog=max_backlog, stream=publisher.stream
+            )
             logged = True
         stop.wait(0.05)
     return time.monotonic() - start

@@ -13,7 +13,10 @@ class IngestSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     frames_maxlen: int = Field(
-        2000, ge=10, le=1_000_000, description="Approximate cap of each frames stream (XADD MAXLEN ~)."
+        2000,
+        ge=10,
+        le=1_000_000,
+        description="Approximate cap of each frames stream (XADD MAXLEN ~).",
     )
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of re-encoded frames.")
     max_side: int | None = Field(

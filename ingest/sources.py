@@ -9,9 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import structlog
-from numpy.typing import NDArray
-
 from facestream.schemas import SourceError
+from numpy.typing import NDArray
 
 __all__ = ["IMAGE_SUFFIXES", "EncodedFrame", "encode_jpeg", "iter_frames", "native_fps"]
 
@@ -38,9 +37,8 @@ def encode_jpeg(
     height, width = image.shape[:2]
     if max_side is not None and max(height, width) > max_side:
         scale = max_side / max(height, width)
-        image = cv2.resize(
-            image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
-        )
+        size = (round(width * scale), round(height * scale))
+        image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
         height, width = image.shape[:2]
     ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -48,7 +46,9 @@ def encode_jpeg(
     return buffer.tobytes(), width, height
 
 
-def iter_frames(path: Path, quality: int = 90, max_side: int | None = None) -> Iterator[EncodedFrame]:
+def iter_frames(
+    path: Path, quality: int = 90, max_side: int | None = None
+) -> Iterator[EncodedFrame]:
     """Frames of a video file, an image, or an image folder (sorted by name), as JPEG."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -78,10 +78,11 @@ def native_fps(path: Path) -> float | None:
 def _image_frames(files: list[Path], quality: int, max_side: int | None) -> Iterator[EncodedFrame]:
     for file in files:
         data = file.read_bytes()
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
             log.warning("skipping unreadable image", file=str(file))
             continue
+        image = np.asarray(decoded, dtype=np.uint8)
         height, width = image.shape[:2]
         fits = max_side is None or max(height, width) <= max_side
         if file.suffix.lower() in _JPEG_SUFFIXES and fits:
@@ -102,7 +103,7 @@ def _video_frames(file: Path, quality: int, max_side: int | None) -> Iterator[En
             ok, image = capture.read()
             if not ok:
                 break
-            jpeg, width, height = encode_jpeg(image, quality, max_side)
+            jpeg, width, height = encode_jpeg(np.asarray(image, np.uint8), quality, max_side)
             yield EncodedFrame(jpeg, width, height, f"{file.name}#{index}")
             index += 1
         if index == 0:

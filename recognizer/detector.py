@@ -76,7 +76,7 @@ class YuNetDetector:
 
     def decode(self, outputs: dict[str, NDArray[np.float32]]) -> NDArray[np.float32]:
         """Rows of [x, y, w, h, 10 landmark coordinates, score] after NMS."""
-        pad_h, pad_w = (int(v) for v in outputs["_shape"])
+        pad_w = int(outputs["_shape"][1])
         rows = []
         for stride in _STRIDES:
             cols = pad_w // stride
@@ -104,14 +104,14 @@ class YuNetDetector:
         faces = np.vstack(rows)
         # OpenCV runs NMS on integer boxes; doing the same keeps us identical to it.
         int_boxes = [[int(v) for v in row[:4]] for row in faces]
-        keep = cv2.dnn.NMSBoxes(
+        kept = cv2.dnn.NMSBoxes(
             int_boxes,
             faces[:, 14].tolist(),
             self.score_threshold,
             self.nms_threshold,
             top_k=self.top_k,
         )
-        return faces[np.asarray(keep, dtype=np.int64).reshape(-1)]
+        return faces[np.asarray(kept, dtype=np.int64).reshape(-1)]
 
     def _letterbox(self, image: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], float]:
         if self.input_size is None:
@@ -122,4 +122,4 @@ class YuNetDetector:
             return image, 1.0
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-        return cv2.resize(image, size, interpolation=interpolation), scale
+        return np.asarray(cv2.resize(image, size, interpolation=interpolation), np.uint8), scale

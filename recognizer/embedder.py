@@ -49,7 +49,8 @@ class SFaceEmbedder:
         ]
         raw = np.vstack(chunks)
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
-        return (raw / np.maximum(norms, 1e-12)).astype(np.float32)
+        unit: NDArray[np.float32] = (raw / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit
 
     def raw_features(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """Un-normalised network output, as `cv2.FaceRecognizerSF.feature` returns it."""

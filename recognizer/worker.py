@@ -12,8 +12,6 @@ from typing import Any
 import orjson
 import redis
 import structlog
-from redis.backoff import ExponentialWithJitterBackoff
-
 from facestream.schemas import (
     CachedRecognition,
     DeadLetter,
@@ -23,6 +21,7 @@ from facestream.schemas import (
     Result,
     keys,
 )
+from redis.backoff import ExponentialWithJitterBackoff
 
 from .commit import Committer
 from .engine import FaceEngine, Recognition, decode_jpeg, label
@@ -189,7 +188,9 @@ class Worker:
         self._gallery_checked = now
         if self._gallery_loaded and self.gallery.version() == self.engine.matcher.version:
             return
-        matcher = self.gallery.matcher(self.engine.model_id, self.match.threshold, self.match.margin)
+        matcher = self.gallery.matcher(
+            self.engine.model_id, self.match.threshold, self.match.margin
+        )
         self.engine.matcher = matcher
         self._gallery_loaded = True
         self.log.info("gallery loaded", version=matcher.version, identities=len(matcher.names))
@@ -198,7 +199,7 @@ class Worker:
         if not self.groups:
             time.sleep(min(self.settings.block_ms, 1000) / 1000)
             return []
-        response = self.client.xreadgroup(
+        response: Any = self.client.xreadgroup(
             keys.RECOGNIZERS,
             self.consumer,
             {keys.frames(g): ">" for g in self.groups},
@@ -220,7 +221,7 @@ class Worker:
         claimed: list[Delivery] = []
         for group in self.groups:
             stream = keys.frames(group)
-            cursor, entries, *_ = self.client.xautoclaim(
+            claimed_raw: Any = self.client.xautoclaim(
                 stream,
                 keys.RECOGNIZERS,
                 self.consumer,
@@ -228,6 +229,7 @@ class Worker:
                 start_id=self._claim_cursor.get(group, "0-0"),
                 count=self.settings.batch_size,
             )
+            cursor, entries = claimed_raw[0], claimed_raw[1]  # Redis 7 adds deleted ids
             self._claim_cursor[group] = _text(cursor)
             if not entries:
                 continue
@@ -239,7 +241,7 @@ class Worker:
         return claimed
 
     def _delivery_counts(self, stream: str, entry_ids: list[str]) -> dict[str, int]:
-        pending = self.client.xpending_range(
+        pending: Any = self.client.xpending_range(
             stream,
             keys.RECOGNIZERS,
             min=entry_ids[0],
@@ -341,7 +343,11 @@ class Worker:
             ).dumps()
         for item in pending:
             original = firsts.get(item.digest)
-            if item.recognition is None and original is not None and original.recognition is not None:
+            if (
+                item.recognition is None
+                and original is not None
+                and original.recognition is not None
+            ):
                 item.recognition = original.recognition
                 item.cached = True
         # An undecodable image's duplicates in the batch are no better: dead-letter them too.

@@ -28,6 +28,7 @@ __all__ = [
     "InvalidMessage",
     "ModelError",
     "RedisServerError",
+    "Result",
     "SourceError",
     "StreamFields",
     "keys",

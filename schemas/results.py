@@ -55,7 +55,9 @@ class CachedRecognition(BaseModel):
     def build(
         cls, model: str, faces: list[Face], embeddings: NDArray[np.float32]
     ) -> CachedRecognition:
-        anonymous = [face.model_copy(update={"identity": None, "similarity": None}) for face in faces]
+        anonymous = [
+            face.model_copy(update={"identity": None, "similarity": None}) for face in faces
+        ]
         encoded = base64.b64encode(np.ascontiguousarray(embeddings, dtype="<f4").tobytes())
         return cls(model=model, faces=anonymous, embeddings=encoded.decode())
 

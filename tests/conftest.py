@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from facestream.config import Settings, load_settings
 from facestream.recognizer import FaceEngine, Gallery, Worker, embed_photos
 from facestream.schemas import keys
+
+from facestream.config import Settings, load_settings
 from facestream.server import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def enrol(engine: FaceEngine, client: redis.Redis, names: list[str] = IDENTITIES
     gallery = Gallery(client)
     for name in names:
         photos = sorted((FACES / "train" / name).iterdir())
-        # biden2.jpg shows a second person in the background: take the largest face.
+        # Some enrolment photos show a second person in the background: take the largest.
         gallery.enroll(embed_photos(engine, name, photos, largest_face=True))
 
 
@@ -79,7 +79,9 @@ def make_worker(
     )
 
 
-def drain(worker: Worker, client: redis.Redis, group: str, expected: int, timeout_s: float = 60) -> None:
+def drain(
+    worker: Worker, client: redis.Redis, group: str, expected: int, timeout_s: float = 60
+) -> None:
     """Step the worker until `expected` frames have a result or a dead letter (bounded)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

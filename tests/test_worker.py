@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import redis
-
-from facestream.config import Settings
-from facestream.demo import build_clip
 from facestream.ingest import EncodedFrame, FramePublisher, iter_frames, replay
 from facestream.recognizer import Delivery, FaceEngine
 from facestream.schemas import DeadLetter, Frame, Result, keys
+
+from facestream.config import Settings
+from facestream.demo import build_clip
 
 from .conftest import FACES, LABELS, drain, enrol, make_worker
 
@@ -30,7 +29,10 @@ def test_replayed_photos_are_recognised_then_cached(
     enrol(engine, client)
     worker = make_worker(client, engine, settings)
     publisher = _publisher(client, settings, "probe")
-    sent = replay(FACES / "test", publisher, fps=None).sent + replay(FACES / "extra", publisher, fps=None).sent
+    sent = (
+        replay(FACES / "test", publisher, fps=None).sent
+        + replay(FACES / "extra", publisher, fps=None).sent
+    )
     assert sent == len(LABELS)
     drain(worker, client, "g1", sent)
 

@@ -1,0 +1,37 @@
+# Two commands do all the set-up: `make demo` and `make test` (each creates .venv on first use).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "facestream needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed  ## embedded Redis + bundled photos + two workers, results on screen
+	$(BIN)/facestream demo
+
+test: $(BIN)/.installed  ## the whole suite against a real redis-server and the real models
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed typecheck
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The three top-level packages install under `facestream.`; mypy needs to see that layout,
+# so it checks a tree of symlinks that mirrors the installed package.
+typecheck: $(BIN)/.installed
+	rm -rf build/typecheck && mkdir -p build/typecheck/facestream
+	for f in facestream/*; do ln -s "$$PWD/$$f" build/typecheck/facestream/; done
+	for p in schemas ingest recognizer; do ln -s "$$PWD/$$p" build/typecheck/facestream/$$p; done
+	MYPYPATH=build/typecheck $(BIN)/mypy -p facestream
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,56 @@
+"""Gallery: refusals, model tagging, and a running worker picking up a new enrolment."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from facestream.ingest import FramePublisher, iter_frames
+from facestream.recognizer import FaceEngine, Gallery, embed_photos
+from facestream.schemas import GalleryError, Identity, Result, keys
+
+from facestream.config import Settings
+
+from .conftest import FACES, drain, enrol, make_worker
+
+
+def test_photo_without_a_face_is_refused(engine: FaceEngine, tmp_path) -> None:
+    import cv2
+    import numpy as np
+
+    blank = tmp_path / "wall.jpg"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    with pytest.raises(GalleryError, match=r"wall\.jpg: no face found"):
+        embed_photos(engine, "nobody", [blank])
+
+
+def test_group_photo_needs_largest_face(engine: FaceEngine) -> None:
+    photo = FACES / "test" / "obama_and_biden.jpg"
+    with pytest.raises(GalleryError, match=r"obama_and_biden\.jpg: 3 faces found"):
+        embed_photos(engine, "obama", [photo])
+    identity = embed_photos(engine, "obama", [photo], largest_face=True)
+    assert len(identity.embeddings) == 1 and identity.model == engine.model_id
+
+
+def test_gallery_of_another_model_is_refused(engine: FaceEngine, client: redis.Redis) -> None:
+    Gallery(client).enroll(
+        Identity(name="x", model="other@1", embeddings=[[0.0] * 128], enrolled_at=0)
+    )
+    with pytest.raises(GalleryError, match=r"enrolled with model other@1, this worker runs"):
+        Gallery(client).matcher(engine.model_id, 0.363, 0.05)
+
+
+def test_running_worker_recognises_a_newly_enrolled_person(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    enrol(engine, client, ["obama"])
+    worker = make_worker(client, engine, settings)
+    publisher = FramePublisher(client, "g1", "c", 1000, settings.limits)
+    alex = next(iter_frames(FACES / "test" / "alex_lacamoire1.jpg"))
+    publisher.publish(alex)
+    drain(worker, client, "g1", 1)
+    enrol(engine, client, ["alex_lacamoire"])
+    publisher.publish(alex)  # same bytes: a cache hit, matched against the new gallery
+    drain(worker, client, "g1", 2)
+    first, second = (Result.from_fields(f) for _, f in client.xrange(keys.results("g1")))
+    assert first.identities == [] and not first.cached
+    assert second.identities == ["alex_lacamoire"] and second.cached
