@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from facestream.ingest import FramePublisher, iter_frames
@@ -49,6 +51,11 @@ def test_running_worker_recognises_a_newly_enrolled_person(
     publisher.publish(alex)
     drain(worker, client, "g1", 1)
     enrol(engine, client, ["alex_lacamoire"])
+    version = Gallery(client).version()
+    deadline = time.monotonic() + 5  # the worker polls every gallery_poll_s (0.1 s here)
+    while worker.engine.matcher.version != version and time.monotonic() < deadline:
+        worker.step()
+    assert worker.engine.matcher.version == version
     publisher.publish(alex)  # same bytes: a cache hit, matched against the new gallery
     drain(worker, client, "g1", 2)
     first, second = (Result.from_fields(f) for _, f in client.xrange(keys.results("g1")))
