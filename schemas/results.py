@@ -8,7 +8,7 @@ from typing import Annotated
 import numpy as np
 import orjson
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import InvalidMessage
 from .frames import SCHEMA_VERSION, StreamFields
@@ -32,6 +32,9 @@ class Face(BaseModel):
     similarity: float | None = Field(
         None, description="Cosine similarity to the best gallery identity, if any."
     )
+
+
+_FACES: TypeAdapter[list[Face]] = TypeAdapter(list[Face])
 
 
 class CachedRecognition(BaseModel):
@@ -80,7 +83,7 @@ class Result(BaseModel):
     group: str
     seq: int
     ts: int = Field(description="Capture time of the frame, epoch milliseconds.")
-    hash: str = Field(description="Content hash (BLAKE2b-128, hex) of the encoded image.")
+    hash: str = Field(description="Content hash (BLAKE3-128, hex) of the encoded image.")
     cached: bool
     faces: list[Face]
     model: str
@@ -102,7 +105,7 @@ class Result(BaseModel):
             "ts": self.ts,
             "hash": self.hash,
             "cached": int(self.cached),
-            "faces": orjson.dumps([face.model_dump() for face in self.faces]),
+            "faces": _FACES.dump_json(self.faces),
             "model": self.model,
             "latency_ms": orjson.dumps(self.latency_ms),
         }
