@@ -6,7 +6,7 @@ from functools import cache
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["COMMITS_LOST", "FACES", "frames_counter", "stage_histogram"]
+__all__ = ["COMMITS_LOST", "faces_counter", "frames_counter", "stage_histogram"]
 
 FRAMES = Counter(
     "facestream_frames_total",
@@ -32,6 +32,11 @@ STAGE_SECONDS = Histogram(
 @cache
 def frames_counter(group: str, outcome: str) -> Counter:
     return FRAMES.labels(group, outcome)
+
+
+@cache
+def faces_counter(identified: bool) -> Counter:
+    return FACES.labels("true" if identified else "false")
 
 
 @cache

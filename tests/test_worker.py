@@ -145,3 +145,19 @@ def test_a_frame_that_keeps_killing_workers_is_dead_lettered(
 
 def _encoded(path: Path) -> EncodedFrame:
     return next(iter_frames(path))
+
+
+def test_commits_survive_a_flushed_script_cache(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    """After SCRIPT FLUSH (as after a server restart) the worker reloads its commit script."""
+    enrol(engine, client, ["obama"])
+    worker = make_worker(client, engine, settings)
+    publisher = _publisher(client, settings, "c")
+    publisher.publish(_encoded(FACES / "test" / "obama1.jpg"))
+    drain(worker, client, "g1", 1)
+    client.script_flush()
+    publisher.publish(_encoded(FACES / "test" / "johnsnow_test1.jpg"))
+    drain(worker, client, "g1", 2)
+    assert worker.stats.recognised == 2 and worker.stats.lost == 0
+    assert client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["pending"] == 0
