@@ -8,6 +8,9 @@ against an embedded redis-server (AOF on), on the same frames, with the same thr
 - worker hit:    the same frames again (stream read, cache GET, match, commit)
 - seed miss/hit: the naive recipe (MD5 → GET image:<md5> → recognise → SET), one frame at a
                  time; it pickled its results, we store the same data as JSON (no unpickling).
+- latency:       new frames published at --paced-fps while the worker serves them: capture →
+                 result per stage (the throughput runs queue everything first, so their
+                 latencies are queueing time).
 
 Usage: python benchmarks/throughput.py [--frames 200] [--rounds 3] [--threads 1] [--batch N]
 """
@@ -20,6 +23,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -33,7 +37,7 @@ from facestream.ingest import EncodedFrame, FramePublisher
 from facestream.recognizer import FaceEngine, Gallery, Worker, decode_jpeg, embed_photos
 from facestream.schemas import Result, keys
 
-from facestream.config import load_settings
+from facestream.config import Settings, load_settings
 from facestream.demo import DEMO_DATA, _fit
 from facestream.server import EmbeddedRedis
 
@@ -81,6 +85,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best kept")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=None, help="worker.batch_size")
+    parser.add_argument("--paced-fps", type=float, default=20.0, help="rate of the latency run")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "throughput.json"
     )
@@ -141,6 +146,8 @@ def main() -> None:
             if round_index == 0:
                 results = [Result.from_fields(f) for _, f in client.xrange(keys.results(GROUP))]
 
+        paced = paced_latency(client, engine, settings, frames, width, height, args.paced_fps)
+
     fps = {name: len(frames) / min(runs) for name, runs in seconds.items()}
     ratios = {
         "worker miss / bare loop": fps["worker, all miss"] / fps["bare model loop"],
@@ -148,6 +155,7 @@ def main() -> None:
         "worker hit / seed hit": fps["worker, all hit"] / fps["seed recipe, all hit"],
     }
     latency = stage_percentiles(results[: len(frames)]), stage_percentiles(results[len(frames) :])
+    paced_table = stage_percentiles(paced)
     faces = sum(len(r.faces) for r in results[: len(frames)]) / len(frames)
 
     print(
@@ -161,19 +169,50 @@ def main() -> None:
     print()
     for name, value in ratios.items():
         print(f"{name:<26}{value:>10.3f}")
-    for label, table in zip(("miss", "hit"), latency, strict=True):
-        stages = "  ".join(f"{s} {v['p50']:.1f}/{v['p99']:.1f}" for s, v in table.items())
-        print(f"\nper-stage ms p50/p99 ({label}): {stages}")
+    print(f"\ncapture→result latency at {args.paced_fps} fps (new frames), ms p50/p99:")
+    for stage, value in paced_table.items():
+        print(f"  {stage:<8}{value['p50']:>8.1f}{value['p99']:>8.1f}")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "frames": len(frames), "threads": args.threads, "batch": settings.worker.batch_size,
         "rounds": args.rounds, "faces_per_frame": faces, "fps": fps, "seconds": seconds,
-        "ratios": ratios, "latency_ms": {"miss": latency[0], "hit": latency[1]},
+        "ratios": ratios, "paced_fps": args.paced_fps, "paced_latency_ms": paced_table,
+        "queued_latency_ms": {"miss": latency[0], "hit": latency[1]},
     }  # fmt: skip
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {args.out}")
+
+
+def paced_latency(
+    client: redis.Redis,
+    engine: FaceEngine,
+    settings: Settings,
+    frames: list[bytes],
+    width: int,
+    height: int,
+    rate: float,
+) -> list[Result]:
+    """Publish new frames at `rate` from a thread while the worker serves them as they come."""
+    group = "paced"
+    worker = Worker(client, engine, settings.worker, settings.match, settings.limits, "p", [group])
+    worker.step()
+    # Different bytes than the throughput runs (flipped images), so none is a cache hit.
+    flipped = [cv2.imencode(".jpg", cv2.flip(decode_jpeg(f), 1))[1].tobytes() for f in frames]
+    publisher = FramePublisher(client, group, "cam", 100_000, settings.limits)
+
+    def send() -> None:
+        for jpeg in flipped:
+            publisher.publish(EncodedFrame(jpeg, width, height, "paced"))
+            time.sleep(1 / rate)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    while client.xlen(keys.results(group)) < len(frames):
+        worker.step()
+    sender.join()
+    return [Result.from_fields(f) for _, f in client.xrange(keys.results(group))]
 
 
 def stage_percentiles(results: list[Result]) -> dict[str, dict[str, float]]:
