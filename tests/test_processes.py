@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from facestream.ingest import FramePublisher, replay
+from facestream.ingest import FramePublisher, iter_frames, replay
 from facestream.recognizer import FaceEngine
 from facestream.schemas import Result, keys
 
@@ -166,3 +166,34 @@ def test_demo_runs_end_to_end_and_cleans_up(model_cache: Path) -> None:
     assert "cache hits  0 " not in summary
     leftover = subprocess.run(["pgrep", "-f", "facestream-demo-"], capture_output=True)
     assert leftover.stdout == b""
+
+
+def test_worker_survives_a_redis_restart(
+    engine: FaceEngine, settings: Settings, model_cache: Path, tmp_path: Path
+) -> None:
+    """Redis goes away under a running worker and comes back (AOF on): serving resumes."""
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    client = redis.Redis.from_url(server.url)
+    worker = _start_worker(server, model_cache, "survivor")
+    try:
+        enrol(engine, client, ["obama"])
+        _wait_for(lambda: client.exists(keys.worker_heartbeat("survivor")), what="worker start")
+        publisher = FramePublisher(client, "g1", "cam", 1000, settings.limits)
+        publisher.publish(next(iter_frames(FACES / "test" / "obama1.jpg")))
+        _wait_for(lambda: client.xlen(keys.results("g1")) == 1, what="first result")
+
+        server.stop()
+        time.sleep(1.0)  # a real outage: the worker's reads fail and it backs off
+        assert worker.poll() is None, "the worker must not exit when Redis goes away"
+        server.start()
+        client = redis.Redis.from_url(server.url)
+        publisher.client = client
+        publisher.publish(next(iter_frames(FACES / "test" / "johnsnow_test1.jpg")))
+        _wait_for(lambda: client.xlen(keys.results("g1")) == 2, timeout_s=30, what="resumed")
+        assert worker.poll() is None
+        last = Result.from_fields(client.xrevrange(keys.results("g1"), count=1)[0][1])
+        assert last.seq == 1 and last.identities == []
+    finally:
+        worker.kill()
+        worker.wait(10)
+        server.stop()
