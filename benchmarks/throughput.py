@@ -33,12 +33,12 @@ import cv2
 import numpy as np
 import orjson
 import redis
-from facestream.ingest import EncodedFrame, FramePublisher
-from facestream.recognizer import FaceEngine, Gallery, Worker, decode_jpeg, embed_photos
-from facestream.schemas import Result, keys
 
 from facestream.config import Settings, load_settings
 from facestream.demo import DEMO_DATA, _fit
+from facestream.ingest import EncodedFrame, FramePublisher
+from facestream.recognizer import FaceEngine, Gallery, Worker, decode_jpeg, embed_photos
+from facestream.schemas import Result, keys
 from facestream.server import EmbeddedRedis
 
 GROUP = "bench"

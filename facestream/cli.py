@@ -6,6 +6,7 @@ import signal
 import sys
 import tempfile
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,10 +14,10 @@ import orjson
 import typer
 
 from facestream.ingest import FramePublisher, native_fps, replay
-from facestream.recognizer import FaceEngine, Gallery, embed_photos
-from facestream.schemas import FacestreamError, Result, keys
+from facestream.recognizer import FaceEngine, Gallery, current_model_id, embed_photos
+from facestream.schemas import FacestreamError, GalleryExport, Result, keys
 
-from .client import tail_results
+from .client import ResultFilter, tail_results
 from .config import Settings, load_settings
 from .connect import connect
 from .logs import configure_logging
@@ -122,17 +123,122 @@ def gallery_list(json_output: Annotated[bool, typer.Option("--json")] = False) -
             summary = identity.model_dump(exclude={"embeddings"})
             typer.echo(orjson.dumps(summary).decode())
         else:
-            typer.echo(f"{identity.name}\t{len(identity.embeddings)} photo(s)\t{identity.model}")
+            enrolled = datetime.fromtimestamp(identity.enrolled_at / 1000, UTC).isoformat(
+                timespec="seconds"
+            )
+            typer.echo(
+                f"{identity.name}\t{len(identity.embeddings)} photo(s)\t{identity.model}\t"
+                f"enrolled {enrolled}"
+            )
     if not json_output:
         typer.echo(f"{len(identities)} identities, gallery version {version}")
 
 
 @gallery_app.command("remove")
 def gallery_remove(name: str) -> None:
-    """Remove an identity from the gallery."""
+    """Remove an identity from the gallery (cached recognitions expire by TTL; see erase)."""
     if not Gallery(connect(_settings().redis)).remove(name):
         raise FacestreamError(f"no identity named {name!r} in the gallery")
     typer.echo(f"removed {name}")
+
+
+@gallery_app.command("erase")
+def gallery_erase(name: str) -> None:
+    """Remove an identity AND purge every cached recognition holding a face of that person."""
+    settings = _settings()
+    purged = Gallery(connect(settings.redis)).erase(name, settings.match.threshold)
+    typer.echo(f"erased {name}; purged {purged} cached recognition(s)")
+
+
+@gallery_app.command("export")
+def gallery_export(
+    output: Annotated[Path, typer.Argument(help="JSON file to write ('-': stdout).")],
+) -> None:
+    """Write the whole gallery (names, embeddings, model id) as JSON."""
+    export = Gallery(connect(_settings().redis)).export(current_model_id())
+    text = export.model_dump_json(indent=2)
+    if str(output) == "-":
+        typer.echo(text)
+    else:
+        output.write_text(text)
+        typer.echo(f"exported {len(export.identities)} identities to {output}")
+
+
+@gallery_app.command("import")
+def gallery_import(
+    source: Annotated[Path, typer.Argument(help="JSON file written by `gallery export`.")],
+) -> None:
+    """Enrol every identity of an export (made with the same model) in one transaction."""
+    try:
+        export = GalleryExport.model_validate_json(source.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise FacestreamError(f"{source}: not a facestream gallery export ({exc})") from exc
+    version = Gallery(connect(_settings().redis)).import_(export, current_model_id())
+    typer.echo(f"imported {len(export.identities)} identities; gallery version {version}")
+
+
+@app.command("eval")
+def eval_command(
+    folder: Annotated[Path, typer.Argument(help="Folder with train/<name>/* and probes.")],
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels JSON (default FOLDER/labels.json).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Match threshold (default: config).")
+    ] = None,
+    margin: Annotated[float | None, typer.Option(help="Match margin (default: config).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Enrol FOLDER/train, match the labelled probes, report similarities and errors."""
+    from facestream.recognizer.evaluate import evaluate
+
+    settings = _settings(match={"threshold": threshold, "margin": margin})
+    engine = FaceEngine.from_settings(settings.models, settings.match)
+    report = evaluate(engine, folder, labels, settings.match.threshold, settings.match.margin)
+    summary = report.summary()
+    if json_output:
+        typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        return
+    for probe in report.probes:
+        verdict = "WRONG " if probe.wrong else ("missed" if probe.missed else "ok    ")
+        named = ", ".join(n or "unknown" for n in probe.named) or "no face"
+        typer.echo(
+            f"{verdict} {probe.photo:<36} expected {', '.join(probe.expected):<30} got {named}"
+        )
+    for kind in ("genuine", "impostor"):
+        stats = summary[kind]
+        typer.echo(f"{kind:<9} similarity: {stats}")
+    typer.echo(
+        f"top-1: {report.recognised}/{report.expected_names} labelled faces named, "
+        f"{report.false_accepts} false accepts at threshold {report.threshold} "
+        f"(margin {report.margin})"
+    )
+    gap = report.separating_range
+    typer.echo(
+        f"thresholds in ({gap[0]:.3f}, {gap[1]:.3f}] separate genuine from impostor"
+        if gap
+        else "no threshold separates genuine from impostor scores"
+    )
+
+
+@app.command("recognise")
+def recognise_command(
+    photo: Annotated[Path, typer.Argument(help="A JPEG photo.")],
+    group: Annotated[str, typer.Option(help="Camera group whose workers answer.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 10.0,
+) -> None:
+    """Submit one photo and print its result as JSON (served from the cache if seen before)."""
+    from .client import recognise_image
+
+    settings = _settings()
+    result = recognise_image(
+        connect(settings.redis),
+        group,
+        photo.read_bytes(),
+        timeout_s=timeout,
+        limits=settings.limits,
+    )
+    typer.echo(result.to_json().decode())
 
 
 @app.command("replay")
@@ -200,12 +306,24 @@ def results_tail(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON result per line.")] = False,
     count: Annotated[int | None, typer.Option(help="Stop after N results.")] = None,
     from_start: Annotated[bool, typer.Option(help="Begin with the oldest kept result.")] = False,
+    identity: Annotated[str | None, typer.Option(help="Only results naming one of these.")] = None,
+    camera: Annotated[str | None, typer.Option(help="Only results of these cameras.")] = None,
+    min_similarity: Annotated[float | None, typer.Option(help="Only faces this similar.")] = None,
 ) -> None:
-    """Print results as they are published."""
+    """Print results as they are published (filters take comma-separated lists)."""
     settings = _settings()
+    wanted = ResultFilter(
+        identities=frozenset(_groups(identity) or []) if identity else None,
+        cameras=frozenset(_groups(camera) or []) if camera else None,
+        min_similarity=min_similarity,
+    )
     try:
         for result in tail_results(
-            connect(settings.redis), _groups(group) or [], from_start=from_start, count=count
+            connect(settings.redis),
+            _groups(group) or [],
+            from_start=from_start,
+            count=count,
+            wanted=wanted,
         ):
             typer.echo(result.to_json().decode() if json_output else describe(result))
     except KeyboardInterrupt:

@@ -1,17 +1,36 @@
-"""Read results: a plain tail (XREAD) and a resumable subscriber with its own consumer group."""
+"""The backend's side: read results (plain tail or resumable subscriber), ask for one photo."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import cv2
+import numpy as np
 import redis
 import structlog
 
-from facestream.schemas import InvalidMessage, Result, keys
+from facestream.schemas import (
+    Face,
+    FacestreamError,
+    Frame,
+    FrameLimits,
+    InvalidFrame,
+    InvalidMessage,
+    Result,
+    keys,
+)
 
-__all__ = ["ResultSubscriber", "tail_results"]
+__all__ = [
+    "RecognitionTimeout",
+    "ResultFilter",
+    "ResultSubscriber",
+    "recognise_image",
+    "tail_results",
+]
 
 log = structlog.get_logger("client")
 
@@ -24,8 +43,12 @@ def tail_results(
     count: int | None = None,
     block_ms: int = 1000,
     stop: threading.Event | None = None,
+    wanted: ResultFilter | None = None,
 ) -> Iterator[Result]:
-    """Yield results of `groups` as they are published (from the start with `from_start`)."""
+    """Yield results of `groups` as they are published (from the start with `from_start`).
+
+    `count` counts the results yielded, i.e. those that pass `wanted`.
+    """
     cursors = {keys.results(group): "0-0" if from_start else "$" for group in groups}
     if not from_start:
         # Resolve "$" once, so results published between two reads are not skipped.
@@ -38,7 +61,10 @@ def tail_results(
         for stream, entries in response or []:
             for entry_id, fields in entries:
                 cursors[stream.decode()] = entry_id.decode()
-                yield Result.from_fields(fields)
+                result = Result.from_fields(fields)
+                if wanted is not None and not wanted(result):
+                    continue
+                yield result
                 seen += 1
                 if count is not None and seen >= count:
                     return
@@ -48,7 +74,8 @@ class ResultSubscriber:
     """Results for a backend: its own consumer group, so it resumes after a restart.
 
     Each result is acknowledged when the next one is requested, i.e. after the caller's loop
-    body ran for it; a crash in between means the result is delivered again.
+    body ran for it; a crash in between means the result is delivered again. Results that
+    `wanted` filters out are acknowledged without being yielded.
     """
 
     def __init__(
@@ -58,12 +85,14 @@ class ResultSubscriber:
         consumer_group: str = "backend",
         consumer: str = "backend-1",
         block_ms: int = 1000,
+        wanted: ResultFilter | None = None,
     ) -> None:
         self.client = client
         self.streams = [keys.results(group) for group in groups]
         self.consumer_group = consumer_group
         self.consumer = consumer
         self.block_ms = block_ms
+        self.wanted = wanted or ResultFilter()
         for stream in self.streams:
             try:
                 self.client.xgroup_create(stream, consumer_group, id="0", mkstream=True)
@@ -92,8 +121,84 @@ class ResultSubscriber:
             for stream, (entry_id, fields) in entries:
                 if fields:
                     try:
-                        yield Result.from_fields(fields)
+                        result = Result.from_fields(fields)
+                        if self.wanted(result):
+                            yield result
                     except InvalidMessage as exc:
                         # Not ours to fix; acked below so it does not come back forever.
                         log.warning("skipping invalid result", entry_id=entry_id, error=exc.reason)
                 self.client.xack(stream, self.consumer_group, entry_id)
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """Which results a reader wants: any face of these identities, from these cameras, at least
+    this similar. Unset parts let everything through."""
+
+    identities: frozenset[str] | None = None
+    cameras: frozenset[str] | None = None
+    min_similarity: float | None = None
+
+    def __call__(self, result: Result) -> bool:
+        if self.cameras is not None and result.camera not in self.cameras:
+            return False
+        if self.identities is None and self.min_similarity is None:
+            return True
+        return any(self._face_matches(face) for face in result.faces)
+
+    def _face_matches(self, face: Face) -> bool:
+        if self.identities is not None and face.identity not in self.identities:
+            return False
+        if self.min_similarity is not None:
+            return face.similarity is not None and face.similarity >= self.min_similarity
+        return True
+
+
+def recognise_image(
+    client: redis.Redis,
+    group: str,
+    jpeg: bytes,
+    *,
+    camera: str = "request",
+    timeout_s: float = 10.0,
+    limits: FrameLimits | None = None,
+) -> Result:
+    """Submit one JPEG to a group's workers and wait for its result (the seed's use case).
+
+    A photo seen before is answered from the cache. Raises RecognitionTimeout when no
+    worker answered in time (none running, or all busy).
+    """
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InvalidFrame("the photo is not a decodable image")
+    stream = keys.results(group)
+    last: Any = client.xrevrange(stream, count=1)
+    cursor = last[0][0].decode() if last else "0-0"
+    frame = Frame(
+        camera=camera,
+        group=group,
+        seq=0,
+        ts=int(time.time() * 1000),
+        w=int(image.shape[1]),
+        h=int(image.shape[0]),
+        img=jpeg,
+    )
+    frame.check_limits(limits or FrameLimits())
+    fields: dict[Any, Any] = frame.to_fields()
+    frame_id = client.xadd(keys.frames(group), fields).decode()  # type: ignore[union-attr]
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        response: Any = client.xread({stream: cursor}, count=100, block=max(1, int(left * 1000)))
+        for _, entries in response or []:
+            for entry_id, entry in entries:
+                cursor = entry_id.decode()
+                if entry.get(b"frame_id") == frame_id.encode():
+                    return Result.from_fields(entry)
+    raise RecognitionTimeout(
+        f"no result for frame {frame_id} on {stream} within {timeout_s:g}s: "
+        "is a worker serving this group?"
+    )
+
+
+class RecognitionTimeout(FacestreamError, TimeoutError):
+    """No worker published a result for a submitted image in time."""

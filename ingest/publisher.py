@@ -7,6 +7,7 @@ from collections import deque
 from typing import Any
 
 import redis
+
 from facestream.schemas import Frame, FrameLimits, keys
 
 from .sources import EncodedFrame

@@ -9,8 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import structlog
-from facestream.schemas import SourceError
 from numpy.typing import NDArray
+
+from facestream.schemas import SourceError
 
 __all__ = ["IMAGE_SUFFIXES", "EncodedFrame", "encode_jpeg", "iter_frames", "native_fps"]
 

@@ -1,6 +1,6 @@
 """Recogniser: detect, align, embed and match faces; the worker loop over Redis Streams."""
 
-from .engine import FaceEngine, Recognition, decode_jpeg
+from .engine import FaceEngine, Recognition, current_model_id, decode_jpeg
 from .gallery import Gallery, embed_photos
 from .matcher import Match, Matcher
 from .settings import MatchSettings, ModelSettings, WorkerSettings
@@ -19,6 +19,7 @@ __all__ = [
     "WorkerSettings",
     "WorkerStats",
     "content_hash",
+    "current_model_id",
     "decode_jpeg",
     "embed_photos",
 ]

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from facestream.schemas import Face, InvalidFrame
 from numpy.typing import NDArray
+
+from facestream.schemas import Face, InvalidFrame
 
 from .detector import Detection, YuNetDetector
 from .embedder import SFaceEmbedder, align
@@ -17,7 +18,12 @@ from .matcher import Match, Matcher
 from .models import SFACE, YUNET, create_session, prepare
 from .settings import MatchSettings, ModelSettings
 
-__all__ = ["FaceEngine", "Recognition", "decode_jpeg", "label"]
+__all__ = ["FaceEngine", "Recognition", "current_model_id", "decode_jpeg", "label"]
+
+
+def current_model_id() -> str:
+    """Identifies detector + embedder weights; gallery and cache entries carry it."""
+    return f"{YUNET.model_id}+{SFACE.model_id}"
 
 
 def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
@@ -61,8 +67,7 @@ class FaceEngine:
 
     @property
     def model_id(self) -> str:
-        """Identifies detector + embedder weights; gallery and cache entries carry it."""
-        return f"{YUNET.model_id}+{SFACE.model_id}"
+        return current_model_id()
 
     def embed_faces(self, image: NDArray[np.uint8]) -> tuple[list[Detection], NDArray[np.float32]]:
         """Detections in one image and their embeddings (for enrolment and evaluation)."""

@@ -1,4 +1,4 @@
-"""The identity gallery in Redis: enrol from photos, list, remove, load for matching."""
+"""The identity gallery in Redis: enrol, list, remove, erase, export/import, load for matching."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import redis
-from facestream.schemas import GalleryError, Identity, keys
+import structlog
+from numpy.typing import NDArray
+
+from facestream.schemas import CachedRecognition, GalleryError, GalleryExport, Identity, keys
 
 from .engine import FaceEngine
 from .matcher import Matcher
 
 __all__ = ["Gallery", "embed_photos"]
+
+log = structlog.get_logger("gallery")
+_SCAN_BATCH = 500
 
 
 class Gallery:
@@ -40,6 +46,71 @@ class Gallery:
         pipe.incr(keys.GALLERY_VERSION)
         removed, _ = pipe.execute()
         return bool(removed)
+
+    def import_(self, export: GalleryExport, model_id: str) -> int:
+        """Enrol every identity of an export in one transaction; returns the new version."""
+        if export.model != model_id:
+            raise GalleryError(
+                f"the export was made with model {export.model}, this installation runs "
+                f"{model_id}: re-enrol from photos instead"
+            )
+        pipe = self.client.pipeline(transaction=True)
+        for identity in export.identities:
+            pipe.hset(keys.GALLERY_IDENTITIES, identity.name, identity.dumps())
+        pipe.incr(keys.GALLERY_VERSION)
+        return int(pipe.execute()[-1])
+
+    def export(self, model_id: str) -> GalleryExport:
+        _, identities = self.identities()
+        return GalleryExport(
+            model=model_id, exported_at=int(time.time() * 1000), identities=identities
+        )
+
+    def erase(self, name: str, threshold: float) -> int:
+        """Remove an identity and purge every cached recognition holding a face of it.
+
+        Cache entries keep embeddings (never names), so a face counts as this person's when
+        it is at least `threshold` similar to one of the identity's embeddings. Returns the
+        number of cache entries purged; the log records the erase without biometric data.
+        """
+        raw = self.client.hget(keys.GALLERY_IDENTITIES, name)
+        if raw is None:
+            raise GalleryError(f"no identity named {name!r} in the gallery")
+        identity = Identity.loads(raw)  # type: ignore[arg-type]
+        self.remove(name)
+        templates = np.asarray(identity.embeddings, dtype=np.float32)
+        templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+        purged = 0
+        batch: list[bytes] = []
+        for key in self.client.scan_iter(match="fs:{*}:cache:*", count=_SCAN_BATCH):
+            batch.append(key)
+            if len(batch) >= _SCAN_BATCH:
+                purged += self._purge_matching(batch, templates, threshold)
+                batch = []
+        purged += self._purge_matching(batch, templates, threshold)
+        log.info("identity erased", name=name, cache_entries_purged=purged)
+        return purged
+
+    def _purge_matching(
+        self, cache_keys: list[bytes], templates: NDArray[np.float32], threshold: float
+    ) -> int:
+        if not cache_keys:
+            return 0
+        # GETs on a pipeline rather than MGET: the keys span many groups' slots on a cluster.
+        lookup = self.client.pipeline(transaction=False)
+        for key in cache_keys:
+            lookup.get(key)
+        doomed = []
+        for key, value in zip(cache_keys, lookup.execute(), strict=True):
+            if value is None:
+                continue
+            embeddings = CachedRecognition.loads(value).embedding_matrix()
+            if embeddings.size and float((embeddings @ templates.T).max()) >= threshold:
+                doomed.append(key)
+        purge = self.client.pipeline(transaction=False)
+        for key in doomed:
+            purge.unlink(key)
+        return sum(purge.execute())
 
     def identities(self) -> tuple[int, list[Identity]]:
         """The version and every identity, read in one transaction so they agree."""

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from facestream.schemas import Identity
 from numpy.typing import NDArray
+
+from facestream.schemas import Identity
 
 __all__ = ["Match", "Matcher"]
 

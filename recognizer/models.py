@@ -12,6 +12,7 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
+
 from facestream.schemas import ModelError
 
 from .fold import decompose_prelu, fold_constant_dequantize, prune_inputs, set_dynamic_dims

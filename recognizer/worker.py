@@ -13,6 +13,9 @@ import orjson
 import redis
 import structlog
 from blake3 import blake3
+from numpy.typing import NDArray
+from redis.backoff import ExponentialWithJitterBackoff
+
 from facestream.schemas import (
     CachedRecognition,
     DeadLetter,
@@ -22,8 +25,6 @@ from facestream.schemas import (
     Result,
     keys,
 )
-from numpy.typing import NDArray
-from redis.backoff import ExponentialWithJitterBackoff
 
 from .commit import Commit, Committer
 from .engine import FaceEngine, Recognition, decode_jpeg, label

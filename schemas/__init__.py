@@ -11,7 +11,7 @@ from .errors import (
     SourceError,
 )
 from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields
-from .gallery import Identity
+from .gallery import GalleryExport, Identity
 from .results import CachedRecognition, DeadLetter, Face, Result
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Frame",
     "FrameLimits",
     "GalleryError",
+    "GalleryExport",
     "Identity",
     "InvalidFrame",
     "InvalidMessage",

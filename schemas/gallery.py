@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["IDENTITY_NAME_PATTERN", "Identity"]
+__all__ = ["IDENTITY_NAME_PATTERN", "GalleryExport", "Identity"]
 
 IDENTITY_NAME_PATTERN = r"^[A-Za-z0-9_.' -]{1,64}$"
 
@@ -29,3 +29,15 @@ class Identity(BaseModel):
     @classmethod
     def loads(cls, raw: bytes) -> Identity:
         return cls.model_validate_json(raw)
+
+
+class GalleryExport(BaseModel):
+    """A whole gallery as a portable JSON document (`gallery export` / `gallery import`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["facestream-gallery"] = "facestream-gallery"
+    version: Literal[1] = 1
+    model: str = Field(description="Model id every identity was enrolled with.")
+    exported_at: int = Field(description="Epoch milliseconds.")
+    identities: list[Identity]

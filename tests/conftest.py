@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from facestream.recognizer import FaceEngine, Gallery, Worker, embed_photos
-from facestream.schemas import keys
 
 from facestream.config import Settings, load_settings
+from facestream.recognizer import FaceEngine, Gallery, Worker, embed_photos
+from facestream.schemas import keys
 from facestream.server import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import redis
+
 from facestream.recognizer import FaceEngine, Gallery
 
 from .conftest import FACES, IDENTITIES, LABELS, enrol

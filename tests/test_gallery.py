@@ -6,11 +6,11 @@ import time
 
 import pytest
 import redis
-from facestream.ingest import FramePublisher, iter_frames
-from facestream.recognizer import FaceEngine, Gallery, embed_photos
-from facestream.schemas import GalleryError, Identity, Result, keys
 
 from facestream.config import Settings
+from facestream.ingest import FramePublisher, iter_frames
+from facestream.recognizer import FaceEngine, Gallery, embed_photos
+from facestream.schemas import GalleryError, GalleryExport, Identity, Result, keys
 
 from .conftest import FACES, drain, enrol, make_worker
 
@@ -61,3 +61,38 @@ def test_running_worker_recognises_a_newly_enrolled_person(
     first, second = (Result.from_fields(f) for _, f in client.xrange(keys.results("g1")))
     assert first.identities == [] and not first.cached
     assert second.identities == ["alex_lacamoire"] and second.cached
+
+
+def test_export_import_round_trip(engine: FaceEngine, client: redis.Redis) -> None:
+    enrol(engine, client, ["obama", "biden"])
+    export = Gallery(client).export(engine.model_id)
+    client.flushall()
+    version = Gallery(client).import_(
+        GalleryExport.model_validate_json(export.model_dump_json()), engine.model_id
+    )
+    assert version == 1
+    _, identities = Gallery(client).identities()
+    assert [i.name for i in identities] == ["biden", "obama"]
+    assert identities == sorted(export.identities, key=lambda i: i.name)
+    with pytest.raises(GalleryError, match=r"^the export was made with model other, this"):
+        Gallery(client).import_(export.model_copy(update={"model": "other"}), engine.model_id)
+
+
+def test_erase_purges_cached_faces_of_that_person_only(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    enrol(engine, client, ["obama", "alex_lacamoire"])
+    worker = make_worker(client, engine, settings)
+    publisher = FramePublisher(client, "g1", "c", 1000, settings.limits)
+    for photo in ("obama1.jpg", "alex_lacamoire1.jpg", "kit_with_rose.jpg"):
+        publisher.publish(next(iter_frames(FACES / "test" / photo)))
+    drain(worker, client, "g1", 3)
+    assert len(list(client.scan_iter(match="fs:{g1}:cache:*"))) == 3
+    assert Gallery(client).erase("alex_lacamoire", settings.match.threshold) == 1
+    _, identities = Gallery(client).identities()
+    assert [i.name for i in identities] == ["obama"]
+    left = [Result.from_fields(f) for _, f in client.xrange(keys.results("g1"))]
+    kept = {key.decode().rsplit(":", 1)[1] for key in client.scan_iter(match="fs:{g1}:cache:*")}
+    assert kept == {left[0].hash, left[2].hash}  # obama's and kit/rose's stay
+    with pytest.raises(GalleryError, match=r"^no identity named 'alex_lacamoire'"):
+        Gallery(client).erase("alex_lacamoire", settings.match.threshold)

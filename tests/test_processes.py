@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from facestream.ingest import FramePublisher, iter_frames, replay
-from facestream.recognizer import FaceEngine
-from facestream.schemas import Result, keys
 
 from facestream.config import Settings
 from facestream.demo import build_clip
+from facestream.ingest import FramePublisher, iter_frames, replay
+from facestream.recognizer import FaceEngine
+from facestream.schemas import Result, keys
 from facestream.server import EmbeddedRedis
 
 from .conftest import FACES, drain, enrol, make_worker

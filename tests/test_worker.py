@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis
-from facestream.ingest import EncodedFrame, FramePublisher, iter_frames, replay
-from facestream.recognizer import Delivery, FaceEngine
-from facestream.schemas import DeadLetter, Frame, Result, keys
 
 from facestream.config import Settings
 from facestream.demo import build_clip
+from facestream.ingest import EncodedFrame, FramePublisher, iter_frames, replay
+from facestream.recognizer import Delivery, FaceEngine
+from facestream.schemas import DeadLetter, Frame, Result, keys
 
 from .conftest import FACES, LABELS, drain, enrol, make_worker
 
