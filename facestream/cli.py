@@ -14,7 +14,13 @@ import orjson
 import typer
 
 from facestream.ingest import FramePublisher, native_fps, replay
-from facestream.recognizer import FaceEngine, Gallery, current_model_id, embed_photos
+from facestream.recognizer import (
+    FaceEngine,
+    Gallery,
+    VisitorBook,
+    current_model_id,
+    embed_photos,
+)
 from facestream.schemas import FacestreamError, GalleryExport, Result, keys
 
 from .client import ResultFilter, tail_results
@@ -32,6 +38,8 @@ gallery_app = typer.Typer(no_args_is_help=True, help="Enrol, list and remove ide
 results_app = typer.Typer(no_args_is_help=True, help="Read recognition results.")
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(results_app, name="results")
+visitors_app = typer.Typer(no_args_is_help=True, help="Pseudonymous visitor ids (opt-in).")
+app.add_typer(visitors_app, name="visitors")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", envvar="FACESTREAM_CONFIG", help="YAML config.")
@@ -339,6 +347,21 @@ def describe(result: Result) -> str:
     source = "cache" if result.cached else "model"
     e2e = result.latency_ms.get("e2e", 0.0)
     return f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
+
+
+@visitors_app.command("count")
+def visitors_count() -> None:
+    """How many distinct visitors were seen within the visitor TTL."""
+    client = connect(_settings().redis)
+    typer.echo(f"{client.zcard(keys.VISITOR_SEEN)} visitors")
+
+
+@visitors_app.command("purge")
+def visitors_purge() -> None:
+    """Delete every visitor id and its stored embedding now."""
+    settings = _settings()
+    forgotten = VisitorBook(connect(settings.redis), settings.visitors).purge()
+    typer.echo(f"forgot {forgotten} visitors")
 
 
 @app.command("status")

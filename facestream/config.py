@@ -14,7 +14,7 @@ from pydantic_settings import (
 )
 
 from facestream.ingest import IngestSettings
-from facestream.recognizer import MatchSettings, ModelSettings, WorkerSettings
+from facestream.recognizer import MatchSettings, ModelSettings, VisitorSettings, WorkerSettings
 from facestream.schemas import FacestreamError, FrameLimits, keys
 
 __all__ = ["ConfigError", "LogSettings", "RedisSettings", "Settings", "load_settings"]
@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     match: MatchSettings = Field(default_factory=MatchSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    visitors: VisitorSettings = Field(default_factory=VisitorSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("groups")

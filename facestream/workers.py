@@ -13,7 +13,7 @@ from types import FrameType
 import structlog
 from prometheus_client import start_http_server
 
-from facestream.recognizer import FaceEngine, Worker
+from facestream.recognizer import FaceEngine, VisitorBook, Worker
 
 from .config import Settings
 from .connect import connect
@@ -42,14 +42,16 @@ def run_worker(
         start_http_server(metrics_port, addr="127.0.0.1")
     name = consumer or settings.worker.consumer or f"{socket.gethostname()}-{os.getpid()}"
     engine = FaceEngine.from_settings(settings.models, settings.match)
+    client = connect(settings.redis)
     worker = Worker(
-        connect(settings.redis),
+        client,
         engine,
         settings.worker,
         settings.match,
         settings.limits,
         consumer=name,
         groups=settings.groups,
+        visitors=VisitorBook(client, settings.visitors) if settings.visitors.enabled else None,
     )
     worker.run(stop)
 

@@ -3,7 +3,8 @@
 from .engine import FaceEngine, Recognition, current_model_id, decode_jpeg
 from .gallery import Gallery, embed_photos
 from .matcher import Match, Matcher
-from .settings import MatchSettings, ModelSettings, WorkerSettings
+from .settings import MatchSettings, ModelSettings, VisitorSettings, WorkerSettings
+from .visitors import VisitorBook
 from .worker import Delivery, Worker, WorkerStats, content_hash
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "Matcher",
     "ModelSettings",
     "Recognition",
+    "VisitorBook",
+    "VisitorSettings",
     "Worker",
     "WorkerSettings",
     "WorkerStats",

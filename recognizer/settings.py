@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["MatchSettings", "ModelSettings", "WorkerSettings"]
+__all__ = ["MatchSettings", "ModelSettings", "VisitorSettings", "WorkerSettings"]
 
 
 class ModelSettings(BaseModel):
@@ -43,6 +43,23 @@ class MatchSettings(BaseModel):
     )
     margin: float = Field(
         0.05, ge=0.0, le=2.0, description="Best match must beat the second-best identity by this."
+    )
+
+
+class VisitorSettings(BaseModel):
+    """Pseudonymous ids for recurring unknown faces (off by default: it keeps embeddings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Give unknown faces a visitor id.")
+    threshold: float = Field(
+        0.5, ge=-1.0, le=1.0, description="Similarity at which an unknown face is a known visitor."
+    )
+    ttl_s: int = Field(
+        12 * 3600, ge=60, description="A visitor not seen for this long is forgotten."
+    )
+    refresh_s: float = Field(
+        5.0, gt=0, le=600, description="How often a worker reloads visitors other workers saw."
     )
 
 

@@ -31,6 +31,7 @@ from .engine import FaceEngine, Recognition, decode_jpeg, label
 from .gallery import Gallery
 from .metrics import COMMITS_LOST, faces_counter, frames_counter, stage_histogram
 from .settings import MatchSettings, WorkerSettings
+from .visitors import VisitorBook
 
 __all__ = ["Delivery", "Worker", "WorkerStats", "content_hash"]
 
@@ -106,8 +107,10 @@ class Worker:
         limits: FrameLimits,
         consumer: str,
         groups: Sequence[str] = (),
+        visitors: VisitorBook | None = None,
     ) -> None:
         self.client = client
+        self.visitors = visitors
         self.engine = engine
         self.settings = settings
         self.match = match
@@ -376,6 +379,9 @@ class Worker:
     def _result(self, item: _Pending, cache_value: bytes = b"") -> _Outgoing:
         assert item.recognition is not None
         frame, delivery = item.frame_or_fail(), item.delivery
+        faces = item.recognition.faces
+        if self.visitors is not None:
+            faces = self.visitors.label(faces, item.recognition.embeddings)
         latency = {name: round(ms, 3) for name, ms in item.latency_ms.items()}
         latency["queue"] = round(max(delivery.read_at * 1000 - _entry_ms(delivery.entry_id), 0), 3)
         latency["e2e"] = round(max(time.time() * 1000 - frame.ts, 0.0), 3)
@@ -388,7 +394,7 @@ class Worker:
             ts=frame.ts,
             hash=item.digest,
             cached=item.cached,
-            faces=item.recognition.faces,
+            faces=faces,
             model=self.engine.model_id,
             latency_ms=latency,
         )

@@ -9,6 +9,8 @@ __all__ = [
     "GALLERY_VERSION",
     "GROUP_NAME_PATTERN",
     "RECOGNIZERS",
+    "VISITOR_EMBEDDINGS",
+    "VISITOR_SEEN",
     "cache",
     "dead",
     "frames",
@@ -29,6 +31,10 @@ RECOGNIZERS = "recognizers"
 # MULTI even on Redis Cluster.
 GALLERY_IDENTITIES = "fs:{gallery}:identities"
 GALLERY_VERSION = "fs:{gallery}:version"
+
+# Opt-in pseudonymous visitors: embedding per visitor id, and when each was last seen.
+VISITOR_EMBEDDINGS = "fs:{visitors}:embeddings"
+VISITOR_SEEN = "fs:{visitors}:seen"
 
 
 def validate_group(group: str) -> str:

@@ -32,6 +32,9 @@ class Face(BaseModel):
     similarity: float | None = Field(
         None, description="Cosine similarity to the best gallery identity, if any."
     )
+    visitor: str | None = Field(
+        None, description="Pseudonymous id of an unknown face (only with visitors enabled)."
+    )
 
 
 _FACES: TypeAdapter[list[Face]] = TypeAdapter(list[Face])
@@ -59,7 +62,8 @@ class CachedRecognition(BaseModel):
         cls, model: str, faces: list[Face], embeddings: NDArray[np.float32]
     ) -> CachedRecognition:
         anonymous = [
-            face.model_copy(update={"identity": None, "similarity": None}) for face in faces
+            face.model_copy(update={"identity": None, "similarity": None, "visitor": None})
+            for face in faces
         ]
         encoded = base64.b64encode(np.ascontiguousarray(embeddings, dtype="<f4").tobytes())
         return cls(model=model, faces=anonymous, embeddings=encoded.decode())

@@ -9,7 +9,13 @@ import redis
 
 from facestream.config import Settings
 from facestream.ingest import FramePublisher, iter_frames
-from facestream.recognizer import FaceEngine, Gallery, embed_photos
+from facestream.recognizer import (
+    FaceEngine,
+    Gallery,
+    VisitorBook,
+    VisitorSettings,
+    embed_photos,
+)
 from facestream.schemas import GalleryError, GalleryExport, Identity, Result, keys
 
 from .conftest import FACES, drain, enrol, make_worker
@@ -96,3 +102,23 @@ def test_erase_purges_cached_faces_of_that_person_only(
     assert kept == {left[0].hash, left[2].hash}  # obama's and kit/rose's stay
     with pytest.raises(GalleryError, match=r"^no identity named 'alex_lacamoire'"):
         Gallery(client).erase("alex_lacamoire", settings.match.threshold)
+
+
+def test_unknown_visitors_get_stable_pseudonymous_ids(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    enrol(engine, client, ["biden"])
+    worker = make_worker(client, engine, settings)
+    worker.visitors = VisitorBook(client, VisitorSettings(enabled=True))
+    publisher = FramePublisher(client, "g1", "c", 1000, settings.limits)
+    for photo in ("test/obama1.jpg", "extra/obama3.jpg", "test/alex_lacamoire1.jpg"):
+        publisher.publish(next(iter_frames(FACES / photo)))
+    drain(worker, client, "g1", 3)
+    obama1, obama3, alex = (Result.from_fields(f) for _, f in client.xrange(keys.results("g1")))
+    (first,), (again,), (other,) = ([f.visitor for f in r.faces] for r in (obama1, obama3, alex))
+    assert first is not None and first.startswith("v-")
+    assert again == first  # the same unknown person, another photo
+    assert other is not None and other != first
+    assert client.zcard(keys.VISITOR_SEEN) == 2
+    assert worker.visitors.purge() == 2
+    assert not client.exists(keys.VISITOR_EMBEDDINGS)
