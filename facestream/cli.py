@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from prometheus_client import start_http_server
 
-from facestream.ingest import FramePublisher, native_fps, replay
+from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
 from facestream.recognizer import (
     FaceEngine,
     Gallery,
@@ -21,7 +22,7 @@ from facestream.recognizer import (
     current_model_id,
     embed_photos,
 )
-from facestream.schemas import FacestreamError, GalleryExport, Result, keys
+from facestream.schemas import CameraHealth, FacestreamError, GalleryExport, Result, keys
 
 from .client import ResultFilter, tail_results
 from .config import Settings, load_settings
@@ -291,6 +292,49 @@ def _progress(sent: int) -> None:
         sys.stderr.flush()
 
 
+@app.command("camera")
+def camera_command(
+    source: Annotated[
+        str | None, typer.Option(help="rtsp://, http(s)://, /dev/videoN, file.")
+    ] = None,
+    camera_id: Annotated[str | None, typer.Option(help="Camera id (with --source).")] = None,
+    group: Annotated[str | None, typer.Option(help="Camera group (with --source).")] = None,
+    fps: Annotated[float, typer.Option(help="Frames published per second.")] = 5.0,
+    transport: Annotated[str, typer.Option(help="RTSP transport: tcp or udp.")] = "tcp",
+    max_side: Annotated[int | None, typer.Option(help="Downscale larger frames.")] = None,
+    config: ConfigOption = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (127.0.0.1).")] = None,
+) -> None:
+    """Run live camera agents: one --source, or every camera of the config's `cameras:`."""
+    if config is not None:
+        _Globals.config = config
+    settings = _settings()
+    cameras = list(settings.cameras)
+    if source is not None:
+        if not camera_id or not group:
+            raise FacestreamError("--source needs --camera-id and --group")
+        cameras = [
+            CameraSettings(
+                id=camera_id,
+                group=group,
+                source=source,
+                fps=fps,
+                rtsp_transport=transport,
+                max_side=max_side,
+            )
+        ]
+    if not cameras:
+        raise FacestreamError("no camera: pass --source (with --camera-id, --group) or a config")
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    run_cameras(
+        cameras, connect(settings.redis), settings.limits, settings.ingest.frames_maxlen, stop
+    )
+
+
 @app.command("worker")
 def worker_command(
     groups: GroupsOption = None,
@@ -388,6 +432,22 @@ def status_command(groups: GroupsOption = None) -> None:
             f"{client.xlen(keys.dead(group)):>7}"
         )
     typer.echo(f"gallery version {Gallery(client).version()}")
+    reports = sorted(client.scan_iter(match=keys.camera_health("*")))
+    if reports:
+        typer.echo(f"\n{'camera':<14}{'group':<10}{'state':<13}{'in/s':>6}{'out/s':>7}"
+                   f"{'dropped':>9}{'reconn':>8}  last error")  # fmt: skip
+    lookup = client.pipeline(transaction=False)  # not MGET: the keys span slots on a cluster
+    for key in reports:
+        lookup.get(key)
+    for raw in lookup.execute() if reports else []:
+        if raw is None:
+            continue
+        health = CameraHealth.model_validate_json(raw)
+        typer.echo(
+            f"{health.camera:<14}{health.group:<10}{health.state:<13}{health.fps_in:>6.1f}"
+            f"{health.fps_out:>7.1f}{health.dropped:>9}{health.reconnects:>8}  "
+            f"{health.last_error or '-'}"
+        )
 
 
 @app.command("demo")

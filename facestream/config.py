@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -13,7 +21,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from facestream.ingest import IngestSettings
+from facestream.ingest import CameraSettings, IngestSettings
 from facestream.recognizer import MatchSettings, ModelSettings, VisitorSettings, WorkerSettings
 from facestream.schemas import FacestreamError, FrameLimits, keys
 
@@ -71,12 +79,23 @@ class Settings(BaseSettings):
     match: MatchSettings = Field(default_factory=MatchSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     visitors: VisitorSettings = Field(default_factory=VisitorSettings)
+    cameras: list[CameraSettings] = Field(
+        default_factory=list, description="Live cameras run by `facestream camera --config`."
+    )
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("groups")
     @classmethod
     def _valid_groups(cls, groups: list[str]) -> list[str]:
         return [keys.validate_group(group) for group in groups]
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> Settings:
+        ids = [camera.id for camera in self.cameras]
+        duplicated = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicated:
+            raise ValueError(f"camera ids must be unique, repeated: {', '.join(duplicated)}")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -1,11 +1,15 @@
 """Ingest: turn video files, image folders and cameras into frames on Redis Streams."""
 
+from .camera import CameraAgent, run_cameras
+from .capture import open_source, redact
 from .publisher import FramePublisher
 from .replay import ReplayStats, replay
-from .settings import IngestSettings
+from .settings import CameraSettings, IngestSettings
 from .sources import EncodedFrame, encode_jpeg, iter_frames, native_fps
 
 __all__ = [
+    "CameraAgent",
+    "CameraSettings",
     "EncodedFrame",
     "FramePublisher",
     "IngestSettings",
@@ -13,5 +17,8 @@ __all__ = [
     "encode_jpeg",
     "iter_frames",
     "native_fps",
+    "open_source",
+    "redact",
     "replay",
+    "run_cameras",
 ]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["IngestSettings"]
+from facestream.schemas.frames import CAMERA_ID_PATTERN
+from facestream.schemas.keys import GROUP_NAME_PATTERN
+
+__all__ = ["CameraSettings", "IngestSettings"]
 
 
 class IngestSettings(BaseModel):
@@ -28,3 +33,31 @@ class IngestSettings(BaseModel):
         description="Replay pauses while this many of its frames are unread by the workers "
         "(0: never); keep it under frames_maxlen so MAXLEN never trims an unread frame.",
     )
+
+
+class CameraSettings(BaseModel):
+    """One live camera: where to read it and how to sample, encode and survive it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=CAMERA_ID_PATTERN, description="Camera id carried by its frames.")
+    group: str = Field(pattern=GROUP_NAME_PATTERN, description="Camera group (frames stream).")
+    source: str = Field(
+        description="rtsp://…, http(s)://… (MJPEG stream or JPEG snapshot), /dev/videoN or a "
+        "device index, or a video file."
+    )
+    kind: Literal["auto", "rtsp", "mjpeg", "snapshot", "device", "file"] = Field(
+        "auto", description="How to read the source; auto decides from the URL."
+    )
+    fps: float = Field(5.0, gt=0, le=60, description="Frames published per second (latest wins).")
+    max_side: int | None = Field(None, ge=64, le=8192, description="Downscale larger frames.")
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+    stall_s: float = Field(
+        10.0, gt=0, le=600, description="No new frame for this long: reconnect (watchdog)."
+    )
+    snapshot_interval_s: float = Field(1.0, gt=0, le=3600, description="Snapshot URL poll period.")
+    backoff_base_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay.")
+    backoff_cap_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect delay.")

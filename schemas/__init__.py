@@ -1,6 +1,7 @@
 """The wire contract of facestream: stream entries, key layout and errors (no other deps)."""
 
 from . import keys
+from .cameras import CameraHealth, CameraState
 from .errors import (
     FacestreamError,
     GalleryError,
@@ -17,6 +18,8 @@ from .results import CachedRecognition, DeadLetter, Face, Result
 __all__ = [
     "SCHEMA_VERSION",
     "CachedRecognition",
+    "CameraHealth",
+    "CameraState",
     "DeadLetter",
     "Face",
     "FacestreamError",

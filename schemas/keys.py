@@ -12,6 +12,7 @@ __all__ = [
     "VISITOR_EMBEDDINGS",
     "VISITOR_SEEN",
     "cache",
+    "camera_health",
     "dead",
     "frames",
     "group_of",
@@ -64,6 +65,11 @@ def dead(group: str) -> str:
 def cache(group: str, image_hash: str) -> str:
     """Cached recognition of one image (by content hash), scoped to the group's slot."""
     return f"fs:{{{validate_group(group)}}}:cache:{image_hash}"
+
+
+def camera_health(camera: str) -> str:
+    """A camera agent's latest health report for one camera (expires if the agent dies)."""
+    return f"fs:cameras:{camera}"
 
 
 def worker_heartbeat(consumer: str) -> str:

@@ -1,0 +1,257 @@
+"""Open live sources (RTSP, HTTP MJPEG or snapshot, V4L2 device, file) and explain failures."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from facestream.schemas import SourceError
+
+from .settings import CameraSettings
+
+__all__ = ["FrameSource", "open_source", "redact", "set_transports", "source_kind"]
+
+# OpenCV reads FFmpeg options from this process-wide variable when a capture is opened. When all
+# cameras use one RTSP transport it is set once and opens run in parallel; only a mix of
+# transports forces opens to take turns (a slow open then delays the others).
+_FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_OPEN_LOCK = threading.Lock()
+_shared_transport: str | None = None
+_DEVICE = re.compile(r"^(/dev/video\d+|\d+)$")
+
+
+class FrameSource(Protocol):
+    """A live source: `read` returns the next BGR frame or raises SourceError."""
+
+    def read(self) -> NDArray[np.uint8]: ...
+
+    def close(self) -> None: ...
+
+
+def set_transports(cameras: Sequence[CameraSettings]) -> None:
+    """Fix the RTSP transport for the process when every camera agrees on one."""
+    global _shared_transport
+    transports = {camera.rtsp_transport for camera in cameras}
+    _shared_transport = transports.pop() if len(transports) == 1 else None
+    if _shared_transport is not None:
+        os.environ[_FFMPEG_OPTIONS] = f"rtsp_transport;{_shared_transport}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs and health reports)."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.password is not None else f"{parts.username}@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def source_kind(camera: CameraSettings) -> str:
+    """rtsp, mjpeg, snapshot, device or file: the configured kind, or one guessed from the URL."""
+    if camera.kind != "auto":
+        return camera.kind
+    source = camera.source
+    if source.startswith(("rtsp://", "rtsps://")):
+        return "rtsp"
+    if source.startswith(("http://", "https://")):
+        return "mjpeg" if _http_content_type(camera).startswith("multipart/") else "snapshot"
+    if _DEVICE.match(source):
+        return "device"
+    if "://" in source:
+        raise SourceError(f"{redact(source)}: unsupported URL scheme (use rtsp, http or https)")
+    return "file"
+
+
+def open_source(camera: CameraSettings) -> FrameSource:
+    """Open the camera's source, or raise SourceError with a one-line reason."""
+    kind = source_kind(camera)
+    if kind == "snapshot":
+        return SnapshotSource(camera)
+    return CaptureSource(camera, kind)
+
+
+class CaptureSource:
+    """RTSP, MJPEG-over-HTTP, devices and files through OpenCV's FFmpeg/V4L2 backends."""
+
+    def __init__(self, camera: CameraSettings, kind: str) -> None:
+        self.camera = camera
+        self.kind = kind
+        self.capture = self._open()
+
+    def _open(self) -> cv2.VideoCapture:
+        camera = self.camera
+        if self.kind == "device":
+            device = camera.source
+            path = Path(device if device.startswith("/") else f"/dev/video{device}")
+            if not path.exists():
+                raise SourceError(f"no such video device {path}")
+            capture = cv2.VideoCapture(int(path.name.removeprefix("video")), cv2.CAP_V4L2)
+        else:
+            if self.kind == "file" and not Path(camera.source).is_file():
+                raise SourceError(f"{camera.source}: no such file")
+            timeouts = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                int(camera.open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                int(camera.read_timeout_s * 1000),
+            ]
+            if _shared_transport == camera.rtsp_transport:
+                capture = cv2.VideoCapture(camera.source, cv2.CAP_FFMPEG, timeouts)
+            else:
+                with _OPEN_LOCK:
+                    os.environ[_FFMPEG_OPTIONS] = f"rtsp_transport;{camera.rtsp_transport}"
+                    capture = cv2.VideoCapture(camera.source, cv2.CAP_FFMPEG, timeouts)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(diagnose(camera, self.kind))
+        return capture
+
+    def read(self) -> NDArray[np.uint8]:
+        ok, image = self.capture.read()
+        if not ok or image is None:
+            if self.kind == "file":
+                # A file camera loops, like a recorded feed on repeat.
+                self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, image = self.capture.read()
+            if not ok or image is None:
+                raise SourceError("no frame from the source (ended, timed out or undecodable)")
+        return np.asarray(image, dtype=np.uint8)
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class SnapshotSource:
+    """An HTTP(S) URL that returns one JPEG per request, polled every `snapshot_interval_s`."""
+
+    def __init__(self, camera: CameraSettings) -> None:
+        self.camera = camera
+        self._next = 0.0
+        self._opener = _opener_with_credentials(camera.source)
+
+    def read(self) -> NDArray[np.uint8]:
+        delay = self._next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self._next = time.monotonic() + self.camera.snapshot_interval_s
+        try:
+            with self._opener.open(_without_credentials(self.camera.source),
+                                   timeout=self.camera.read_timeout_s) as response:  # fmt: skip
+                data = response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise SourceError(_http_reason(self.camera.source, exc)) from exc
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError("snapshot is not a decodable image (unknown codec?)")
+        return np.asarray(image, dtype=np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+def diagnose(camera: CameraSettings, kind: str) -> str:
+    """Why a source could not be opened, as one line (the backends only say 'not opened')."""
+    shown = redact(camera.source)
+    if kind == "file":
+        return f"{shown}: not a video OpenCV/FFmpeg can decode (unknown codec?)"
+    if kind == "device":
+        return f"{shown}: the device exists but cannot be opened (busy, or no permission?)"
+    parts = urlsplit(camera.source)
+    if not parts.hostname:
+        return f"{shown}: bad URL (no host)"
+    default_port = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}.get(parts.scheme, 0)
+    port = parts.port or default_port
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=camera.open_timeout_s) as s:
+            if kind == "rtsp":
+                return f"{shown}: {_rtsp_status(s, camera.source)}"
+    except socket.gaierror:
+        return f"{shown}: unknown host {parts.hostname}"
+    except OSError as exc:
+        return f"{shown}: cannot connect to {parts.hostname}:{port} ({exc.strerror or exc})"
+    if kind == "mjpeg":
+        return f"{shown}: {_http_reason(camera.source, None)}"
+    return f"{shown}: could not open the stream"
+
+
+def _rtsp_status(sock: socket.socket, url: str) -> str:
+    """Ask the server to DESCRIBE the stream and turn its answer into a reason."""
+    target = _without_credentials(url)
+    request = f"DESCRIBE {target} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+    try:
+        sock.sendall(request.encode())
+        status = sock.recv(1024).split(b"\r\n", 1)[0].decode(errors="replace")
+    except OSError as exc:
+        return f"server accepted the connection but did not answer ({exc})"
+    if not status:
+        return "server accepted the connection but sent nothing (stalled?)"
+    if " 401 " in f"{status} " or " 403 " in f"{status} ":
+        return f"authentication failed ({status})"
+    if " 404 " in f"{status} ":
+        return f"no such stream path ({status})"
+    if status.startswith("RTSP/1.0 200"):
+        return "the server offers the stream but it could not be decoded (unknown codec?)"
+    return f"server answered {status!r}"
+
+
+def _http_content_type(camera: CameraSettings) -> str:
+    request = urllib.request.Request(_without_credentials(camera.source), method="GET")
+    try:
+        with _opener_with_credentials(camera.source).open(
+            request, timeout=camera.open_timeout_s
+        ) as response:
+            return str(response.headers.get("Content-Type", ""))
+    except (urllib.error.URLError, OSError) as exc:
+        raise SourceError(f"{redact(camera.source)}: {_http_reason(camera.source, exc)}") from exc
+
+
+def _http_reason(url: str, exc: BaseException | None) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        if exc.code in (401, 403):
+            return f"authentication failed (HTTP {exc.code})"
+        if exc.code == 404:
+            return "no such path (HTTP 404)"
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"cannot connect ({exc.reason})"
+    if exc is not None:
+        return f"read failed ({exc})"
+    return "opened, but no frame could be decoded (not MJPEG, unknown codec?)"
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _opener_with_credentials(url: str) -> urllib.request.OpenerDirector:
+    parts = urlsplit(url)
+    if parts.username is None:
+        return urllib.request.build_opener()
+    passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+    passwords.add_password(None, _without_credentials(url), parts.username, parts.password or "")
+    return urllib.request.build_opener(
+        urllib.request.HTTPBasicAuthHandler(passwords),
+        urllib.request.HTTPDigestAuthHandler(passwords),
+    )

@@ -1,0 +1,31 @@
+"""Prometheus counters of the camera agents (served by `facestream camera --metrics-port`)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from prometheus_client import Counter
+
+__all__ = ["camera_counter"]
+
+_COUNTERS = {
+    "frames_in": Counter(
+        "facestream_camera_frames_in_total", "Frames read from the source.", ["camera"]
+    ),
+    "frames_out": Counter(
+        "facestream_camera_frames_out_total", "Frames published to Redis.", ["camera"]
+    ),
+    "dropped": Counter(
+        "facestream_camera_frames_dropped_total",
+        "Frames read but not published (a newer one replaced it, or Redis was down).",
+        ["camera"],
+    ),
+    "reconnects": Counter(
+        "facestream_camera_reconnects_total", "Times the source was reopened.", ["camera"]
+    ),
+}
+
+
+@cache
+def camera_counter(kind: str, camera: str) -> Counter:
+    return _COUNTERS[kind].labels(camera)
