@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test system-deps lint typecheck bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "facestream needs Python 3.11+"'
@@ -15,8 +15,11 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed  ## embedded Redis + bundled photos + two workers, results on screen
 	$(BIN)/facestream demo
 
-test: $(BIN)/.installed  ## the whole suite against a real redis-server and the real models
+test: $(BIN)/.installed system-deps  ## the suite: real redis-server, models, RTSP server
 	$(BIN)/python -m pytest
+
+system-deps:  ## GStreamer RTSP server for the camera tests (apt-get when root)
+	scripts/install-system-deps.sh
 
 lint: $(BIN)/.installed typecheck
 	$(BIN)/ruff check .

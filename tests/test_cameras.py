@@ -1,0 +1,368 @@
+"""Camera agents against real sources: a GStreamer RTSP server, HTTP MJPEG, silent servers."""
+
+from __future__ import annotations
+
+import http.server
+import itertools
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import redis
+
+from facestream.config import Settings
+from facestream.demo import _fit
+from facestream.ingest import CameraSettings, redact, run_cameras
+from facestream.recognizer import FaceEngine
+from facestream.schemas import CameraHealth, Frame, Result, keys
+from facestream.server import EmbeddedRedis, free_port
+
+from .conftest import FACES, IDENTITIES, drain, enrol, make_worker
+
+SERVER = Path(__file__).parent / "servers" / "rtsp_server.py"
+_GI_CHECK = 'import gi; gi.require_version("GstRtspServer", "1.0")'
+
+
+def _rtsp_available() -> bool:
+    found = subprocess.run(["/usr/bin/python3", "-c", _GI_CHECK], capture_output=True)
+    return found.returncode == 0
+
+
+class RtspServer:
+    """GStreamer's RTSP server in its own process; stop() is a real outage."""
+
+    def __init__(self, frames: Path) -> None:
+        self.frames = frames
+        self.port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/cam"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "/usr/bin/python3",
+                str(SERVER),
+                "--port",
+                str(self.port),
+                "--frames",
+                str(self.frames),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.strip() == "ready", line
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def rtsp_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 frames of 640x360: each test photo for 4 frames (0.4 s at the server's 10 fps)."""
+    folder = tmp_path_factory.mktemp("rtsp-frames")
+    index = 0
+    for photo in sorted((FACES / "test").glob("*.jpg")):
+        image = np.asarray(cv2.imread(str(photo)), np.uint8)
+        for step in range(4):
+            cv2.imwrite(str(folder / f"f{index:05d}.jpg"), _fit(image, (640, 360), 1 + 0.02 * step))
+            index += 1
+    return folder
+
+
+@pytest.fixture()
+def rtsp(rtsp_frames: Path) -> Iterator[RtspServer]:
+    if not _rtsp_available():
+        if os.environ.get("FACESTREAM_REQUIRE_RTSP") == "1":
+            pytest.fail("GStreamer RTSP server missing: run scripts/install-system-deps.sh")
+        pytest.skip("GStreamer RTSP server not installed (scripts/install-system-deps.sh)")
+    server = RtspServer(rtsp_frames)
+    server.start()
+    yield server
+    server.stop()
+
+
+@contextmanager
+def agents(cameras: list[CameraSettings], url: str, settings: Settings) -> Iterator[None]:
+    """run_cameras in a thread, as `facestream camera` runs it, stopped on exit."""
+    stop = threading.Event()
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    runner = threading.Thread(
+        target=run_cameras, args=(cameras, client, settings.limits, 10_000, stop), daemon=True
+    )
+    runner.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        runner.join(10)
+        assert not runner.is_alive(), "run_cameras did not stop"
+
+
+def _health(client: redis.Redis, camera: str) -> CameraHealth | None:
+    raw = client.get(keys.camera_health(camera))
+    return CameraHealth.model_validate_json(raw) if raw else None  # type: ignore[arg-type]
+
+
+def _last_error(client: redis.Redis, camera: str) -> str:
+    health = _health(client, camera)
+    return (health.last_error or "") if health else ""
+
+
+def _wait_for(condition: Callable[[], object], timeout_s: float = 30, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def _frames(client: redis.Redis, group: str = "g1") -> list[Frame]:
+    return [Frame.from_fields(f) for _, f in client.xrange(keys.frames(group))]
+
+
+def _camera(source: str, camera: str = "c1", **options: object) -> CameraSettings:
+    defaults: dict[str, object] = dict(
+        fps=5, open_timeout_s=3, read_timeout_s=3, backoff_base_s=0.2, backoff_cap_s=1
+    )
+    return CameraSettings.model_validate(
+        {"id": camera, "group": "g1", "source": source, **defaults, **options}
+    )
+
+
+def test_credentials_are_redacted() -> None:
+    assert redact("rtsp://admin:hunter2@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
+    assert redact("rtsp://10.0.0.5/live") == "rtsp://10.0.0.5/live"
+
+
+def test_rtsp_camera_sends_latest_frames_and_people_are_recognised(
+    rtsp: RtspServer, client: redis.Redis, redis_server: EmbeddedRedis,
+    engine: FaceEngine, settings: Settings,
+) -> None:  # fmt: skip
+    with agents([_camera(rtsp.url)], redis_server.url, settings):
+        _wait_for(lambda: client.xlen(keys.frames("g1")) >= 20, what="20 frames")
+        _wait_for(lambda: (h := _health(client, "c1")) and h.frames_out >= 20, what="health")
+        health = _health(client, "c1")
+    frames = _frames(client)
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert all(a.ts < b.ts for a, b in itertools.pairwise(frames))
+    # The server sends 10 fps and the agent publishes 5: the rest are dropped, not queued.
+    assert health is not None and health.state == "streaming"
+    assert health.frames_in > health.frames_out and health.dropped > 0
+
+    enrol(engine, client)
+    drain(make_worker(client, engine, settings), client, "g1", len(frames))
+    results = [Result.from_fields(f) for _, f in client.xrange(keys.results("g1"))]
+    seen = {name for result in results for name in result.identities}
+    assert seen == set(IDENTITIES)
+
+
+def test_rtsp_outage_reconnects_by_itself(
+    rtsp: RtspServer, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    with agents([_camera(rtsp.url)], redis_server.url, settings):
+        _wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="first frames")
+        rtsp.stop()
+        _wait_for(lambda: (h := _health(client, "c1")) and h.reconnects >= 1, what="reconnect")
+        before = client.xlen(keys.frames("g1"))
+        rtsp.start()
+        _wait_for(lambda: client.xlen(keys.frames("g1")) >= before + 5, what="frames again")
+        health = _health(client, "c1")
+    assert health is not None and health.reconnects >= 1
+    assert health.last_error is not None and health.last_error_at is not None
+    seqs = [f.seq for f in _frames(client)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_stalled_stream_trips_the_watchdog(
+    rtsp: RtspServer, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    # A long read timeout, so it is the watchdog (stall_s) that notices, not the backend.
+    camera = _camera(rtsp.url, read_timeout_s=60, stall_s=1.5)
+    with agents([camera], redis_server.url, settings):
+        _wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="first frames")
+        assert rtsp.process is not None
+        rtsp.process.send_signal(signal.SIGSTOP)  # connection open, nothing sent
+        try:
+            _wait_for(lambda: _last_error(client, "c1").startswith("stalled"), what="the watchdog")
+        finally:
+            rtsp.process.send_signal(signal.SIGCONT)
+        before = client.xlen(keys.frames("g1"))
+        _wait_for(lambda: client.xlen(keys.frames("g1")) >= before + 3, what="frames again")
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """Accepts TCP connections and never says a word."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(2)
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
+def test_bad_sources_fail_clearly_and_do_not_disturb_a_good_one(
+    rtsp: RtspServer, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    with silent_server() as silent_port:
+        cameras = [
+            _camera(rtsp.url, "good"),
+            _camera(f"rtsp://127.0.0.1:{free_port()}/cam", "wrong-port"),
+            _camera(rtsp.url.replace("/cam", "/nope"), "wrong-path"),
+            _camera("foo://bar", "garbage"),
+            _camera(f"rtsp://127.0.0.1:{silent_port}/cam", "silent", open_timeout_s=1),
+            _camera("/dev/video99", "no-device"),
+        ]
+        expected = {
+            "wrong-port": "cannot connect to 127.0.0.1:",
+            "wrong-path": "no such stream path (RTSP/1.0 404 Not Found)",
+            "garbage": "foo://bar: unsupported URL scheme (use rtsp, http or https)",
+            "silent": "server accepted the connection but did not answer",
+            "no-device": "no such video device /dev/video99",
+        }
+        with agents(cameras, redis_server.url, settings):
+            for camera, reason in expected.items():
+                _wait_for(
+                    lambda c=camera, r=reason: r in _last_error(client, c),
+                    what=f"{camera}'s error",
+                )
+            _wait_for(lambda: client.xlen(keys.frames("g1")) >= 10, what="the good camera")
+    cameras_seen = {f.camera for f in _frames(client)}
+    assert cameras_seen == {"good"}
+
+
+def test_camera_survives_a_redis_restart(
+    rtsp: RtspServer, settings: Settings, tmp_path: Path
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        with agents([_camera(rtsp.url)], server.url, settings):
+            _wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="first frames")
+            server.stop()
+            time.sleep(1.5)  # a real outage while the camera keeps reading
+            server.start()
+            client = redis.Redis.from_url(server.url)
+            before = client.xlen(keys.frames("g1"))
+            _wait_for(lambda: client.xlen(keys.frames("g1")) >= before + 5, what="frames again")
+            _wait_for(lambda: (h := _health(client, "c1")) and h.redis_errors > 0, what="report")
+        seqs = [f.seq for f in _frames(client)]
+        assert seqs == sorted(seqs)
+    finally:
+        server.stop()
+
+
+class _JpegHandler(http.server.BaseHTTPRequestHandler):
+    frames: list[bytes] = []  # noqa: RUF012 -- set by the fixture before serving
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/snapshot.jpg":
+            body = self.frames[int(time.time() * 10) % len(self.frames)]
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/stream":
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for index in range(600):
+                    body = self.frames[index % len(self.frames)]
+                    header = "--frame\r\nContent-Type: image/jpeg\r\n"
+                    header += f"Content-Length: {len(body)}\r\n\r\n"
+                    self.wfile.write(header.encode() + body + b"\r\n")
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        else:
+            self.send_error(404)
+
+
+def test_http_mjpeg_stream_and_snapshot_sources(
+    rtsp_frames: Path, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    _JpegHandler.frames = [p.read_bytes() for p in sorted(rtsp_frames.glob("*.jpg"))]
+    httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _JpegHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    cameras = [
+        _camera(f"{base}/stream", "mjpeg"),
+        _camera(f"{base}/snapshot.jpg", "snap", snapshot_interval_s=0.2),
+        _camera(f"{base}/missing", "missing"),
+    ]
+    try:
+        with agents(cameras, redis_server.url, settings):
+            _wait_for(
+                lambda: (
+                    {f.camera for f in _frames(client)} >= {"mjpeg", "snap"}
+                    and sum(f.camera == "mjpeg" for f in _frames(client)) >= 5
+                ),
+                what="frames from both HTTP cameras",
+            )
+            _wait_for(
+                lambda: (
+                    "no such path (HTTP 404)"
+                    in (((h := _health(client, "missing")) and h.last_error) or "")
+                ),
+                what="the 404",
+            )
+    finally:
+        httpd.shutdown()
+    mjpeg = [f for f in _frames(client) if f.camera == "mjpeg"]
+    assert (mjpeg[0].w, mjpeg[0].h) == (640, 360)
+
+
+def test_camera_command_stops_on_sigterm(
+    rtsp: RtspServer, client: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    command = [sys.executable, "-m", "facestream", "--redis-url", redis_server.url, "camera",
+               "--source", rtsp.url, "--camera-id", "cli", "--group", "g1"]  # fmt: skip
+    agent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="frames")
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(5) == 0
+    finally:
+        agent.kill()
