@@ -33,8 +33,9 @@ typecheck: $(BIN)/.installed
 	for p in schemas ingest recognizer; do ln -s "$$PWD/$$p" build/typecheck/facestream/$$p; done
 	MYPYPATH=build/typecheck $(BIN)/mypy -p facestream
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed  ## worker vs bare model vs the seed's recipe; camera agent capacity
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/cameras.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

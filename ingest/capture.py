@@ -93,6 +93,10 @@ class CaptureSource:
         self.camera = camera
         self.kind = kind
         self.capture = self._open()
+        # A file plays in real time, like a recorded feed; live sources set their own pace.
+        fps = float(self.capture.get(cv2.CAP_PROP_FPS)) if kind == "file" else 0.0
+        self._frame_interval = 1.0 / fps if 0 < fps < 1000 else 0.0
+        self._next_frame_at = time.monotonic()
 
     def _open(self) -> cv2.VideoCapture:
         camera = self.camera
@@ -123,6 +127,12 @@ class CaptureSource:
         return capture
 
     def read(self) -> NDArray[np.uint8]:
+        if self._frame_interval:
+            delay = self._next_frame_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._next_frame_at = max(self._next_frame_at, time.monotonic() - 1.0)
+            self._next_frame_at += self._frame_interval
         ok, image = self.capture.read()
         if not ok or image is None:
             if self.kind == "file":
