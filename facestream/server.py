@@ -95,6 +95,8 @@ class EmbeddedRedis:
                 try:
                     if client.ping():
                         return
+                except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+                    return  # up, with the default user disabled by an ACL file
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     time.sleep(0.05)
         finally:

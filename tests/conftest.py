@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,6 +77,18 @@ def make_worker(
         consumer=consumer,
         groups=["g1"],
     )
+
+
+def wait_for(
+    condition: Callable[[], object], timeout_s: float = 60, what: str = "it", poll_s: float = 0.01
+) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def drain(

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from facestream.recognizer import FaceEngine
 from facestream.schemas import CameraHealth, Frame, Result, keys
 from facestream.server import EmbeddedRedis, free_port
 
-from .conftest import FACES, IDENTITIES, drain, enrol, make_worker
+from .conftest import FACES, IDENTITIES, drain, enrol, make_worker, wait_for
 
 SERVER = Path(__file__).parent / "servers" / "rtsp_server.py"
 _GI_CHECK = 'import gi; gi.require_version("GstRtspServer", "1.0")'
@@ -127,15 +127,6 @@ def _last_error(client: redis.Redis, camera: str) -> str:
     return (health.last_error or "") if health else ""
 
 
-def _wait_for(condition: Callable[[], object], timeout_s: float = 30, what: str = "it") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def _frames(client: redis.Redis, group: str = "g1") -> list[Frame]:
     return [Frame.from_fields(f) for _, f in client.xrange(keys.frames(group))]
 
@@ -159,8 +150,8 @@ def test_rtsp_camera_sends_latest_frames_and_people_are_recognised(
     engine: FaceEngine, settings: Settings,
 ) -> None:  # fmt: skip
     with agents([_camera(rtsp.url)], redis_server.url, settings):
-        _wait_for(lambda: client.xlen(keys.frames("g1")) >= 20, what="20 frames")
-        _wait_for(lambda: (h := _health(client, "c1")) and h.frames_out >= 20, what="health")
+        wait_for(lambda: client.xlen(keys.frames("g1")) >= 20, what="20 frames")
+        wait_for(lambda: (h := _health(client, "c1")) and h.frames_out >= 20, what="health")
         health = _health(client, "c1")
     frames = _frames(client)
     assert [f.seq for f in frames] == list(range(len(frames)))
@@ -180,12 +171,12 @@ def test_rtsp_outage_reconnects_by_itself(
     rtsp: RtspServer, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
 ) -> None:
     with agents([_camera(rtsp.url)], redis_server.url, settings):
-        _wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="first frames")
+        wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="first frames")
         rtsp.stop()
-        _wait_for(lambda: (h := _health(client, "c1")) and h.reconnects >= 1, what="reconnect")
+        wait_for(lambda: (h := _health(client, "c1")) and h.reconnects >= 1, what="reconnect")
         before = client.xlen(keys.frames("g1"))
         rtsp.start()
-        _wait_for(lambda: client.xlen(keys.frames("g1")) >= before + 5, what="frames again")
+        wait_for(lambda: client.xlen(keys.frames("g1")) >= before + 5, what="frames again")
         health = _health(client, "c1")
     assert health is not None and health.reconnects >= 1
     assert health.last_error is not None and health.last_error_at is not None
@@ -199,15 +190,15 @@ def test_stalled_stream_trips_the_watchdog(
     # A long read timeout, so it is the watchdog (stall_s) that notices, not the backend.
     camera = _camera(rtsp.url, read_timeout_s=60, stall_s=1.5)
     with agents([camera], redis_server.url, settings):
-        _wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="first frames")
+        wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="first frames")
         assert rtsp.process is not None
         rtsp.process.send_signal(signal.SIGSTOP)  # connection open, nothing sent
         try:
-            _wait_for(lambda: _last_error(client, "c1").startswith("stalled"), what="the watchdog")
+            wait_for(lambda: _last_error(client, "c1").startswith("stalled"), what="the watchdog")
         finally:
             rtsp.process.send_signal(signal.SIGCONT)
         before = client.xlen(keys.frames("g1"))
-        _wait_for(lambda: client.xlen(keys.frames("g1")) >= before + 3, what="frames again")
+        wait_for(lambda: client.xlen(keys.frames("g1")) >= before + 3, what="frames again")
 
 
 @contextmanager
@@ -258,11 +249,11 @@ def test_bad_sources_fail_clearly_and_do_not_disturb_a_good_one(
         }
         with agents(cameras, redis_server.url, settings):
             for camera, reason in expected.items():
-                _wait_for(
+                wait_for(
                     lambda c=camera, r=reason: r in _last_error(client, c),
                     what=f"{camera}'s error",
                 )
-            _wait_for(lambda: client.xlen(keys.frames("g1")) >= 10, what="the good camera")
+            wait_for(lambda: client.xlen(keys.frames("g1")) >= 10, what="the good camera")
     cameras_seen = {f.camera for f in _frames(client)}
     assert cameras_seen == {"good"}
 
@@ -274,14 +265,14 @@ def test_camera_survives_a_redis_restart(
     client = redis.Redis.from_url(server.url)
     try:
         with agents([_camera(rtsp.url)], server.url, settings):
-            _wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="first frames")
+            wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="first frames")
             server.stop()
             time.sleep(1.5)  # a real outage while the camera keeps reading
             server.start()
             client = redis.Redis.from_url(server.url)
             before = client.xlen(keys.frames("g1"))
-            _wait_for(lambda: client.xlen(keys.frames("g1")) >= before + 5, what="frames again")
-            _wait_for(lambda: (h := _health(client, "c1")) and h.redis_errors > 0, what="report")
+            wait_for(lambda: client.xlen(keys.frames("g1")) >= before + 5, what="frames again")
+            wait_for(lambda: (h := _health(client, "c1")) and h.redis_errors > 0, what="report")
         seqs = [f.seq for f in _frames(client)]
         assert seqs == sorted(seqs)
     finally:
@@ -334,14 +325,14 @@ def test_http_mjpeg_stream_and_snapshot_sources(
     ]
     try:
         with agents(cameras, redis_server.url, settings):
-            _wait_for(
+            wait_for(
                 lambda: (
                     {f.camera for f in _frames(client)} >= {"mjpeg", "snap"}
                     and sum(f.camera == "mjpeg" for f in _frames(client)) >= 5
                 ),
                 what="frames from both HTTP cameras",
             )
-            _wait_for(
+            wait_for(
                 lambda: (
                     "no such path (HTTP 404)"
                     in (((h := _health(client, "missing")) and h.last_error) or "")
@@ -361,7 +352,7 @@ def test_camera_command_stops_on_sigterm(
                "--source", rtsp.url, "--camera-id", "cli", "--group", "g1"]  # fmt: skip
     agent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="frames")
+        wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="frames")
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(5) == 0
     finally:

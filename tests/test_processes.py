@@ -20,7 +20,7 @@ from facestream.recognizer import FaceEngine
 from facestream.schemas import Result, keys
 from facestream.server import EmbeddedRedis
 
-from .conftest import FACES, drain, enrol, make_worker
+from .conftest import FACES, drain, enrol, make_worker, wait_for
 
 SCENES = sorted((FACES / "test").glob("*.jpg"))
 
@@ -41,15 +41,6 @@ def _start_worker(
     )
     env = _env(model_cache, FACESTREAM_WORKER__BATCH_SIZE="8")
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _wait_for(condition, timeout_s: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.002)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _pending_of(client: redis.Redis, consumer: str) -> int:
@@ -73,9 +64,9 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(
     enrol(engine, client)
     victim = _start_worker(redis_server, model_cache, "victim")
     try:
-        _wait_for(lambda: client.exists(keys.worker_heartbeat("victim")), what="worker start")
+        wait_for(lambda: client.exists(keys.worker_heartbeat("victim")), what="worker start")
         sent = _send_clip(client, settings, tmp_path)
-        _wait_for(lambda: _pending_of(client, "victim") > 0, what="a batch in flight")
+        wait_for(lambda: _pending_of(client, "victim") > 0, what="a batch in flight", poll_s=0.002)
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
     finally:
@@ -99,9 +90,11 @@ def test_sigterm_finishes_the_batch_and_exits_zero(
     enrol(engine, client, ["obama"])
     worker = _start_worker(redis_server, model_cache, "graceful")
     try:
-        _wait_for(lambda: client.exists(keys.worker_heartbeat("graceful")), what="worker start")
+        wait_for(lambda: client.exists(keys.worker_heartbeat("graceful")), what="worker start")
         _send_clip(client, settings, tmp_path)
-        _wait_for(lambda: _pending_of(client, "graceful") > 0, what="a batch in flight")
+        wait_for(
+            lambda: _pending_of(client, "graceful") > 0, what="a batch in flight", poll_s=0.002
+        )
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
     finally:
@@ -177,10 +170,10 @@ def test_worker_survives_a_redis_restart(
     worker = _start_worker(server, model_cache, "survivor")
     try:
         enrol(engine, client, ["obama"])
-        _wait_for(lambda: client.exists(keys.worker_heartbeat("survivor")), what="worker start")
+        wait_for(lambda: client.exists(keys.worker_heartbeat("survivor")), what="worker start")
         publisher = FramePublisher(client, "g1", "cam", 1000, settings.limits)
         publisher.publish(next(iter_frames(FACES / "test" / "obama1.jpg")))
-        _wait_for(lambda: client.xlen(keys.results("g1")) == 1, what="first result")
+        wait_for(lambda: client.xlen(keys.results("g1")) == 1, what="first result")
 
         server.stop()
         time.sleep(1.0)  # a real outage: the worker's reads fail and it backs off
@@ -189,7 +182,7 @@ def test_worker_survives_a_redis_restart(
         client = redis.Redis.from_url(server.url)
         publisher.client = client
         publisher.publish(next(iter_frames(FACES / "test" / "johnsnow_test1.jpg")))
-        _wait_for(lambda: client.xlen(keys.results("g1")) == 2, timeout_s=30, what="resumed")
+        wait_for(lambda: client.xlen(keys.results("g1")) == 2, timeout_s=30, what="resumed")
         assert worker.poll() is None
         last = Result.from_fields(client.xrevrange(keys.results("g1"), count=1)[0][1])
         assert last.seq == 1 and last.identities == []
