@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,6 +78,15 @@ def make_worker(
         consumer=consumer,
         groups=["g1"],
     )
+
+
+def require_system_dependency(present: bool, what: str) -> None:
+    """Skip without `what` on a developer machine; fail in CI, which must have it."""
+    if present:
+        return
+    if os.environ.get("FACESTREAM_REQUIRE_SYSTEM_DEPS") == "1":
+        pytest.fail(f"missing {what}")
+    pytest.skip(f"needs {what}")
 
 
 def wait_for(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import itertools
-import os
 import signal
 import socket
 import socketserver
@@ -28,7 +27,15 @@ from facestream.recognizer import FaceEngine
 from facestream.schemas import CameraHealth, Frame, Result, keys
 from facestream.server import EmbeddedRedis, free_port
 
-from .conftest import FACES, IDENTITIES, drain, enrol, make_worker, wait_for
+from .conftest import (
+    FACES,
+    IDENTITIES,
+    drain,
+    enrol,
+    make_worker,
+    require_system_dependency,
+    wait_for,
+)
 
 SERVER = Path(__file__).parent / "servers" / "rtsp_server.py"
 _GI_CHECK = 'import gi; gi.require_version("GstRtspServer", "1.0")'
@@ -90,10 +97,9 @@ def rtsp_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def rtsp(rtsp_frames: Path) -> Iterator[RtspServer]:
-    if not _rtsp_available():
-        if os.environ.get("FACESTREAM_REQUIRE_RTSP") == "1":
-            pytest.fail("GStreamer RTSP server missing: run scripts/install-system-deps.sh")
-        pytest.skip("GStreamer RTSP server not installed (scripts/install-system-deps.sh)")
+    require_system_dependency(
+        _rtsp_available(), "GStreamer's RTSP server (scripts/install-system-deps.sh)"
+    )
     server = RtspServer(rtsp_frames)
     server.start()
     yield server
