@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import redis
 
-from facestream.demo import DEMO_DATA, _fit
+from facestream.demo import DEMO_DATA, fit_frame
 from facestream.ingest import CameraSettings, EncodedFrame, FramePublisher, encode_jpeg, run_cameras
 from facestream.schemas import FrameLimits, keys
 from facestream.server import EmbeddedRedis
@@ -44,7 +44,7 @@ def make_clip(path: Path, size: tuple[int, int], source_fps: int, seconds: int =
     scenes = sorted((DEMO_DATA / "scenes").glob("*.jpg"))
     images = [np.asarray(cv2.imread(str(p)), np.uint8) for p in scenes]
     for index in range(seconds * source_fps):
-        writer.write(_fit(images[index % len(images)], size, 1 + 0.01 * index))
+        writer.write(fit_frame(images[index % len(images)], size, 1 + 0.01 * index))
     writer.release()
 
 
@@ -127,7 +127,7 @@ def main() -> None:
         small = EncodedFrame(jpeg, width, height, "x")
         rate_small = xadd_rate(client, small)
         scene = sorted((DEMO_DATA / "scenes").glob("*.jpg"))[0]
-        full_hd = _fit(np.asarray(cv2.imread(str(scene)), np.uint8), (1920, 1080), 1.0)
+        full_hd = fit_frame(np.asarray(cv2.imread(str(scene)), np.uint8), (1920, 1080), 1.0)
         start, encoded = time.monotonic(), 0
         while time.monotonic() - start < 3:
             jpeg_hd, width, height = encode_jpeg(full_hd, 85)

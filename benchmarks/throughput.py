@@ -35,7 +35,7 @@ import orjson
 import redis
 
 from facestream.config import Settings, load_settings
-from facestream.demo import DEMO_DATA, _fit
+from facestream.demo import DEMO_DATA, fit_frame
 from facestream.ingest import EncodedFrame, FramePublisher
 from facestream.recognizer import FaceEngine, Gallery, Worker, decode_jpeg, embed_photos
 from facestream.schemas import Result, keys
@@ -63,7 +63,7 @@ def make_frames(count: int) -> list[bytes]:
             cv2.putText(image, str(index), (20, 60), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255))
         else:
             scene = np.asarray(scenes[index % len(scenes)], np.uint8)
-            image = _fit(scene, (640, 360), 1.0 + 0.002 * index)
+            image = fit_frame(scene, (640, 360), 1.0 + 0.002 * index)
         frames.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
     return frames
 

@@ -410,13 +410,14 @@ def visitors_purge() -> None:
 
 @app.command("status")
 def status_command(groups: GroupsOption = None) -> None:
-    """Show each group's streams: frames waiting, pending, results, dead letters."""
+    """Show each group's streams: frames, pending, lag, consumers, results, dead letters."""
     client = connect(_settings().redis)
     names = _groups(groups) or sorted(
         keys.group_of(k) for k in client.scan_iter(match="fs:{*}:frames", _type="stream")
     )
     typer.echo(
-        f"{'group':<16}{'frames':>8}{'pending':>9}{'consumers':>11}{'results':>9}{'dead':>7}"
+        f"{'group':<16}{'frames':>8}{'pending':>9}{'lag':>7}{'consumers':>11}{'results':>9}"
+        f"{'dead':>7}"
     )
     for group in names:
         stream = keys.frames(group)
@@ -426,10 +427,11 @@ def status_command(groups: GroupsOption = None) -> None:
             else {}
         )
         rec = info.get(keys.RECOGNIZERS, {})
+        lag = rec.get("lag")  # Redis 7+: entries not yet delivered to any worker
         typer.echo(
             f"{group:<16}{client.xlen(stream):>8}{rec.get('pending', 0):>9}"
-            f"{rec.get('consumers', 0):>11}{client.xlen(keys.results(group)):>9}"
-            f"{client.xlen(keys.dead(group)):>7}"
+            f"{'?' if lag is None else lag:>7}{rec.get('consumers', 0):>11}"
+            f"{client.xlen(keys.results(group)):>9}{client.xlen(keys.dead(group)):>7}"
         )
     typer.echo(f"gallery version {Gallery(client).version()}")
     reports = sorted(client.scan_iter(match=keys.camera_health("*")))

@@ -28,7 +28,7 @@ from .config import Settings
 from .connect import connect
 from .server import EmbeddedRedis
 
-__all__ = ["DEMO_DATA", "build_clip", "run_demo"]
+__all__ = ["DEMO_DATA", "build_clip", "fit_frame", "run_demo"]
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
 _GROUP = "demo"
@@ -58,14 +58,14 @@ def build_clip(
                 raise FacestreamError(f"{scene}: not a readable image")
             for step in range(moving + still):
                 zoom = 1.0 + 0.1 * min(step, moving) / moving
-                writer.write(_fit(np.asarray(image, np.uint8), size, zoom))
+                writer.write(fit_frame(np.asarray(image, np.uint8), size, zoom))
                 frames += 1
     finally:
         writer.release()
     return frames
 
 
-def _fit(image: NDArray[np.uint8], size: tuple[int, int], zoom: float) -> NDArray[np.uint8]:
+def fit_frame(image: NDArray[np.uint8], size: tuple[int, int], zoom: float) -> NDArray[np.uint8]:
     """Letterbox `image` into a canvas of `size`, zoomed about its centre."""
     width, height = size
     h, w = image.shape[:2]

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+import orjson
 import structlog
 from prometheus_client import start_http_server
 
@@ -107,6 +108,4 @@ def _settings_json(settings: Settings) -> str:
     data = settings.model_dump(mode="json")
     if settings.redis.password is not None:
         data["redis"]["password"] = settings.redis.password.get_secret_value()
-    import orjson
-
     return orjson.dumps(data).decode()

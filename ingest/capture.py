@@ -42,8 +42,13 @@ class FrameSource(Protocol):
 
 
 def set_transports(cameras: Sequence[CameraSettings]) -> None:
-    """Fix the RTSP transport for the process when every camera agrees on one."""
+    """Fix the RTSP transport for the process when every camera agrees on one.
+
+    Also silences FFmpeg's own stderr chatter (it bypasses our structured logs); each
+    failure is reported by us as one line instead. Set OPENCV_FFMPEG_LOGLEVEL to see it.
+    """
     global _shared_transport
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     transports = {camera.rtsp_transport for camera in cameras}
     _shared_transport = transports.pop() if len(transports) == 1 else None
     if _shared_transport is not None:

@@ -21,8 +21,9 @@ import pytest
 import redis
 
 from facestream.config import Settings
-from facestream.demo import _fit
+from facestream.demo import fit_frame
 from facestream.ingest import CameraSettings, redact, run_cameras
+from facestream.ingest.metrics import camera_counter
 from facestream.recognizer import FaceEngine
 from facestream.schemas import CameraHealth, Frame, Result, keys
 from facestream.server import EmbeddedRedis, free_port
@@ -90,7 +91,9 @@ def rtsp_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for photo in sorted((FACES / "test").glob("*.jpg")):
         image = np.asarray(cv2.imread(str(photo)), np.uint8)
         for step in range(4):
-            cv2.imwrite(str(folder / f"f{index:05d}.jpg"), _fit(image, (640, 360), 1 + 0.02 * step))
+            cv2.imwrite(
+                str(folder / f"f{index:05d}.jpg"), fit_frame(image, (640, 360), 1 + 0.02 * step)
+            )
             index += 1
     return folder
 
@@ -165,6 +168,7 @@ def test_rtsp_camera_sends_latest_frames_and_people_are_recognised(
     # The server sends 10 fps and the agent publishes 5: the rest are dropped, not queued.
     assert health is not None and health.state == "streaming"
     assert health.frames_in > health.frames_out and health.dropped > 0
+    assert camera_counter("frames_out", "c1")._value.get() >= health.frames_out
 
     enrol(engine, client)
     drain(make_worker(client, engine, settings), client, "g1", len(frames))
@@ -292,7 +296,11 @@ class _JpegHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if self.path == "/snapshot.jpg":
+        if self.path == "/private":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+            self.end_headers()
+        elif self.path == "/snapshot.jpg":
             body = self.frames[int(time.time() * 10) % len(self.frames)]
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")
@@ -323,11 +331,13 @@ def test_http_mjpeg_stream_and_snapshot_sources(
     httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _JpegHandler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    host = f"127.0.0.1:{httpd.server_address[1]}"
+    base = f"http://{host}"
     cameras = [
         _camera(f"{base}/stream", "mjpeg"),
         _camera(f"{base}/snapshot.jpg", "snap", snapshot_interval_s=0.2),
         _camera(f"{base}/missing", "missing"),
+        _camera(f"http://viewer:wrong@{host}/private", "private"),
     ]
     try:
         with agents(cameras, redis_server.url, settings):
@@ -339,12 +349,16 @@ def test_http_mjpeg_stream_and_snapshot_sources(
                 what="frames from both HTTP cameras",
             )
             wait_for(
-                lambda: (
-                    "no such path (HTTP 404)"
-                    in (((h := _health(client, "missing")) and h.last_error) or "")
-                ),
+                lambda: "no such path (HTTP 404)" in _last_error(client, "missing"),
                 what="the 404",
             )
+            wait_for(
+                lambda: "authentication failed (HTTP 401)" in _last_error(client, "private"),
+                what="the 401",
+            )
+            private = _health(client, "private")
+            assert private is not None and "wrong" not in private.model_dump_json()
+            assert private.source == f"http://viewer:***@{host}/private"
     finally:
         httpd.shutdown()
     mjpeg = [f for f in _frames(client) if f.camera == "mjpeg"]

@@ -140,6 +140,18 @@ def test_cli_enrol_replay_tail(
         worker.wait(30)
     result = Result.model_validate(json.loads(lines[0]))
     assert result.camera == "cli" and result.identities == ["obama"]
+    status = run("status").stdout.splitlines()
+    assert status[0].split() == [
+        "group",
+        "frames",
+        "pending",
+        "lag",
+        "consumers",
+        "results",
+        "dead",
+    ]
+    row = next(line.split() for line in status if line.startswith("g1 "))
+    assert row[:3] == ["g1", "1", "0"] and row[5:] == ["1", "0"]  # one frame, done, no dead
     assert "removed obama" in run("gallery", "remove", "obama").stdout
     assert "0 identities" in run("gallery", "list").stdout
     assert "no identity named 'obama'" in run("gallery", "remove", "obama", expect=2).stderr
