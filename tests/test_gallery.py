@@ -14,6 +14,7 @@ from facestream.recognizer import (
     Gallery,
     VisitorBook,
     VisitorSettings,
+    Worker,
     embed_photos,
 )
 from facestream.schemas import GalleryError, GalleryExport, Identity, Result, keys
@@ -108,8 +109,10 @@ def test_unknown_visitors_get_stable_pseudonymous_ids(
     engine: FaceEngine, client: redis.Redis, settings: Settings
 ) -> None:
     enrol(engine, client, ["biden"])
-    worker = make_worker(client, engine, settings)
-    worker.visitors = VisitorBook(client, VisitorSettings(enabled=True))
+    visitors = VisitorBook(client, VisitorSettings(enabled=True))
+    worker = Worker(
+        client, engine, settings.worker, settings.match, settings.limits, "w", ["g1"], visitors
+    )
     publisher = FramePublisher(client, "g1", "c", 1000, settings.limits)
     for photo in ("test/obama1.jpg", "extra/obama3.jpg", "test/alex_lacamoire1.jpg"):
         publisher.publish(next(iter_frames(FACES / photo)))
@@ -120,5 +123,5 @@ def test_unknown_visitors_get_stable_pseudonymous_ids(
     assert again == first  # the same unknown person, another photo
     assert other is not None and other != first
     assert client.zcard(keys.VISITOR_SEEN) == 2
-    assert worker.visitors.purge() == 2
+    assert visitors.purge() == 2
     assert not client.exists(keys.VISITOR_EMBEDDINGS)
