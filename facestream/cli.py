@@ -6,28 +6,22 @@ import signal
 import sys
 import tempfile
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
 import typer
 from prometheus_client import start_http_server
 
 from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
 from facestream.recognizer import (
-    FaceEngine,
     Gallery,
-    VisitorBook,
-    current_model_id,
-    embed_photos,
 )
-from facestream.schemas import CameraHealth, FacestreamError, GalleryExport, Result, keys
+from facestream.schemas import CameraHealth, FacestreamError, keys
 
-from .client import ResultFilter, tail_results
-from .config import Settings, load_settings
+from .cli_gallery import eval_command, gallery_app, visitors_app
+from .cli_options import CliState, ConfigOption, GroupsOption, cli_settings, split_list
+from .client import ResultFilter, describe_result, tail_results
 from .connect import connect
-from .logs import configure_logging
 from .server import EmbeddedRedis
 
 __all__ = ["app", "main"]
@@ -35,22 +29,11 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
 )
-gallery_app = typer.Typer(no_args_is_help=True, help="Enrol, list and remove identities.")
 results_app = typer.Typer(no_args_is_help=True, help="Read recognition results.")
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(results_app, name="results")
-visitors_app = typer.Typer(no_args_is_help=True, help="Pseudonymous visitor ids (opt-in).")
 app.add_typer(visitors_app, name="visitors")
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", envvar="FACESTREAM_CONFIG", help="YAML config.")
-]
-GroupsOption = Annotated[str | None, typer.Option(help="Comma-separated camera groups.")]
-
-
-class _Globals:
-    config: Path | None = None
-    overrides: dict[str, Any] = {}  # noqa: RUF012 -- replaced per invocation
+app.command("eval")(eval_command)
 
 
 @app.callback()
@@ -60,26 +43,11 @@ def _global_options(
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
     log_format: Annotated[str | None, typer.Option(help="auto, json or console.")] = None,
 ) -> None:
-    _Globals.config = config
-    _Globals.overrides = {
+    CliState.config = config
+    CliState.overrides = {
         "redis": {"url": redis_url},
         "log": {"level": log_level, "format": log_format},
     }
-
-
-def _settings(**sections: Any) -> Settings:
-    merged = {**_Globals.overrides}
-    for section, values in sections.items():
-        merged[section] = (
-            {**merged.get(section, {}), **values} if isinstance(values, dict) else values
-        )
-    settings = load_settings(_Globals.config, **merged)
-    configure_logging(settings.log)
-    return settings
-
-
-def _groups(option: str | None) -> list[str] | None:
-    return [g.strip() for g in option.split(",") if g.strip()] if option else None
 
 
 @app.command("redis")
@@ -90,7 +58,7 @@ def redis_command(
     ] = None,
 ) -> None:
     """Run the embedded Redis in the foreground on 127.0.0.1 (AOF on) until Ctrl-C."""
-    _settings()
+    cli_settings()
     # SIGTERM stops the server like Ctrl-C does, instead of orphaning it.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="facestream-redis-") as scratch:
@@ -106,130 +74,6 @@ def redis_command(
             server.stop()
 
 
-@gallery_app.command("enroll")
-def gallery_enroll(
-    name: Annotated[str, typer.Argument(help="Identity name.")],
-    photos: Annotated[list[Path], typer.Argument(help="Photos (files or folders) of that person.")],
-    largest_face: Annotated[
-        bool, typer.Option(help="Use the largest face of a group photo.")
-    ] = False,
-) -> None:
-    """Enrol (or re-enrol) NAME from one or more photos, one face each."""
-    settings = _settings()
-    files = _photo_files(photos)
-    engine = FaceEngine.from_settings(settings.models, settings.match)
-    identity = embed_photos(engine, name, files, largest_face=largest_face)
-    version = Gallery(connect(settings.redis)).enroll(identity)
-    typer.echo(f"enrolled {name} from {len(files)} photo(s); gallery version {version}")
-
-
-@gallery_app.command("list")
-def gallery_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List enrolled identities."""
-    version, identities = Gallery(connect(_settings().redis)).identities()
-    for identity in identities:
-        if json_output:
-            summary = identity.model_dump(exclude={"embeddings"})
-            typer.echo(orjson.dumps(summary).decode())
-        else:
-            enrolled = datetime.fromtimestamp(identity.enrolled_at / 1000, UTC).isoformat(
-                timespec="seconds"
-            )
-            typer.echo(
-                f"{identity.name}\t{len(identity.embeddings)} photo(s)\t{identity.model}\t"
-                f"enrolled {enrolled}"
-            )
-    if not json_output:
-        typer.echo(f"{len(identities)} identities, gallery version {version}")
-
-
-@gallery_app.command("remove")
-def gallery_remove(name: str) -> None:
-    """Remove an identity from the gallery (cached recognitions expire by TTL; see erase)."""
-    if not Gallery(connect(_settings().redis)).remove(name):
-        raise FacestreamError(f"no identity named {name!r} in the gallery")
-    typer.echo(f"removed {name}")
-
-
-@gallery_app.command("erase")
-def gallery_erase(name: str) -> None:
-    """Remove an identity AND purge every cached recognition holding a face of that person."""
-    settings = _settings()
-    purged = Gallery(connect(settings.redis)).erase(name, settings.match.threshold)
-    typer.echo(f"erased {name}; purged {purged} cached recognition(s)")
-
-
-@gallery_app.command("export")
-def gallery_export(
-    output: Annotated[Path, typer.Argument(help="JSON file to write ('-': stdout).")],
-) -> None:
-    """Write the whole gallery (names, embeddings, model id) as JSON."""
-    export = Gallery(connect(_settings().redis)).export(current_model_id())
-    text = export.model_dump_json(indent=2)
-    if str(output) == "-":
-        typer.echo(text)
-    else:
-        output.write_text(text)
-        typer.echo(f"exported {len(export.identities)} identities to {output}")
-
-
-@gallery_app.command("import")
-def gallery_import(
-    source: Annotated[Path, typer.Argument(help="JSON file written by `gallery export`.")],
-) -> None:
-    """Enrol every identity of an export (made with the same model) in one transaction."""
-    try:
-        export = GalleryExport.model_validate_json(source.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise FacestreamError(f"{source}: not a facestream gallery export ({exc})") from exc
-    version = Gallery(connect(_settings().redis)).import_(export, current_model_id())
-    typer.echo(f"imported {len(export.identities)} identities; gallery version {version}")
-
-
-@app.command("eval")
-def eval_command(
-    folder: Annotated[Path, typer.Argument(help="Folder with train/<name>/* and probes.")],
-    labels: Annotated[
-        Path | None, typer.Option(help="Labels JSON (default FOLDER/labels.json).")
-    ] = None,
-    threshold: Annotated[
-        float | None, typer.Option(help="Match threshold (default: config).")
-    ] = None,
-    margin: Annotated[float | None, typer.Option(help="Match margin (default: config).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
-    """Enrol FOLDER/train, match the labelled probes, report similarities and errors."""
-    from facestream.recognizer.evaluate import evaluate
-
-    settings = _settings(match={"threshold": threshold, "margin": margin})
-    engine = FaceEngine.from_settings(settings.models, settings.match)
-    report = evaluate(engine, folder, labels, settings.match.threshold, settings.match.margin)
-    summary = report.summary()
-    if json_output:
-        typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
-        return
-    for probe in report.probes:
-        verdict = "WRONG " if probe.wrong else ("missed" if probe.missed else "ok    ")
-        named = ", ".join(n or "unknown" for n in probe.named) or "no face"
-        typer.echo(
-            f"{verdict} {probe.photo:<36} expected {', '.join(probe.expected):<30} got {named}"
-        )
-    for kind in ("genuine", "impostor"):
-        stats = summary[kind]
-        typer.echo(f"{kind:<9} similarity: {stats}")
-    typer.echo(
-        f"top-1: {report.recognised}/{report.expected_names} labelled faces named, "
-        f"{report.false_accepts} false accepts at threshold {report.threshold} "
-        f"(margin {report.margin})"
-    )
-    gap = report.separating_range
-    typer.echo(
-        f"thresholds in ({gap[0]:.3f}, {gap[1]:.3f}] separate genuine from impostor"
-        if gap
-        else "no threshold separates genuine from impostor scores"
-    )
-
-
 @app.command("recognise")
 def recognise_command(
     photo: Annotated[Path, typer.Argument(help="A JPEG photo.")],
@@ -239,7 +83,7 @@ def recognise_command(
     """Submit one photo and print its result as JSON (served from the cache if seen before)."""
     from .client import recognise_image
 
-    settings = _settings()
+    settings = cli_settings()
     result = recognise_image(
         connect(settings.redis),
         group,
@@ -261,7 +105,7 @@ def replay_command(
     loop: Annotated[bool, typer.Option(help="Start again at the end.")] = False,
 ) -> None:
     """Feed a recorded video or an image folder into a camera group's frames stream."""
-    settings = _settings()
+    settings = cli_settings()
     publisher = FramePublisher(
         connect(settings.redis), group, camera_id, settings.ingest.frames_maxlen, settings.limits
     )
@@ -307,8 +151,8 @@ def camera_command(
 ) -> None:
     """Run live camera agents: one --source, or every camera of the config's `cameras:`."""
     if config is not None:
-        _Globals.config = config
-    settings = _settings()
+        CliState.config = config
+    settings = cli_settings()
     cameras = list(settings.cameras)
     if source is not None:
         if not camera_id or not group:
@@ -345,8 +189,8 @@ def worker_command(
     """Recognise faces in the frames of every group (or --groups) until SIGTERM/Ctrl-C."""
     from .workers import run_workers
 
-    settings = _settings(
-        groups=_groups(groups),
+    settings = cli_settings(
+        groups=split_list(groups),
         worker={"concurrency": concurrency, "metrics_port": metrics_port, "consumer": consumer},
     )
     raise typer.Exit(run_workers(settings, settings.worker.concurrency))
@@ -363,56 +207,30 @@ def results_tail(
     min_similarity: Annotated[float | None, typer.Option(help="Only faces this similar.")] = None,
 ) -> None:
     """Print results as they are published (filters take comma-separated lists)."""
-    settings = _settings()
+    settings = cli_settings()
     wanted = ResultFilter(
-        identities=frozenset(_groups(identity) or []) if identity else None,
-        cameras=frozenset(_groups(camera) or []) if camera else None,
+        identities=frozenset(split_list(identity) or []) if identity else None,
+        cameras=frozenset(split_list(camera) or []) if camera else None,
         min_similarity=min_similarity,
     )
     try:
         for result in tail_results(
             connect(settings.redis),
-            _groups(group) or [],
+            split_list(group) or [],
             from_start=from_start,
             count=count,
             wanted=wanted,
         ):
-            typer.echo(result.to_json().decode() if json_output else describe(result))
+            typer.echo(result.to_json().decode() if json_output else describe_result(result))
     except KeyboardInterrupt:
         pass
-
-
-def describe(result: Result) -> str:
-    """One human line per result: camera, frame, who, how fast."""
-    people = ", ".join(
-        f"{face.identity} ({face.similarity:.2f})" if face.identity else "unknown"
-        for face in result.faces
-    )
-    source = "cache" if result.cached else "model"
-    e2e = result.latency_ms.get("e2e", 0.0)
-    return f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
-
-
-@visitors_app.command("count")
-def visitors_count() -> None:
-    """How many distinct visitors were seen within the visitor TTL."""
-    client = connect(_settings().redis)
-    typer.echo(f"{client.zcard(keys.VISITOR_SEEN)} visitors")
-
-
-@visitors_app.command("purge")
-def visitors_purge() -> None:
-    """Delete every visitor id and its stored embedding now."""
-    settings = _settings()
-    forgotten = VisitorBook(connect(settings.redis), settings.visitors).purge()
-    typer.echo(f"forgot {forgotten} visitors")
 
 
 @app.command("status")
 def status_command(groups: GroupsOption = None) -> None:
     """Show each group's streams: frames, pending, lag, consumers, results, dead letters."""
-    client = connect(_settings().redis)
-    names = _groups(groups) or sorted(
+    client = connect(cli_settings().redis)
+    names = split_list(groups) or sorted(
         keys.group_of(k) for k in client.scan_iter(match="fs:{*}:frames", _type="stream")
     )
     typer.echo(
@@ -459,19 +277,7 @@ def demo_command(
     """Run everything on an embedded Redis with the bundled photos and a clip made from them."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(), workers=workers))
-
-
-def _photo_files(paths: list[Path]) -> list[Path]:
-    from facestream.ingest.sources import IMAGE_SUFFIXES
-
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            files.append(path)
-    return files
+    raise typer.Exit(run_demo(cli_settings(), workers=workers))
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "RecognitionTimeout",
     "ResultFilter",
     "ResultSubscriber",
+    "describe_result",
     "recognise_image",
     "tail_results",
 ]
@@ -202,3 +203,14 @@ def recognise_image(
 
 class RecognitionTimeout(FacestreamError, TimeoutError):
     """No worker published a result for a submitted image in time."""
+
+
+def describe_result(result: Result) -> str:
+    """One human line per result: camera, frame, who, how fast."""
+    people = ", ".join(
+        f"{face.identity} ({face.similarity:.2f})" if face.identity else "unknown"
+        for face in result.faces
+    )
+    source = "cache" if result.cached else "model"
+    e2e = result.latency_ms.get("e2e", 0.0)
+    return f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"

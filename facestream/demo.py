@@ -23,7 +23,7 @@ from facestream.ingest import FramePublisher, replay
 from facestream.recognizer import FaceEngine, Gallery, embed_photos
 from facestream.schemas import FacestreamError, Result, keys
 
-from .client import tail_results
+from .client import describe_result, tail_results
 from .config import Settings
 from .connect import connect
 from .server import EmbeddedRedis
@@ -83,8 +83,6 @@ def fit_frame(image: NDArray[np.uint8], size: tuple[int, int], zoom: float) -> N
 
 def run_demo(settings: Settings, workers: int = 2) -> int:
     """Run the whole pipeline on this machine; returns the exit code."""
-    from .cli import describe
-
     # SIGTERM cleans up like Ctrl-C does: workers stopped, Redis shut down, temp dir removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="facestream-demo-") as scratch:
@@ -109,7 +107,7 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
                 target=_send_frames, args=(settings, client, clip, scenes), daemon=True
             )
             sender.start()
-            results = _collect(client, expected, processes, describe)
+            results = _collect(client, expected, processes, describe_result)
             _summarise(results, expected)
             return 0 if len(results) == expected else 1
         except KeyboardInterrupt:

@@ -1,0 +1,177 @@
+"""`facestream gallery …`, `facestream visitors …` and `facestream eval`: who is who."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from facestream.ingest.sources import IMAGE_SUFFIXES
+from facestream.recognizer import (
+    FaceEngine,
+    Gallery,
+    VisitorBook,
+    current_model_id,
+    embed_photos,
+)
+from facestream.schemas import FacestreamError, GalleryExport, keys
+
+from .cli_options import cli_settings
+from .connect import connect
+
+__all__ = ["eval_command", "gallery_app", "visitors_app"]
+
+gallery_app = typer.Typer(no_args_is_help=True, help="Enrol, list, remove and move identities.")
+visitors_app = typer.Typer(no_args_is_help=True, help="Pseudonymous visitor ids (opt-in).")
+
+
+@gallery_app.command("enroll")
+def gallery_enroll(
+    name: Annotated[str, typer.Argument(help="Identity name.")],
+    photos: Annotated[list[Path], typer.Argument(help="Photos (files or folders) of that person.")],
+    largest_face: Annotated[
+        bool, typer.Option(help="Use the largest face of a group photo.")
+    ] = False,
+) -> None:
+    """Enrol (or re-enrol) NAME from one or more photos, one face each."""
+    settings = cli_settings()
+    files = _photo_files(photos)
+    engine = FaceEngine.from_settings(settings.models, settings.match)
+    identity = embed_photos(engine, name, files, largest_face=largest_face)
+    version = Gallery(connect(settings.redis)).enroll(identity)
+    typer.echo(f"enrolled {name} from {len(files)} photo(s); gallery version {version}")
+
+
+@gallery_app.command("list")
+def gallery_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List enrolled identities."""
+    version, identities = Gallery(connect(cli_settings().redis)).identities()
+    for identity in identities:
+        if json_output:
+            summary = identity.model_dump(exclude={"embeddings"})
+            typer.echo(orjson.dumps(summary).decode())
+        else:
+            enrolled = datetime.fromtimestamp(identity.enrolled_at / 1000, UTC).isoformat(
+                timespec="seconds"
+            )
+            typer.echo(
+                f"{identity.name}\t{len(identity.embeddings)} photo(s)\t{identity.model}\t"
+                f"enrolled {enrolled}"
+            )
+    if not json_output:
+        typer.echo(f"{len(identities)} identities, gallery version {version}")
+
+
+@gallery_app.command("remove")
+def gallery_remove(name: str) -> None:
+    """Remove an identity from the gallery (cached recognitions expire by TTL; see erase)."""
+    if not Gallery(connect(cli_settings().redis)).remove(name):
+        raise FacestreamError(f"no identity named {name!r} in the gallery")
+    typer.echo(f"removed {name}")
+
+
+@gallery_app.command("erase")
+def gallery_erase(name: str) -> None:
+    """Remove an identity AND purge every cached recognition holding a face of that person."""
+    settings = cli_settings()
+    purged = Gallery(connect(settings.redis)).erase(name, settings.match.threshold)
+    typer.echo(f"erased {name}; purged {purged} cached recognition(s)")
+
+
+@gallery_app.command("export")
+def gallery_export(
+    output: Annotated[Path, typer.Argument(help="JSON file to write ('-': stdout).")],
+) -> None:
+    """Write the whole gallery (names, embeddings, model id) as JSON."""
+    export = Gallery(connect(cli_settings().redis)).export(current_model_id())
+    text = export.model_dump_json(indent=2)
+    if str(output) == "-":
+        typer.echo(text)
+    else:
+        output.write_text(text)
+        typer.echo(f"exported {len(export.identities)} identities to {output}")
+
+
+@gallery_app.command("import")
+def gallery_import(
+    source: Annotated[Path, typer.Argument(help="JSON file written by `gallery export`.")],
+) -> None:
+    """Enrol every identity of an export (made with the same model) in one transaction."""
+    try:
+        export = GalleryExport.model_validate_json(source.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise FacestreamError(f"{source}: not a facestream gallery export ({exc})") from exc
+    version = Gallery(connect(cli_settings().redis)).import_(export, current_model_id())
+    typer.echo(f"imported {len(export.identities)} identities; gallery version {version}")
+
+
+def eval_command(
+    folder: Annotated[Path, typer.Argument(help="Folder with train/<name>/* and probes.")],
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels JSON (default FOLDER/labels.json).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Match threshold (default: config).")
+    ] = None,
+    margin: Annotated[float | None, typer.Option(help="Match margin (default: config).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Enrol FOLDER/train, match the labelled probes, report similarities and errors."""
+    from facestream.recognizer.evaluate import evaluate
+
+    settings = cli_settings(match={"threshold": threshold, "margin": margin})
+    engine = FaceEngine.from_settings(settings.models, settings.match)
+    report = evaluate(engine, folder, labels, settings.match.threshold, settings.match.margin)
+    summary = report.summary()
+    if json_output:
+        typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        return
+    for probe in report.probes:
+        verdict = "WRONG " if probe.wrong else ("missed" if probe.missed else "ok    ")
+        named = ", ".join(n or "unknown" for n in probe.named) or "no face"
+        typer.echo(
+            f"{verdict} {probe.photo:<36} expected {', '.join(probe.expected):<30} got {named}"
+        )
+    for kind in ("genuine", "impostor"):
+        stats = summary[kind]
+        typer.echo(f"{kind:<9} similarity: {stats}")
+    typer.echo(
+        f"top-1: {report.recognised}/{report.expected_names} labelled faces named, "
+        f"{report.false_accepts} false accepts at threshold {report.threshold} "
+        f"(margin {report.margin})"
+    )
+    gap = report.separating_range
+    typer.echo(
+        f"thresholds in ({gap[0]:.3f}, {gap[1]:.3f}] separate genuine from impostor"
+        if gap
+        else "no threshold separates genuine from impostor scores"
+    )
+
+
+@visitors_app.command("count")
+def visitors_count() -> None:
+    """How many distinct visitors were seen within the visitor TTL."""
+    client = connect(cli_settings().redis)
+    typer.echo(f"{client.zcard(keys.VISITOR_SEEN)} visitors")
+
+
+@visitors_app.command("purge")
+def visitors_purge() -> None:
+    """Delete every visitor id and its stored embedding now."""
+    settings = cli_settings()
+    forgotten = VisitorBook(connect(settings.redis), settings.visitors).purge()
+    typer.echo(f"forgot {forgotten} visitors")
+
+
+def _photo_files(paths: list[Path]) -> list[Path]:
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(path)
+    return files
