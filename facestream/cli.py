@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
+import redis
 import typer
 from prometheus_client import start_http_server
 
@@ -281,9 +282,15 @@ def demo_command(
 
 
 def main() -> None:
-    """Console-script entry: facestream errors become one clear line and exit code 2."""
+    """Console-script entry: expected failures become one clear line and exit code 2."""
     try:
         app()
     except FacestreamError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except redis.AuthenticationError as exc:  # before ConnectionError: it is one
+        typer.echo(f"error: Redis refused the credentials ({exc})", err=True)
+        raise SystemExit(2) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        typer.echo(f"error: cannot reach Redis ({exc}); check --redis-url", err=True)
         raise SystemExit(2) from None

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 import structlog
+from redis.backoff import ExponentialWithJitterBackoff
 
 from .publisher import FramePublisher
 from .sources import EncodedFrame, iter_frames
@@ -23,6 +25,7 @@ class ReplayStats:
     sent: int = 0
     loops: int = 0
     waited_s: float = 0.0
+    redis_errors: int = 0
 
 
 def replay(
@@ -53,7 +56,9 @@ def replay(
                 if next_at > now:
                     stop.wait(next_at - now)
                 next_at = max(next_at, now) + interval
-            entry_id = publisher.publish(encoded)
+            entry_id = _publish_until_sent(publisher, encoded, stop, stats)
+            if entry_id is None:
+                break
             stats.sent += 1
             if on_frame is not None:
                 on_frame(encoded, entry_id)
@@ -61,6 +66,30 @@ def replay(
         if not loop:
             break
     return stats
+
+
+def _publish_until_sent(
+    publisher: FramePublisher, encoded: EncodedFrame, stop: threading.Event, stats: ReplayStats
+) -> str | None:
+    """Publish one frame; while Redis is unreachable, wait (capped back-off) and try again.
+
+    Unlike a live camera, a recording loses nothing by waiting, so no frame is skipped.
+    Returns None only when stopped meanwhile.
+    """
+    backoff = ExponentialWithJitterBackoff(base=0.2, cap=5.0)
+    failures = 0
+    while not stop.is_set():
+        try:
+            return publisher.publish(encoded)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            failures += 1
+            stats.redis_errors += 1
+            delay = backoff.compute(failures)
+            log.warning(
+                "redis unavailable, will resend", error=str(exc), retry_in_s=round(delay, 2)
+            )
+            stop.wait(delay)
+    return None
 
 
 def _wait_for_room(publisher: FramePublisher, max_backlog: int, stop: threading.Event) -> float:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -202,3 +203,37 @@ def test_worker_survives_a_redis_restart(
         worker.kill()
         worker.wait(10)
         server.stop()
+
+
+def test_replay_waits_out_a_redis_restart_and_loses_no_frame(
+    settings: Settings, tmp_path: Path
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
+    client = redis.Redis.from_url(server.url, socket_timeout=1)
+    publisher = FramePublisher(client, "g1", "cam", 1000, settings.limits)
+    finished: list[int] = []
+    sender = threading.Thread(
+        target=lambda: finished.append(replay(FACES / "test", publisher, fps=4).sent)
+    )
+    try:
+        sender.start()
+        wait_for(lambda: client.xlen(keys.frames("g1")) >= 1, what="the first frame")
+        server.stop()
+        time.sleep(1.0)  # the replay meets a dead server and backs off
+        server.start()
+        sender.join(60)
+        assert finished == [5]
+        seqs = [int(f[b"seq"]) for _, f in client.xrange(keys.frames("g1"))]
+        assert seqs == [0, 1, 2, 3, 4]
+    finally:
+        server.stop()
+
+
+def test_unreachable_redis_is_one_clear_line(model_cache: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "facestream", "--redis-url", "redis://127.0.0.1:1/0", "status"],
+        env=_env(model_cache), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: cannot reach Redis (Error 111 connecting to 127.0.0.1:1")
+    assert "Traceback" not in done.stderr
