@@ -84,7 +84,9 @@ def fit_frame(image: NDArray[np.uint8], size: tuple[int, int], zoom: float) -> N
 def run_demo(settings: Settings, workers: int = 2) -> int:
     """Run the whole pipeline on this machine; returns the exit code."""
     # SIGTERM cleans up like Ctrl-C does: workers stopped, Redis shut down, temp dir removed.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGINT too, even where it was inherited as ignored (a job started with `&`).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="facestream-demo-") as scratch:
         work = Path(scratch)
         server = EmbeddedRedis(work / "redis").start()

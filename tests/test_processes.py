@@ -237,3 +237,21 @@ def test_unreachable_redis_is_one_clear_line(model_cache: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot reach Redis (Error 111 connecting to 127.0.0.1:1")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_demo_interrupted_cleans_up(model_cache: Path) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "facestream", "demo"],
+        env=_env(model_cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    for line in demo.stdout:
+        if line.startswith("starting 2 worker processes"):
+            break
+    demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    rest = demo.stdout.read()
+    assert demo.wait(60) == 130
+    assert "interrupted, cleaning up" in rest
+    leftover = subprocess.run(["pgrep", "-f", "facestream-demo-"], capture_output=True)
+    assert leftover.stdout == b""
