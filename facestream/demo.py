@@ -27,6 +27,7 @@ from .client import describe_result, tail_results
 from .config import Settings
 from .connect import connect
 from .server import EmbeddedRedis
+from .signals import deferred_signals
 
 __all__ = ["DEMO_DATA", "build_clip", "fit_frame", "run_demo"]
 
@@ -89,9 +90,10 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
         signal.signal(signum, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="facestream-demo-") as scratch:
         work = Path(scratch)
-        server = EmbeddedRedis(work / "redis").start()
-        processes: subprocess.Popen[bytes] | None = None
+        server = EmbeddedRedis(work / "redis")
+        started: list[subprocess.Popen[bytes]] = []
         try:
+            server.start()
             typer.echo(f"embedded Redis on {server.url} (AOF on, data in {work / 'redis'})")
             settings = settings.model_copy(
                 update={"redis": settings.redis.model_copy(update={"url": server.url})}
@@ -102,7 +104,7 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
             scenes = sorted((DEMO_DATA / "scenes").glob("*.jpg"))
             clip_frames = build_clip(scenes, clip)
             typer.echo(f"built a {clip_frames}-frame clip from {len(scenes)} photos")
-            processes = _start_workers(settings, work, workers)
+            processes = _start_workers(settings, work, workers, started)
             _wait_for_consumers(client, workers, processes)
             expected = clip_frames + 2 * len(scenes)
             sender = threading.Thread(
@@ -119,8 +121,8 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
             _show_log_tail(work / "workers.log")
             raise
         finally:
-            if processes is not None:
-                _stop(processes)
+            for process in started:
+                _stop(process)
             server.stop()
 
 
@@ -133,7 +135,10 @@ def _enrol_gallery(settings: Settings, client: redis.Redis) -> None:
         typer.echo(f"enrolled {folder.name} ({len(photos)} photo(s))")
 
 
-def _start_workers(settings: Settings, work: Path, count: int) -> subprocess.Popen[bytes]:
+def _start_workers(
+    settings: Settings, work: Path, count: int, started: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    """Start the worker processes and record them in `started` before any signal can land."""
     config = work / "facestream.yaml"
     data = settings.model_dump(mode="json", exclude_none=True)
     data["worker"]["block_ms"] = 200
@@ -142,7 +147,10 @@ def _start_workers(settings: Settings, work: Path, count: int) -> subprocess.Pop
     command = [sys.executable, "-m", "facestream", "--config", str(config), "--log-format", "json"]
     command += ["worker", "--groups", _GROUP, "--concurrency", str(count)]
     typer.echo(f"starting {count} worker processes (logs: {work / 'workers.log'})")
-    return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    with deferred_signals():  # Ctrl-C here must not orphan the workers
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        started.append(process)
+    return process
 
 
 def _wait_for_consumers(client: redis.Redis, count: int, process: subprocess.Popen[bytes]) -> None:

@@ -13,6 +13,8 @@ import redis
 
 from facestream.schemas import RedisServerError
 
+from .signals import deferred_signals
+
 __all__ = ["EmbeddedRedis", "find_redis_server", "free_port"]
 
 
@@ -75,10 +77,15 @@ class EmbeddedRedis:
             *self.extra_args,
         ]  # fmt: skip
         try:
-            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+            with deferred_signals():  # Ctrl-C here must not leave the server running unseen
+                self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise RedisServerError(f"could not run {self.binary}: {exc}") from exc
-        self._wait_ready(timeout_s)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:  # Ctrl-C included: a `with` block never got to __exit__
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -101,7 +108,6 @@ class EmbeddedRedis:
                     time.sleep(0.05)
         finally:
             client.close()
-        self.stop()
         raise RedisServerError(f"redis-server on port {self.port} not ready in {timeout_s}s")
 
     def stop(self, timeout_s: float = 10.0) -> None:

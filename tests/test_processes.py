@@ -170,7 +170,7 @@ def test_demo_runs_end_to_end_and_cleans_up(model_cache: Path) -> None:
     for name in ("alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"):
         assert name in summary
     assert "cache hits  0 " not in summary
-    leftover = subprocess.run(["pgrep", "-f", "facestream-demo-"], capture_output=True)
+    leftover = subprocess.run(["pgrep", "-af", "facestream-demo-"], capture_output=True)
     assert leftover.stdout == b""
 
 
@@ -243,7 +243,8 @@ def test_unreachable_redis_is_one_clear_line(model_cache: Path) -> None:
 def test_demo_interrupted_cleans_up(model_cache: Path) -> None:
     demo = subprocess.Popen(
         [sys.executable, "-m", "facestream", "demo"],
-        env=_env(model_cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=_env(model_cache, PYTHONUNBUFFERED="1"),  # see each line as it is printed
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert demo.stdout is not None
     for line in demo.stdout:
@@ -253,5 +254,5 @@ def test_demo_interrupted_cleans_up(model_cache: Path) -> None:
     rest = demo.stdout.read()
     assert demo.wait(60) == 130
     assert "interrupted, cleaning up" in rest
-    leftover = subprocess.run(["pgrep", "-f", "facestream-demo-"], capture_output=True)
+    leftover = subprocess.run(["pgrep", "-af", "facestream-demo-"], capture_output=True)
     assert leftover.stdout == b""
