@@ -91,6 +91,7 @@ def recognise_command(
         photo.read_bytes(),
         timeout_s=timeout,
         limits=settings.limits,
+        maxlen=settings.ingest.frames_maxlen,
     )
     typer.echo(result.to_json().decode())
 

@@ -13,10 +13,10 @@ import numpy as np
 import redis
 import structlog
 
+from facestream.ingest import EncodedFrame, FramePublisher
 from facestream.schemas import (
     Face,
     FacestreamError,
-    Frame,
     FrameLimits,
     InvalidFrame,
     InvalidMessage,
@@ -155,6 +155,10 @@ class ResultFilter:
         return True
 
 
+class RecognitionTimeout(FacestreamError, TimeoutError):
+    """No worker published a result for a submitted image in time."""
+
+
 def recognise_image(
     client: redis.Redis,
     group: str,
@@ -163,6 +167,7 @@ def recognise_image(
     camera: str = "request",
     timeout_s: float = 10.0,
     limits: FrameLimits | None = None,
+    maxlen: int = 2000,
 ) -> Result:
     """Submit one JPEG to a group's workers and wait for its result (the seed's use case).
 
@@ -175,18 +180,9 @@ def recognise_image(
     stream = keys.results(group)
     last: Any = client.xrevrange(stream, count=1)
     cursor = last[0][0].decode() if last else "0-0"
-    frame = Frame(
-        camera=camera,
-        group=group,
-        seq=0,
-        ts=int(time.time() * 1000),
-        w=int(image.shape[1]),
-        h=int(image.shape[0]),
-        img=jpeg,
-    )
-    frame.check_limits(limits or FrameLimits())
-    fields: dict[Any, Any] = frame.to_fields()
-    frame_id = client.xadd(keys.frames(group), fields).decode()  # type: ignore[union-attr]
+    publisher = FramePublisher(client, group, camera, maxlen, limits or FrameLimits())
+    height, width = image.shape[:2]
+    frame_id = publisher.publish(EncodedFrame(jpeg, width, height, camera))
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
         response: Any = client.xread({stream: cursor}, count=100, block=max(1, int(left * 1000)))
@@ -199,10 +195,6 @@ def recognise_image(
         f"no result for frame {frame_id} on {stream} within {timeout_s:g}s: "
         "is a worker serving this group?"
     )
-
-
-class RecognitionTimeout(FacestreamError, TimeoutError):
-    """No worker published a result for a submitted image in time."""
 
 
 def describe_result(result: Result) -> str:
