@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from facestream.demo import build_clip
 from facestream.ingest import FramePublisher, iter_frames, replay
 from facestream.recognizer import FaceEngine
 from facestream.schemas import Result, keys
-from facestream.server import EmbeddedRedis
+from facestream.server import EmbeddedRedis, free_port
 
 from .conftest import FACES, drain, enrol, make_worker, wait_for
 
@@ -35,11 +36,12 @@ def _cli(redis_server: EmbeddedRedis, *args: str) -> list[str]:
 
 
 def _start_worker(
-    redis_server: EmbeddedRedis, model_cache: Path, consumer: str
+    redis_server: EmbeddedRedis, model_cache: Path, consumer: str, *extra: str
 ) -> subprocess.Popen[bytes]:
     command = _cli(
-        redis_server, "--log-format", "json", "worker", "--groups", "g1", "--consumer", consumer
-    )
+        redis_server, "--log-format", "json", "worker", "--groups", "g1", "--consumer", consumer,
+        *extra,
+    )  # fmt: skip
     env = _env(model_cache, FACESTREAM_WORKER__BATCH_SIZE="8")
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -89,13 +91,19 @@ def test_sigterm_finishes_the_batch_and_exits_zero(
     model_cache: Path, tmp_path: Path,
 ) -> None:  # fmt: skip
     enrol(engine, client, ["obama"])
-    worker = _start_worker(redis_server, model_cache, "graceful")
+    port = free_port()
+    worker = _start_worker(redis_server, model_cache, "graceful", "--metrics-port", str(port))
     try:
         wait_for(lambda: client.exists(keys.worker_heartbeat("graceful")), what="worker start")
         _send_clip(client, settings, tmp_path)
         wait_for(
             lambda: _pending_of(client, "graceful") > 0, what="a batch in flight", poll_s=0.002
         )
+        wait_for(lambda: client.xlen(keys.results("g1")) >= 1, what="a first result")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            metrics = page.read().decode()
+        assert 'facestream_frames_total{group="g1",outcome="recognised"}' in metrics
+        assert 'facestream_stage_seconds_count{stage="detect"}' in metrics
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
     finally:
