@@ -124,7 +124,7 @@ def main() -> None:
 
         noise = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
         jpeg, width, height = encode_jpeg(noise, 95)
-        small = EncodedFrame(jpeg, width, height, "x")
+        small = EncodedFrame(jpeg, width, height)
         rate_small = xadd_rate(client, small)
         scene = sorted((DEMO_DATA / "scenes").glob("*.jpg"))[0]
         full_hd = fit_frame(np.asarray(cv2.imread(str(scene)), np.uint8), (1920, 1080), 1.0)
@@ -133,7 +133,7 @@ def main() -> None:
             jpeg_hd, width, height = encode_jpeg(full_hd, 85)
             encoded += 1
         encode_hd = encoded / (time.monotonic() - start)
-        rate_hd = xadd_rate(client, EncodedFrame(jpeg_hd, width, height, "x"))
+        rate_hd = xadd_rate(client, EncodedFrame(jpeg_hd, width, height))
 
     print(f"\none agent process, {os.cpu_count()} CPUs, sustained (>= 95% of frames published):")
     for name, sweep in sweeps.items():

@@ -136,10 +136,10 @@ def main() -> None:
             worker.step()  # creates the consumer group
             publisher = FramePublisher(client, GROUP, "cam", 100_000, settings.limits)
             for jpeg in frames:
-                publisher.publish(EncodedFrame(jpeg, width, height, "bench"))
+                publisher.publish(EncodedFrame(jpeg, width, height))
             seconds["worker, all miss"].append(timed(partial(drain, worker, client, len(frames))))
             for jpeg in frames:
-                publisher.publish(EncodedFrame(jpeg, width, height, "bench"))
+                publisher.publish(EncodedFrame(jpeg, width, height))
             seconds["worker, all hit"].append(
                 timed(partial(drain, worker, client, 2 * len(frames)))
             )
@@ -204,7 +204,7 @@ def paced_latency(
 
     def send() -> None:
         for jpeg in flipped:
-            publisher.publish(EncodedFrame(jpeg, width, height, "paced"))
+            publisher.publish(EncodedFrame(jpeg, width, height))
             time.sleep(1 / rate)
 
     sender = threading.Thread(target=send)

@@ -129,7 +129,10 @@ def replay_command(
         stop.set()
         raise typer.Exit(130) from None
     sys.stderr.write("\n")
-    typer.echo(f"sent {stats.sent} frames to {publisher.stream} ({stats.loops} pass(es))")
+    typer.echo(
+        f"sent {stats.sent} frames to {publisher.stream} ({stats.loops} pass(es); "
+        f"waited {stats.waited_s:.1f} s for workers, {stats.redis_errors} Redis errors)"
+    )
 
 
 def _progress(sent: int) -> None:

@@ -182,7 +182,7 @@ def recognise_image(
     cursor = last[0][0].decode() if last else "0-0"
     publisher = FramePublisher(client, group, camera, maxlen, limits or FrameLimits())
     height, width = image.shape[:2]
-    frame_id = publisher.publish(EncodedFrame(jpeg, width, height, camera))
+    frame_id = publisher.publish(EncodedFrame(jpeg, width, height))
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
         response: Any = client.xread({stream: cursor}, count=100, block=max(1, int(left * 1000)))

@@ -151,9 +151,7 @@ class CameraAgent:
                 continue
             jpeg, width, height = encode_jpeg(image, self.camera.jpeg_quality, self.camera.max_side)
             try:
-                self.publisher.publish(
-                    EncodedFrame(jpeg, width, height, self.camera.id), captured_ms
-                )
+                self.publisher.publish(EncodedFrame(jpeg, width, height), captured_ms)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # Keep the camera open; this frame is lost, newer ones follow after the pause.
                 redis_failures += 1

@@ -28,7 +28,6 @@ class EncodedFrame:
     jpeg: bytes
     width: int
     height: int
-    origin: str  # file name, or "file.mp4#frame" for video frames
 
 
 def encode_jpeg(
@@ -88,10 +87,10 @@ def _image_frames(files: list[Path], quality: int, max_side: int | None) -> Iter
         fits = max_side is None or max(height, width) <= max_side
         if file.suffix.lower() in _JPEG_SUFFIXES and fits:
             # Send JPEGs byte for byte: the same photo always hashes the same (cache hits).
-            yield EncodedFrame(data, width, height, file.name)
+            yield EncodedFrame(data, width, height)
         else:
             jpeg, width, height = encode_jpeg(image, quality, max_side)
-            yield EncodedFrame(jpeg, width, height, file.name)
+            yield EncodedFrame(jpeg, width, height)
 
 
 def _video_frames(file: Path, quality: int, max_side: int | None) -> Iterator[EncodedFrame]:
@@ -99,15 +98,15 @@ def _video_frames(file: Path, quality: int, max_side: int | None) -> Iterator[En
     if not capture.isOpened():
         raise SourceError(f"{file}: not a video OpenCV/FFmpeg can open")
     try:
-        index = 0
+        decoded = 0
         while True:
             ok, image = capture.read()
             if not ok:
                 break
             jpeg, width, height = encode_jpeg(np.asarray(image, np.uint8), quality, max_side)
-            yield EncodedFrame(jpeg, width, height, f"{file.name}#{index}")
-            index += 1
-        if index == 0:
+            yield EncodedFrame(jpeg, width, height)
+            decoded += 1
+        if decoded == 0:
             raise SourceError(f"{file}: opened, but no frame could be decoded")
     finally:
         capture.release()

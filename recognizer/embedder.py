@@ -52,10 +52,6 @@ class SFaceEmbedder:
         unit: NDArray[np.float32] = (raw / np.maximum(norms, 1e-12)).astype(np.float32)
         return unit
 
-    def raw_features(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
-        """Un-normalised network output, as `cv2.FaceRecognizerSF.feature` returns it."""
-        return self._run(crops)
-
     def _run(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         # SFace wants RGB in 0-255 (it subtracts 127.5 itself); BGR costs ~0.2 of cosine.
         batch = np.stack([cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) for crop in crops])
