@@ -377,3 +377,18 @@ def test_camera_command_stops_on_sigterm(
         assert agent.wait(5) == 0
     finally:
         agent.kill()
+
+
+def test_rtsp_over_udp_beside_tcp(
+    rtsp: RtspServer, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    """Both transports in one process (their opens then take turns)."""
+    cameras = [_camera(rtsp.url, "udp", rtsp_transport="udp"), _camera(rtsp.url, "tcp")]
+    with agents(cameras, redis_server.url, settings):
+        wait_for(
+            lambda: (
+                {"udp", "tcp"} <= {f.camera for f in _frames(client)}
+                and sum(f.camera == "udp" for f in _frames(client)) >= 5
+            ),
+            what="frames over UDP and TCP",
+        )
