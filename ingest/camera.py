@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import redis
@@ -116,8 +117,7 @@ class CameraAgent:
             self._reconnect_after(backoff.compute(max(failures, 1)))
 
     def _reconnect_after(self, delay_s: float) -> None:
-        self.health.reconnects += 1
-        camera_counter("reconnects", self.camera.id).inc()
+        self._count("reconnects")
         self._set_state("backing-off")
         self.log.info("reconnecting", in_s=round(delay_s, 2), reconnects=self.health.reconnects)
         self.stop.wait(delay_s)
@@ -127,13 +127,11 @@ class CameraAgent:
             if generation != self._generation:
                 return  # an abandoned reader (the watchdog replaced it)
             if self._latest is not None:
-                self.health.dropped += 1
-                camera_counter("dropped", self.camera.id).inc()
+                self._count("dropped")
             self._latest = image
             self._latest_ms = int(time.time() * 1000)
             self._last_frame_at = time.monotonic()
-            self.health.frames_in += 1
-        camera_counter("frames_in", self.camera.id).inc()
+            self._count("frames_in")
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -156,23 +154,26 @@ class CameraAgent:
                 # Keep the camera open; this frame is lost, newer ones follow after the pause.
                 redis_failures += 1
                 self.health.redis_errors += 1
-                self.health.dropped += 1
+                self._count("dropped")
                 self._record_error(f"redis unavailable: {exc}")
                 next_at = time.monotonic() + redis_backoff.compute(redis_failures)
                 continue
             redis_failures = 0
-            self.health.frames_out += 1
-            camera_counter("frames_out", self.camera.id).inc()
+            self._count("frames_out")
 
     def _watchdog(self) -> None:
         stalled_s = time.monotonic() - self._last_frame_at
         if self.health.state == "streaming" and stalled_s > self.camera.stall_s:
             self._record_error(f"stalled: no frame for {stalled_s:.0f}s, reconnecting")
-            self.health.reconnects += 1
-            camera_counter("reconnects", self.camera.id).inc()
+            self._count("reconnects")
             self._spawn_reader()
 
     # -- health -----------------------------------------------------------------------------
+
+    def _count(self, kind: Literal["frames_in", "frames_out", "dropped", "reconnects"]) -> None:
+        """One more of `kind`, in the health report and in Prometheus alike."""
+        setattr(self.health, kind, getattr(self.health, kind) + 1)
+        camera_counter(kind, self.camera.id).inc()
 
     def _set_state(self, state: CameraState) -> None:
         if state != self.health.state:
