@@ -54,8 +54,7 @@ def tail_results(
     if not from_start:
         # Resolve "$" once, so results published between two reads are not skipped.
         for stream in cursors:
-            last: Any = client.xrevrange(stream, count=1)
-            cursors[stream] = last[0][0].decode() if last else "0-0"
+            cursors[stream] = _last_id(client, stream)
     seen = 0
     while not (stop and stop.is_set()) and (count is None or seen < count):
         response: Any = client.xread(cursors, count=100, block=block_ms)  # type: ignore[arg-type]
@@ -178,8 +177,7 @@ def recognise_image(
     if image is None:
         raise InvalidFrame("the photo is not a decodable image")
     stream = keys.results(group)
-    last: Any = client.xrevrange(stream, count=1)
-    cursor = last[0][0].decode() if last else "0-0"
+    cursor = _last_id(client, stream)
     publisher = FramePublisher(client, group, camera, maxlen, limits or FrameLimits())
     height, width = image.shape[:2]
     frame_id = publisher.publish(EncodedFrame(jpeg, width, height))
@@ -206,3 +204,9 @@ def describe_result(result: Result) -> str:
     source = "cache" if result.cached else "model"
     e2e = result.latency_ms.get("e2e", 0.0)
     return f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
+
+
+def _last_id(client: redis.Redis, stream: str) -> str:
+    """Id of the newest entry of `stream` ("0-0" if empty): read after it to see only new ones."""
+    last: Any = client.xrevrange(stream, count=1)
+    return last[0][0].decode() if last else "0-0"
