@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 import cv2
 import numpy as np
@@ -21,6 +22,7 @@ from .settings import MatchSettings, ModelSettings
 __all__ = ["FaceEngine", "Recognition", "current_model_id", "decode_jpeg", "label"]
 
 
+@cache  # a constant, asked for several times per frame
 def current_model_id() -> str:
     """Identifies detector + embedder weights; gallery and cache entries carry it."""
     return f"{YUNET.model_id}+{SFACE.model_id}"
