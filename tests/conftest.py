@@ -1,25 +1,16 @@
-"""Fixtures: a real redis-server per session (flushed per test), the real models, the photos."""
+"""Fixtures: a real redis-server per session (flushed per test), the real models."""
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from facestream.config import Settings, load_settings
-from facestream.recognizer import FaceEngine, Gallery, Worker, embed_photos
-from facestream.schemas import keys
+from facestream.recognizer import FaceEngine
 from facestream.server import EmbeddedRedis
-
-REPO = Path(__file__).resolve().parents[1]
-FACES = REPO.parent / "shared" / "data" / "faces"
-LABELS: dict[str, list[str]] = json.loads((FACES / "labels.json").read_text())
-IDENTITIES = sorted(p.name for p in (FACES / "train").iterdir() if p.is_dir())
 
 
 @pytest.fixture(scope="session")
@@ -56,59 +47,3 @@ def engine(model_cache: Path) -> FaceEngine:
     return FaceEngine.from_settings(
         defaults.models.model_copy(update={"cache_dir": model_cache}), defaults.match
     )
-
-
-def enrol(engine: FaceEngine, client: redis.Redis, names: list[str] = IDENTITIES) -> None:
-    gallery = Gallery(client)
-    for name in names:
-        photos = sorted((FACES / "train" / name).iterdir())
-        # Some enrolment photos show a second person in the background: take the largest.
-        gallery.enroll(embed_photos(engine, name, photos, largest_face=True))
-
-
-def make_worker(
-    client: redis.Redis, engine: FaceEngine, settings: Settings, consumer: str = "test-worker"
-) -> Worker:
-    return Worker(
-        client,
-        engine,
-        settings.worker,
-        settings.match,
-        settings.limits,
-        consumer=consumer,
-        groups=["g1"],
-    )
-
-
-def require_system_dependency(present: bool, what: str) -> None:
-    """Skip without `what` on a developer machine; fail in CI, which must have it."""
-    if present:
-        return
-    if os.environ.get("FACESTREAM_REQUIRE_SYSTEM_DEPS") == "1":
-        pytest.fail(f"missing {what}")
-    pytest.skip(f"needs {what}")
-
-
-def wait_for(
-    condition: Callable[[], object], timeout_s: float = 60, what: str = "it", poll_s: float = 0.01
-) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def drain(
-    worker: Worker, client: redis.Redis, group: str, expected: int, timeout_s: float = 60
-) -> None:
-    """Step the worker until `expected` frames have a result or a dead letter (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done = client.xlen(keys.results(group)) + client.xlen(keys.dead(group))
-        if done >= expected:
-            return
-        worker.step()
-    raise AssertionError(f"only {done} of {expected} frames finished within {timeout_s}s")

@@ -7,7 +7,7 @@ import redis
 
 from facestream.recognizer import FaceEngine, Gallery
 
-from .conftest import FACES, IDENTITIES, LABELS, enrol
+from .helpers import FACES, IDENTITIES, LABELS, enrol
 
 
 def _names(engine: FaceEngine, relative: str) -> list[str | None]:

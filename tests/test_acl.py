@@ -15,7 +15,7 @@ from facestream.recognizer import FaceEngine, Gallery, Worker
 from facestream.schemas import keys
 from facestream.server import EmbeddedRedis
 
-from .conftest import FACES, REPO, enrol, wait_for
+from .helpers import FACES, REPO, enrol, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from facestream.recognizer import FaceEngine
 from facestream.schemas import CameraHealth, Frame, Result, keys
 from facestream.server import EmbeddedRedis, free_port
 
-from .conftest import (
+from .helpers import (
     FACES,
     IDENTITIES,
     drain,

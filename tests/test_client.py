@@ -21,7 +21,7 @@ from facestream.config import Settings
 from facestream.recognizer import FaceEngine
 from facestream.schemas import Face, Result, keys
 
-from .conftest import FACES, enrol, make_worker
+from .helpers import FACES, enrol, make_worker
 
 
 def _result(

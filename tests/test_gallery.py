@@ -19,7 +19,7 @@ from facestream.recognizer import (
 )
 from facestream.schemas import GalleryError, GalleryExport, Identity, Result, keys
 
-from .conftest import FACES, drain, enrol, make_worker
+from .helpers import FACES, drain, enrol, make_worker
 
 
 def test_photo_without_a_face_is_refused(engine: FaceEngine, tmp_path) -> None:

@@ -25,7 +25,7 @@ from facestream.recognizer.models import (
 )
 from facestream.schemas import ModelError
 
-from .conftest import FACES
+from .helpers import FACES
 
 PHOTOS = sorted(FACES.rglob("*.jp*g"))
 

@@ -22,7 +22,7 @@ from facestream.recognizer import FaceEngine
 from facestream.schemas import Result, keys
 from facestream.server import EmbeddedRedis, free_port
 
-from .conftest import FACES, drain, enrol, make_worker, wait_for
+from .helpers import FACES, drain, enrol, make_worker, wait_for
 
 SCENES = sorted((FACES / "test").glob("*.jpg"))
 

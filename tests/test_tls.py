@@ -16,7 +16,7 @@ from facestream.ingest import FramePublisher, iter_frames
 from facestream.schemas import FrameLimits, keys
 from facestream.server import EmbeddedRedis, find_redis_server, free_port
 
-from .conftest import FACES, require_system_dependency
+from .helpers import FACES, require_system_dependency
 
 
 def _openssl(*args: str) -> None:

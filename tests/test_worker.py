@@ -16,7 +16,7 @@ from facestream.recognizer import Delivery, FaceEngine
 from facestream.schemas import DeadLetter, Frame, Result, keys
 from facestream.server import EmbeddedRedis, find_redis_server
 
-from .conftest import FACES, LABELS, drain, enrol, make_worker
+from .helpers import FACES, LABELS, drain, enrol, make_worker
 
 # The bundled Redis 6.2, and the one on PATH (Debian's 7.0 in CI) when there is one.
 _SERVERS = sorted({Path(REDIS_SERVER_PATH), find_redis_server()})

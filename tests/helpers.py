@@ -1,0 +1,79 @@
+"""Test helpers: the bundled labelled photos, enrolment, workers, bounded waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from facestream.config import Settings
+from facestream.recognizer import FaceEngine, Gallery, Worker, embed_photos
+from facestream.schemas import keys
+
+REPO = Path(__file__).resolve().parents[1]
+# A copy of the labelled photos (MIT, see data/faces/LICENSE) so the suite needs nothing outside
+# the repository.
+FACES = Path(__file__).resolve().parent / "data" / "faces"
+LABELS: dict[str, list[str]] = json.loads((FACES / "labels.json").read_text())
+IDENTITIES = sorted(p.name for p in (FACES / "train").iterdir() if p.is_dir())
+
+
+def enrol(engine: FaceEngine, client: redis.Redis, names: list[str] = IDENTITIES) -> None:
+    gallery = Gallery(client)
+    for name in names:
+        photos = sorted((FACES / "train" / name).iterdir())
+        # Some enrolment photos show a second person in the background: take the largest.
+        gallery.enroll(embed_photos(engine, name, photos, largest_face=True))
+
+
+def make_worker(
+    client: redis.Redis, engine: FaceEngine, settings: Settings, consumer: str = "test-worker"
+) -> Worker:
+    return Worker(
+        client,
+        engine,
+        settings.worker,
+        settings.match,
+        settings.limits,
+        consumer=consumer,
+        groups=["g1"],
+    )
+
+
+def require_system_dependency(present: bool, what: str) -> None:
+    """Skip without `what` on a developer machine; fail in CI, which must have it."""
+    if present:
+        return
+    if os.environ.get("FACESTREAM_REQUIRE_SYSTEM_DEPS") == "1":
+        pytest.fail(f"missing {what}")
+    pytest.skip(f"needs {what}")
+
+
+def wait_for(
+    condition: Callable[[], object], timeout_s: float = 60, what: str = "it", poll_s: float = 0.01
+) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def drain(
+    worker: Worker, client: redis.Redis, group: str, expected: int, timeout_s: float = 60
+) -> None:
+    """Step the worker until `expected` frames have a result or a dead letter (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = client.xlen(keys.results(group)) + client.xlen(keys.dead(group))
+        if done >= expected:
+            return
+        worker.step()
+    raise AssertionError(f"only {done} of {expected} frames finished within {timeout_s}s")
