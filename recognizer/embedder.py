@@ -1,8 +1,7 @@
-"""SFace embedder: align each face to 112×112 (insightface's norm_crop), embed in batches."""
+"""SFace embedder: align each face to the 112×112 ArcFace template, embed in batches."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import cv2
@@ -10,22 +9,42 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from insightface.utils.face_align import norm_crop
+from facestream.schemas import ModelError
 
 __all__ = ["EMBEDDING_SIZE", "SFaceEmbedder", "align"]
 
 EMBEDDING_SIZE = 128
 _CROP = 112
+# Where the eyes, nose tip and mouth corners land in the 112×112 crop: the ArcFace template that
+# SFace was trained on (the same one as insightface's norm_crop and OpenCV's alignCrop).
+_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+# No residual reaches this, so all five points stay inliers and the Levenberg-Marquardt
+# refinement lands on the least-squares similarity (norm_crop's Umeyama estimate, to 1e-4 px).
+_KEEP_ALL_POINTS = 1e9
 
 
 def align(image: NDArray[np.uint8], landmarks: NDArray[np.float32]) -> NDArray[np.uint8]:
     """The 112×112 BGR crop of one face, warped onto SFace's 5-point template."""
-    with warnings.catch_warnings():
-        # skimage 0.26 deprecates SimilarityTransform.estimate, which norm_crop calls.
-        warnings.simplefilter("ignore", FutureWarning)
-        crop: NDArray[np.uint8] = norm_crop(image, landmarks.astype(np.float32), _CROP)
+    matrix, _ = cv2.estimateAffinePartial2D(
+        landmarks.astype(np.float32).reshape(5, 2),
+        _TEMPLATE,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=_KEEP_ALL_POINTS,
+    )
+    if matrix is None:  # the five landmarks coincide: no detector output we have seen
+        raise ModelError(f"cannot align a face on degenerate landmarks {landmarks.tolist()}")
+    crop: NDArray[np.uint8] = cv2.warpAffine(
+        image, matrix, (_CROP, _CROP), flags=cv2.INTER_LINEAR, borderValue=0.0
+    )
     return crop
 
 
