@@ -3,16 +3,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test system-deps lint typecheck bench clean
+.PHONY: demo test system-deps lint typecheck bench lock clean
 
-$(BIN)/.installed: pyproject.toml
+# constraints.txt pins every dependency (scripts/lock.sh refreshes it; see docs/install.md).
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "facestream needs Python 3.11+"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev]'
 	touch $@
 
 demo: $(BIN)/.installed  ## embedded Redis + bundled photos + two workers, results on screen
+	FACESTREAM_PYTHON=$(BIN)/python scripts/install-system-deps.sh redis-server
 	$(BIN)/facestream demo
 
 test: $(BIN)/.installed system-deps  ## the suite: real redis-server, models, RTSP server
@@ -36,6 +38,9 @@ typecheck: $(BIN)/.installed
 bench: $(BIN)/.installed  ## worker vs bare model vs the seed's recipe; camera agent capacity
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/cameras.py
+
+lock: $(BIN)/.installed  ## refresh constraints.txt after a change to pyproject.toml (--upgrade: scripts/lock.sh)
+	UV=$(BIN)/uv scripts/lock.sh
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
