@@ -7,23 +7,30 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import orjson
 import redis
 import typer
 from prometheus_client import start_http_server
 
 from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
-from facestream.recognizer import (
-    Gallery,
-)
-from facestream.schemas import CameraHealth, FacestreamError, keys
+from facestream.schemas import FacestreamError
 
+from . import __version__
 from .cli_gallery import eval_command, gallery_app, visitors_app
-from .cli_options import CliState, ConfigOption, GroupsOption, cli_settings, split_list
+from .cli_options import (
+    CliState,
+    ConfigOption,
+    GroupsOption,
+    cli_settings,
+    hoist_shared_options,
+    split_list,
+)
 from .client import ResultFilter, describe_result, tail_results
 from .connect import connect
 from .server import EmbeddedRedis
+from .status import collect_status, known_groups
 
 __all__ = ["app", "main"]
 
@@ -37,13 +44,31 @@ app.add_typer(visitors_app, name="visitors")
 app.command("eval")(eval_command)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"facestream {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _global_options(
+def _root(
     config: ConfigOption = None,
     redis_url: Annotated[str | None, typer.Option(help="Redis URL (redis://, rediss://).")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
     log_format: Annotated[str | None, typer.Option(help="auto, json or console.")] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
+    """Face recognition over Redis Streams: one subcommand per role.
+
+    The shared options (--config, --redis-url, --log-level, --log-format) are accepted before
+    or after the subcommand. Exit codes: 0 done, 2 bad input or config, 3 Redis unreachable,
+    4 Redis refused the credentials or a command (ACL), 130 interrupted.
+    """
     CliState.config = config
     CliState.overrides = {
         "redis": {"url": redis_url},
@@ -77,7 +102,7 @@ def redis_command(
 
 @app.command("recognise")
 def recognise_command(
-    photo: Annotated[Path, typer.Argument(help="A JPEG photo.")],
+    photo: Annotated[Path, typer.Argument(help="A JPEG photo.", exists=True, dir_okay=False)],
     group: Annotated[str, typer.Option(help="Camera group whose workers answer.")],
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 10.0,
 ) -> None:
@@ -98,7 +123,7 @@ def recognise_command(
 
 @app.command("replay")
 def replay_command(
-    path: Annotated[Path, typer.Argument(help="A video file or a folder of images.")],
+    path: Annotated[Path, typer.Argument(help="A video file or a folder of images.", exists=True)],
     group: Annotated[str, typer.Option(help="Camera group.")],
     camera_id: Annotated[str, typer.Option(help="Camera id carried by each frame.")],
     fps: Annotated[
@@ -151,12 +176,9 @@ def camera_command(
     fps: Annotated[float, typer.Option(help="Frames published per second.")] = 5.0,
     transport: Annotated[str, typer.Option(help="RTSP transport: tcp or udp.")] = "tcp",
     max_side: Annotated[int | None, typer.Option(help="Downscale larger frames.")] = None,
-    config: ConfigOption = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (127.0.0.1).")] = None,
 ) -> None:
     """Run live camera agents: one --source, or every camera of the config's `cameras:`."""
-    if config is not None:
-        CliState.config = config
     settings = cli_settings()
     cameras = list(settings.cameras)
     if source is not None:
@@ -213,6 +235,15 @@ def results_tail(
 ) -> None:
     """Print results as they are published (filters take comma-separated lists)."""
     settings = cli_settings()
+    client = connect(settings.redis)
+    names = split_list(group) or []
+    known = known_groups(client)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise FacestreamError(
+            f"no group {', '.join(unknown)} on this Redis yet (known: "
+            f"{', '.join(known) or 'none'}); start a camera or replay for it first"
+        )
     wanted = ResultFilter(
         identities=frozenset(split_list(identity) or []) if identity else None,
         cameras=frozenset(split_list(camera) or []) if camera else None,
@@ -220,8 +251,8 @@ def results_tail(
     )
     try:
         for result in tail_results(
-            connect(settings.redis),
-            split_list(group) or [],
+            client,
+            names,
             from_start=from_start,
             count=count,
             wanted=wanted,
@@ -232,42 +263,30 @@ def results_tail(
 
 
 @app.command("status")
-def status_command(groups: GroupsOption = None) -> None:
+def status_command(
+    groups: GroupsOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
     """Show each group's streams: frames, pending, lag, consumers, results, dead letters."""
-    client = connect(cli_settings().redis)
-    names = split_list(groups) or sorted(
-        keys.group_of(k) for k in client.scan_iter(match="fs:{*}:frames", _type="stream")
-    )
+    report = collect_status(connect(cli_settings().redis), split_list(groups))
+    if json_output:
+        typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
     typer.echo(
         f"{'group':<16}{'frames':>8}{'pending':>9}{'lag':>7}{'consumers':>11}{'results':>9}"
         f"{'dead':>7}"
     )
-    for group in names:
-        stream = keys.frames(group)
-        info = (
-            {g["name"].decode(): g for g in client.xinfo_groups(stream)}
-            if client.exists(stream)
-            else {}
-        )
-        rec = info.get(keys.RECOGNIZERS, {})
-        lag = rec.get("lag")  # Redis 7+: entries not yet delivered to any worker
+    for group in report.groups:
         typer.echo(
-            f"{group:<16}{client.xlen(stream):>8}{rec.get('pending', 0):>9}"
-            f"{'?' if lag is None else lag:>7}{rec.get('consumers', 0):>11}"
-            f"{client.xlen(keys.results(group)):>9}{client.xlen(keys.dead(group)):>7}"
+            f"{group.group:<16}{group.frames:>8}{group.pending:>9}"
+            f"{'?' if group.lag is None else group.lag:>7}{group.consumers:>11}"
+            f"{group.results:>9}{group.dead:>7}"
         )
-    typer.echo(f"gallery version {Gallery(client).version()}")
-    reports = sorted(client.scan_iter(match=keys.camera_health("*")))
-    if reports:
+    typer.echo(f"gallery version {report.gallery_version}")
+    if report.cameras:
         typer.echo(f"\n{'camera':<14}{'group':<10}{'state':<13}{'in/s':>6}{'out/s':>7}"
                    f"{'dropped':>9}{'reconn':>8}  last error")  # fmt: skip
-    lookup = client.pipeline(transaction=False)  # not MGET: the keys span slots on a cluster
-    for key in reports:
-        lookup.get(key)
-    for raw in lookup.execute() if reports else []:
-        if raw is None:
-            continue
-        health = CameraHealth.model_validate_json(raw)
+    for health in report.cameras:
         typer.echo(
             f"{health.camera:<14}{health.group:<10}{health.state:<13}{health.fps_in:>6.1f}"
             f"{health.fps_out:>7.1f}{health.dropped:>9}{health.reconnects:>8}  "
@@ -285,16 +304,29 @@ def demo_command(
     raise typer.Exit(run_demo(cli_settings(), workers=workers))
 
 
+EXIT_INPUT = 2
+EXIT_UNREACHABLE = 3
+EXIT_REFUSED = 4
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
 def main() -> None:
-    """Console-script entry: expected failures become one clear line and exit code 2."""
+    """Console-script entry: expected failures become one line and a documented exit code."""
     try:
-        app()
+        app(args=hoist_shared_options(sys.argv[1:]), prog_name="facestream")
     except FacestreamError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+        _fail(str(exc), EXIT_INPUT)
     except redis.AuthenticationError as exc:  # before ConnectionError: it is one
-        typer.echo(f"error: Redis refused the credentials ({exc})", err=True)
-        raise SystemExit(2) from None
+        _fail(
+            f"authentication failed ({exc}); check the user and password "
+            "(--redis-url, FACESTREAM_REDIS__PASSWORD or the config)",
+            EXIT_REFUSED,
+        )
+    except redis.exceptions.NoPermissionError as exc:
+        _fail(f"Redis refused a command for this ACL user ({exc})", EXIT_REFUSED)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        typer.echo(f"error: cannot reach Redis ({exc}); check --redis-url", err=True)
-        raise SystemExit(2) from None
+        _fail(f"cannot reach Redis ({exc}); check --redis-url", EXIT_UNREACHABLE)

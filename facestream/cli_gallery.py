@@ -19,7 +19,7 @@ from facestream.recognizer import (
 )
 from facestream.schemas import FacestreamError, GalleryExport, keys
 
-from .cli_options import cli_settings
+from .cli_options import cli_settings, progress
 from .connect import connect
 
 __all__ = ["eval_command", "gallery_app", "visitors_app"]
@@ -40,7 +40,8 @@ def gallery_enroll(
     settings = cli_settings()
     files = _photo_files(photos)
     engine = FaceEngine.from_settings(settings.models, settings.match)
-    identity = embed_photos(engine, name, files, largest_face=largest_face)
+    with progress(len(files), f"embedding {name}") as advance:
+        identity = embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
     version = Gallery(connect(settings.redis)).enroll(identity)
     typer.echo(f"enrolled {name} from {len(files)} photo(s); gallery version {version}")
 
@@ -91,13 +92,18 @@ def gallery_export(
     if str(output) == "-":
         typer.echo(text)
     else:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            raise FacestreamError(f"cannot write {output}: {exc.strerror}") from exc
         typer.echo(f"exported {len(export.identities)} identities to {output}")
 
 
 @gallery_app.command("import")
 def gallery_import(
-    source: Annotated[Path, typer.Argument(help="JSON file written by `gallery export`.")],
+    source: Annotated[
+        Path, typer.Argument(help="JSON file written by `gallery export`.", exists=True)
+    ],
 ) -> None:
     """Enrol every identity of an export (made with the same model) in one transaction."""
     try:
@@ -109,7 +115,10 @@ def gallery_import(
 
 
 def eval_command(
-    folder: Annotated[Path, typer.Argument(help="Folder with train/<name>/* and probes.")],
+    folder: Annotated[
+        Path,
+        typer.Argument(help="Folder with train/<name>/* and probes.", file_okay=False, exists=True),
+    ],
     labels: Annotated[
         Path | None, typer.Option(help="Labels JSON (default FOLDER/labels.json).")
     ] = None,
@@ -120,11 +129,21 @@ def eval_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Enrol FOLDER/train, match the labelled probes, report similarities and errors."""
-    from facestream.recognizer.evaluate import evaluate
+    from facestream.recognizer.evaluate import evaluate, load_labels
 
     settings = cli_settings(match={"threshold": threshold, "margin": margin})
+    probes = load_labels(folder, labels)
     engine = FaceEngine.from_settings(settings.models, settings.match)
-    report = evaluate(engine, folder, labels, settings.match.threshold, settings.match.margin)
+    photos = len(probes) + sum(1 for p in (folder / "train").rglob("*") if p.is_file())
+    with progress(photos, "evaluating") as advance:
+        report = evaluate(
+            engine,
+            folder,
+            probes,
+            settings.match.threshold,
+            settings.match.margin,
+            on_photo=advance,
+        )
     summary = report.summary()
     if json_output:
         typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
@@ -167,11 +186,13 @@ def visitors_purge() -> None:
 
 
 def _photo_files(paths: list[Path]) -> list[Path]:
-
+    """Photos named or found in the folders named; a missing path is one clear error."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-        else:
+        elif path.is_file():
             files.append(path)
+        else:
+            raise FacestreamError(f"{path}: no such photo or folder")
     return files

@@ -14,7 +14,7 @@ __all__ = ["connect"]
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
-    """A client for binary-safe stream work (responses stay bytes)."""
+    """A client for binary-safe stream work (responses stay bytes); bad credentials raise."""
     options: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout_s,
         "socket_connect_timeout": 5.0,
@@ -30,4 +30,20 @@ def connect(settings: RedisSettings) -> redis.Redis:
         options["ssl_ca_certs"] = str(settings.tls_ca_file) if settings.tls_ca_file else None
         options["ssl_certfile"] = str(settings.tls_cert_file) if settings.tls_cert_file else None
         options["ssl_keyfile"] = str(settings.tls_key_file) if settings.tls_key_file else None
-    return redis.Redis.from_url(settings.url, **options)
+    client = redis.Redis.from_url(settings.url, **options)
+    _refuse_bad_credentials(client)
+    return client
+
+
+def _refuse_bad_credentials(client: redis.Redis) -> None:
+    """Fail now on a wrong password, instead of retrying it forever as an outage later.
+
+    An unreachable or loading server is not an error here: every role rides out outages.
+    """
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        client.close()
+        raise
+    except (redis.ConnectionError, redis.TimeoutError):
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from .engine import FaceEngine
 from .gallery import embed_photos
 from .matcher import Matcher
 
-__all__ = ["Evaluation", "ProbeOutcome", "evaluate"]
+__all__ = ["Evaluation", "ProbeOutcome", "evaluate", "load_labels"]
 
 
 @dataclass
@@ -95,30 +96,46 @@ class Evaluation:
         }
 
 
+def load_labels(folder: Path, labels_file: Path | None = None) -> dict[str, list[str]]:
+    """The probes of a labelled folder: photo path (relative to `folder`) -> names in it.
+
+    Like tests/data/faces/labels.json; the folder must also hold train/<name>/ photos.
+    """
+    if not (folder / "train").is_dir():
+        raise GalleryError(f"{folder} has no train/<name>/ folders to enrol from")
+    labels_path = labels_file or folder / "labels.json"
+    try:
+        labels: dict[str, list[str]] = json.loads(labels_path.read_text())
+    except OSError as exc:
+        raise GalleryError(f"labels file {labels_path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise GalleryError(f"labels file {labels_path} is not JSON ({exc})") from exc
+    return labels
+
+
 def evaluate(
     engine: FaceEngine,
     folder: Path,
-    labels_file: Path | None = None,
+    labels: dict[str, list[str]],
     threshold: float = 0.363,
     margin: float = 0.05,
+    on_photo: Callable[[Path], None] | None = None,
 ) -> Evaluation:
-    """Enrol `folder/train/<name>/*`, then match every probe listed in the labels file.
+    """Enrol `folder/train/<name>/*`, then match every probe of `labels` (see load_labels).
 
-    The labels file maps a photo path (relative to `folder`) to the names in it, like
-    ../shared/data/faces/labels.json. A photo's genuine score for a name is the best
-    similarity of any of its faces to that identity; every other identity's similarity to
-    each face is an impostor score.
+    A photo's genuine score for a name is the best similarity of any of its faces to that
+    identity; every other identity's similarity to each face is an impostor score.
+    `on_photo` is called after each photo (enrolment or probe).
     """
     train = folder / "train"
-    if not train.is_dir():
-        raise GalleryError(f"{folder} has no train/<name>/ folders to enrol from")
-    labels_path = labels_file or folder / "labels.json"
-    if not labels_path.is_file():
-        raise GalleryError(f"labels file {labels_path} not found")
-    labels: dict[str, list[str]] = json.loads(labels_path.read_text())
-
     identities = [
-        embed_photos(engine, person.name, sorted(p for p in person.iterdir() if p.is_file()), True)
+        embed_photos(
+            engine,
+            person.name,
+            sorted(p for p in person.iterdir() if p.is_file()),
+            largest_face=True,
+            on_photo=on_photo,
+        )
         for person in sorted(p for p in train.iterdir() if p.is_dir())
     ]
     matcher = Matcher(identities, threshold, margin)
@@ -138,4 +155,6 @@ def evaluate(
                 report.impostor.extend(float(v) for v in scores[:, column])
         named = [m.identity for m in matcher.match(embeddings)]
         report.probes.append(ProbeOutcome(photo, list(expected), named))
+        if on_photo is not None:
+            on_photo(folder / photo)
     return report

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -135,9 +135,16 @@ class Gallery:
 
 
 def embed_photos(
-    engine: FaceEngine, name: str, photos: Sequence[Path], largest_face: bool = False
+    engine: FaceEngine,
+    name: str,
+    photos: Sequence[Path],
+    largest_face: bool = False,
+    on_photo: Callable[[Path], None] | None = None,
 ) -> Identity:
-    """Build an identity from photos that each show exactly one face (or take the largest)."""
+    """Build an identity from photos that each show exactly one face (or take the largest).
+
+    `on_photo` is called after each photo is embedded (progress for long folders).
+    """
     if not photos:
         raise GalleryError(f"no photos given for {name!r}")
     embeddings = []
@@ -155,6 +162,8 @@ def embed_photos(
             )
         areas = [d.box[2] * d.box[3] for d in detections]
         embeddings.append(vectors[int(np.argmax(areas))].tolist())
+        if on_photo is not None:
+            on_photo(photo)
     return Identity(
         name=name,
         model=engine.model_id,

@@ -6,12 +6,14 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 import onnxruntime as ort
+import structlog
 
 from facestream.schemas import ModelError
 
@@ -97,6 +99,9 @@ def prepare(
     target = target_dir / f"{stem}.{model.sha256[:16]}.fold{FOLD_VERSION}.onnx"
     if target.is_file():
         return target
+    log = structlog.get_logger("models")
+    log.info("preparing model, once (cached for later runs)", model=stem, cache=str(target_dir))
+    started = time.monotonic()
     proto = onnx.load(str(source))
     fold_constant_dequantize(proto)
     decompose_prelu(proto)
@@ -108,6 +113,7 @@ def prepare(
     with tempfile.NamedTemporaryFile(dir=target_dir, suffix=".tmp", delete=False) as handle:
         handle.write(proto.SerializeToString())
     os.replace(handle.name, target)
+    log.info("model ready", model=stem, seconds=round(time.monotonic() - started, 1))
     return target
 
 

@@ -1,0 +1,123 @@
+"""The CLI a user types: shared flags anywhere, --version, one line and an exit code per failure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from facestream import __version__
+from facestream.cli_options import hoist_shared_options
+from facestream.schemas import keys
+from facestream.server import EmbeddedRedis
+
+from .helpers import FACES
+
+PASSWORD = "s3cret-for-tests"
+
+
+def facestream(*args: str, model_cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"FACESTREAM_MODELS__CACHE_DIR": str(model_cache)} if model_cache else {}
+    return subprocess.run(
+        [sys.executable, "-m", "facestream", *args],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def assert_one_line_failure(done: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: {text}"), done.stderr
+
+
+@pytest.fixture(scope="module")
+def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A redis-server with a password and a user that may only PING (for NOPERM)."""
+    server = EmbeddedRedis(
+        tmp_path_factory.mktemp("locked"), appendonly=False, extra_args=("--requirepass", PASSWORD)
+    )
+    with server:
+        admin = redis.Redis(port=server.port, password=PASSWORD)
+        admin.acl_setuser("pinger", enabled=True, passwords=["+pinger-pw"], commands=["+ping"])
+        admin.close()
+        yield server
+
+
+def test_hoisting_keeps_order_and_stops_at_double_dash() -> None:
+    argv = ["worker", "--groups", "a", "--redis-url", "redis://x", "--log-level=debug", "--", "-c"]
+    assert hoist_shared_options(argv) == [
+        "--redis-url", "redis://x", "--log-level=debug", "worker", "--groups", "a", "--", "-c",
+    ]  # fmt: skip
+
+
+def test_version() -> None:
+    done = facestream("--version")
+    assert done.returncode == 0
+    assert done.stdout == f"facestream {__version__}\n"
+
+
+def test_shared_flags_after_the_subcommand_win(redis_server: EmbeddedRedis) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.xadd(keys.frames("hall"), {"v": "1"})
+    # The flag after the subcommand is the one used, even with a dead URL before it.
+    done = facestream(
+        "--redis-url", "redis://127.0.0.1:1/0", "status", "--redis-url", redis_server.url, "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout)
+    assert [g["group"] for g in report["groups"]] == ["hall"]
+    assert report["groups"][0]["frames"] == 1
+    client.close()
+
+
+def test_unreachable_redis_is_exit_3() -> None:
+    done = facestream("status", "--redis-url", "redis://127.0.0.1:1/0")
+    assert_one_line_failure(done, 3, "cannot reach Redis (Error 111 connecting to 127.0.0.1:1")
+
+
+def test_wrong_password_is_authentication_failed(locked_server: EmbeddedRedis) -> None:
+    done = facestream("status", "--redis-url", f"redis://:wrong@127.0.0.1:{locked_server.port}/0")
+    assert_one_line_failure(done, 4, "authentication failed")
+
+
+def test_refused_acl_command_is_exit_4(locked_server: EmbeddedRedis) -> None:
+    url = f"redis://pinger:pinger-pw@127.0.0.1:{locked_server.port}/0"
+    done = facestream("status", "--redis-url", url)
+    assert_one_line_failure(done, 4, "Redis refused a command for this ACL user")
+    assert "pinger-pw" not in done.stderr
+
+
+def test_tail_of_an_unknown_group_says_so(redis_server: EmbeddedRedis) -> None:
+    redis.Redis.from_url(redis_server.url).flushall()
+    done = facestream("results", "tail", "--group", "nowhere", "--redis-url", redis_server.url)
+    assert_one_line_failure(done, 2, "no group nowhere on this Redis yet (known: none)")
+
+
+def test_missing_photo_and_unwritable_export(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    missing = tmp_path / "nobody.jpg"
+    done = facestream("gallery", "enroll", "x", str(missing), "--redis-url", redis_server.url)
+    assert_one_line_failure(done, 2, f"{missing}: no such photo or folder")
+    target = tmp_path / "no-such-dir" / "gallery.json"
+    done = facestream("gallery", "export", str(target), "--redis-url", redis_server.url)
+    assert_one_line_failure(done, 2, f"cannot write {target}: No such file or directory")
+
+
+def test_enrolling_shows_progress_and_the_result(
+    redis_server: EmbeddedRedis, model_cache: Path
+) -> None:
+    redis.Redis.from_url(redis_server.url).flushall()
+    folder = FACES / "train" / "obama"
+    done = facestream(
+        "gallery", "enroll", "obama", str(folder), "--redis-url", redis_server.url,
+        model_cache=model_cache,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "embedding obama" in done.stderr  # the progress label (a bar on a terminal)
+    assert done.stdout == "enrolled obama from 2 photo(s); gallery version 1\n"
