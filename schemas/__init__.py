@@ -6,14 +6,15 @@ from .errors import (
     FacestreamError,
     GalleryError,
     InvalidFrame,
+    InvalidGroup,
     InvalidMessage,
     ModelError,
     RedisServerError,
     SourceError,
 )
-from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields
+from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields, jpeg_size
 from .gallery import GalleryExport, Identity
-from .results import CachedRecognition, DeadLetter, Face, Result
+from .results import CachedRecognition, DeadLetter, Face, Result, clip
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -29,11 +30,14 @@ __all__ = [
     "GalleryExport",
     "Identity",
     "InvalidFrame",
+    "InvalidGroup",
     "InvalidMessage",
     "ModelError",
     "RedisServerError",
     "Result",
     "SourceError",
     "StreamFields",
+    "clip",
+    "jpeg_size",
     "keys",
 ]

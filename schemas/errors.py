@@ -3,13 +3,14 @@
     FacestreamError
     ├── InvalidMessage        a stream entry that breaks the wire contract (reason says how)
     │   └── InvalidFrame      ... a frame entry: bad field, wrong version, over the limits
+    ├── InvalidGroup          a camera-group name that breaks the key rules (also a ValueError)
     ├── ModelError            a model file missing, corrupt or unusable (recognizer)
     ├── GalleryError          an enrolment refused or a gallery made by another model
     ├── SourceError           a camera or file that cannot be opened or read (ingest)
     └── RedisServerError      the embedded redis-server could not be found or started
 
-Only `redis.ConnectionError`/`redis.TimeoutError` are transient; everything here is not, and
-retrying it without changing something is pointless.
+Nothing here is transient: retrying it without changing something is pointless. Which Redis
+errors are transient is decided in `recognizer/commit.py` (`is_transient`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "FacestreamError",
     "GalleryError",
     "InvalidFrame",
+    "InvalidGroup",
     "InvalidMessage",
     "ModelError",
     "RedisServerError",
@@ -39,6 +41,10 @@ class InvalidMessage(FacestreamError, ValueError):
 
 class InvalidFrame(InvalidMessage):
     """A frame entry that cannot be recognised: bad fields, unsupported version, too big."""
+
+
+class InvalidGroup(FacestreamError, ValueError):
+    """A camera-group name that cannot be part of a key (it would escape its hash tag)."""
 
 
 class ModelError(FacestreamError):

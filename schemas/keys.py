@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import InvalidGroup
+
 __all__ = [
     "GALLERY_IDENTITIES",
     "GALLERY_VERSION",
@@ -39,9 +41,9 @@ VISITOR_SEEN = "fs:{visitors}:seen"
 
 
 def validate_group(group: str) -> str:
-    """Return `group` if it is a valid camera-group name, else raise ValueError naming the rule."""
-    if not _GROUP_RE.match(group):
-        raise ValueError(
+    """Return `group` if it is a valid camera-group name, else raise InvalidGroup saying why."""
+    if not _GROUP_RE.fullmatch(group):  # match() would let a trailing newline through
+        raise InvalidGroup(
             f"invalid camera group {group!r}: use 1-64 letters, digits, '_', '.' or '-'"
         )
     return group
@@ -82,5 +84,5 @@ def group_of(key: str | bytes) -> str:
     text = key.decode() if isinstance(key, bytes) else key
     match = _KEY_RE.match(text)
     if match is None:
-        raise ValueError(f"{text!r} is not a facestream group key")
+        raise InvalidGroup(f"{text[:100]!r} is not a facestream group key")
     return match.group(1)

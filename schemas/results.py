@@ -8,14 +8,20 @@ from typing import Annotated
 import numpy as np
 import orjson
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from .errors import InvalidMessage
 from .frames import SCHEMA_VERSION, StreamFields
 
-__all__ = ["CachedRecognition", "DeadLetter", "Face", "Result"]
+__all__ = ["CachedRecognition", "DeadLetter", "Face", "Result", "clip"]
 
 Point = tuple[float, float]
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, control characters shown as '?': safe to log or store."""
+    shown = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 class Face(BaseModel):
@@ -52,6 +58,7 @@ class CachedRecognition(BaseModel):
     model: str
     faces: list[Face] = Field(description="Detections, with identity and similarity unset.")
     embeddings: str = Field("", description="base64 of float32 little-endian, faces × dim.")
+    faces_dropped: int = Field(0, ge=0, description="Faces over the limit, not kept.")
 
     def embedding_matrix(self) -> NDArray[np.float32]:
         raw = np.frombuffer(base64.b64decode(self.embeddings), dtype="<f4")
@@ -59,14 +66,16 @@ class CachedRecognition(BaseModel):
 
     @classmethod
     def build(
-        cls, model: str, faces: list[Face], embeddings: NDArray[np.float32]
+        cls, model: str, faces: list[Face], embeddings: NDArray[np.float32], faces_dropped: int = 0
     ) -> CachedRecognition:
         anonymous = [
             face.model_copy(update={"identity": None, "similarity": None, "visitor": None})
             for face in faces
         ]
         encoded = base64.b64encode(np.ascontiguousarray(embeddings, dtype="<f4").tobytes())
-        return cls(model=model, faces=anonymous, embeddings=encoded.decode())
+        return cls(
+            model=model, faces=anonymous, embeddings=encoded.decode(), faces_dropped=faces_dropped
+        )
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.model_dump())
@@ -90,6 +99,9 @@ class Result(BaseModel):
     hash: str = Field(description="Content hash (BLAKE3-128, hex) of the encoded image.")
     cached: bool
     faces: list[Face]
+    faces_dropped: int = Field(
+        0, ge=0, description="Faces found beyond `limits.max_faces` and left out (the smallest)."
+    )
     model: str
     latency_ms: dict[str, float] = Field(default_factory=dict)
 
@@ -110,6 +122,7 @@ class Result(BaseModel):
             "hash": self.hash,
             "cached": int(self.cached),
             "faces": _FACES.dump_json(self.faces),
+            "faces_dropped": self.faces_dropped,
             "model": self.model,
             "latency_ms": orjson.dumps(self.latency_ms),
         }
@@ -138,10 +151,21 @@ class DeadLetter(BaseModel):
 
     frame_id: str
     group: str
-    reason: str
+    reason: str = Field(description="Why, in one line (at most 300 characters).")
     deliveries: int
-    camera: str = ""
+    camera: str = Field("", description="The entry's camera field as sent, cut to 64.")
     image_bytes: int = 0
+
+    # Both may come from a hostile entry: keep them short and printable wherever they go.
+    @field_validator("reason")
+    @classmethod
+    def _short_reason(cls, reason: str) -> str:
+        return clip(reason, 300)
+
+    @field_validator("camera")
+    @classmethod
+    def _short_camera(cls, camera: str) -> str:
+        return clip(camera, 64)
 
     def to_fields(self) -> dict[str, str | int]:
         return self.model_dump()

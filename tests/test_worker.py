@@ -98,7 +98,7 @@ def test_bad_entries_go_to_dead_letters_and_good_frames_still_pass(
     worker = make_worker(client, engine, settings)
     stream = keys.frames("g1")
     good = (FACES / "test" / "obama1.jpg").read_bytes()
-    frame = Frame(camera="c", group="g1", seq=0, ts=1, w=10, h=10, img=good[: len(good) // 50])
+    frame = Frame(camera="c", group="g1", seq=0, ts=1, w=1480, h=832, img=good[: len(good) // 50])
     client.xadd(stream, frame.to_fields())  # type: ignore[arg-type]
     client.xadd(stream, {"hello": "world"})
     client.xadd(stream, {**frame.to_fields(), "v": 9})  # type: ignore[dict-item]
@@ -108,7 +108,7 @@ def test_bad_entries_go_to_dead_letters_and_good_frames_still_pass(
     letters = [DeadLetter.from_fields(f) for _, f in client.xrange(keys.dead("g1"))]
     reasons = [letter.reason for letter in letters]
     assert len(letters) == 3
-    assert any("not a decodable JPEG" in r for r in reasons), reasons
+    assert any("truncated JPEG (1586 bytes): no end-of-image marker" in r for r in reasons), reasons
     assert any("missing field 'v' (schema version)" in r for r in reasons), reasons
     assert any("unsupported schema version '9'" in r for r in reasons)
     (result,) = _results(client)
