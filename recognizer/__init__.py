@@ -1,11 +1,12 @@
 """Recogniser: detect, align, embed and match faces; the worker loop over Redis Streams."""
 
+from .batch import Delivery, WorkerStats, content_hash
 from .engine import FaceEngine, Recognition, current_model_id, decode_jpeg
 from .gallery import Gallery, embed_photos
 from .matcher import Match, Matcher
 from .settings import MatchSettings, ModelSettings, VisitorSettings, WorkerSettings
 from .visitors import VisitorBook
-from .worker import Delivery, Worker, WorkerStats, content_hash
+from .worker import Worker
 
 __all__ = [
     "Delivery",

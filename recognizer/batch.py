@@ -1,4 +1,10 @@
-"""One batch of deliveries to one commit each: validate, hash, cache, recognise, publish."""
+"""One batch of deliveries to one commit each: validate, hash, cache, recognise, publish.
+
+Whatever one frame does, it alone ends as a dead letter: a step that runs on several frames at
+once (the model, the cache matrix product) is re-run frame by frame when it fails, and the frame
+that fails alone is dead-lettered with the error. Redis errors are no frame's fault: they go up
+to the worker, and the batch's entries stay pending.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import numpy as np
 import redis
 from blake3 import blake3
 from numpy.typing import NDArray
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 from structlog.typing import FilteringBoundLogger
 
 from facestream.schemas import (
@@ -18,11 +26,14 @@ from facestream.schemas import (
     Frame,
     FrameLimits,
     InvalidFrame,
+    InvalidMessage,
     Result,
+    clip,
     keys,
 )
 
-from .commit import Commit, Committer
+from .commit import Commit, Committer, is_transient
+from .embedder import EMBEDDING_SIZE
 from .engine import FaceEngine, Recognition, decode_jpeg, label
 from .metrics import COMMITS_LOST, faces_counter, frames_counter, stage_histogram
 from .settings import WorkerSettings
@@ -51,6 +62,8 @@ class Delivery:
     fields: dict[bytes, bytes] | None  # None: trimmed from the stream before we got it
     deliveries: int
     read_at: float = field(default_factory=time.time)
+    # False: Redis 7 dropped it from the pending list as it reported it trimmed; nothing to ack.
+    pending: bool = True
 
 
 @dataclass
@@ -80,6 +93,7 @@ class _Pending:
     frame: Frame | None = None
     digest: str = ""
     recognition: Recognition | None = None
+    dropped: int = 0  # faces over limits.max_faces, left out
     cached: bool = False
     latency_ms: dict[str, float] = field(default_factory=dict)
     outgoing: _Outgoing | None = None  # set once ready to commit
@@ -110,27 +124,27 @@ class BatchProcessor:
         self.log = log
         self.visitors = visitors
         self.committer = Committer(client, keys.RECOGNIZERS)
+        # Commits are idempotent (ack-gated): one refused for now (OOM, BUSY...) is sent again.
+        self._retry = Retry(
+            ExponentialWithJitterBackoff(base=0.05, cap=2.0),
+            retries=6,
+            supported_errors=(redis.RedisError,),
+        )
 
-    def process(self, deliveries: Sequence[Delivery]) -> None:
+    def process(self, deliveries: Sequence[Delivery]) -> dict[str, redis.ResponseError]:
         """Finish a batch: every entry ends with one result or one dead letter.
 
         Commits go out in delivery order (so results of a camera stay in order), each time the
         longest ready run of entries: dead letters and cache hits at once, misses after the
-        model ran on them, `recognise_batch` at a time.
+        model ran on them, `recognise_batch` at a time. Returns the groups whose commits the
+        server refused for good (WRONGTYPE, NOPERM); their entries stay pending.
         """
         self.stats.read += len(deliveries)
-        slots: list[_Pending] = []
-        for delivery in deliveries:
-            item = _Pending(delivery)
-            try:
-                item.frame = self._accept(delivery)
-                item.digest = content_hash(item.frame.img)
-            except InvalidFrame as exc:
-                item.outgoing = self._dead_letter(delivery, exc.reason)
-            slots.append(item)
+        refused: dict[str, redis.ResponseError] = {}
+        slots = [self._admit(delivery) for delivery in deliveries]
         waiting = [item for item in slots if item.outgoing is None]
         self._serve_from_cache(waiting)
-        slots = self._flush_ready(slots)
+        slots = self._flush_ready(slots, refused)
 
         # One recognition per distinct image; its duplicates in the batch reuse it.
         misses: dict[str, list[_Pending]] = {}
@@ -140,7 +154,17 @@ class BatchProcessor:
         leaders = [items[0] for items in misses.values()]
         for start in range(0, len(leaders), self.settings.recognise_batch):
             self._recognise(leaders[start : start + self.settings.recognise_batch], misses)
-            slots = self._flush_ready(slots)
+            slots = self._flush_ready(slots, refused)
+        return refused
+
+    def _admit(self, delivery: Delivery) -> _Pending:
+        item = _Pending(delivery)
+        try:
+            item.frame = self._accept(delivery)
+            item.digest = content_hash(item.frame.img)
+        except Exception as exc:  # whatever the entry holds, it alone is dead-lettered
+            self._fail([item], exc, "validation")
+        return item
 
     def _accept(self, delivery: Delivery) -> Frame:
         """The frame of a delivery, or InvalidFrame saying why it must be dead-lettered."""
@@ -151,7 +175,12 @@ class BatchProcessor:
                 f"delivered {delivery.deliveries} times without a result "
                 f"(max_deliveries={self.settings.max_deliveries}): it may crash workers"
             )
-        return Frame.from_fields(delivery.fields, self.limits)
+        frame = Frame.from_fields(delivery.fields, self.limits)
+        if frame.group != delivery.group:
+            raise InvalidFrame(
+                f"entry names group {frame.group!r} but was sent to group {delivery.group!r}"
+            )
+        return frame
 
     def _serve_from_cache(self, pending: list[_Pending]) -> None:
         digests = sorted({p.digest for p in pending})
@@ -163,52 +192,95 @@ class BatchProcessor:
         lookup = self.client.pipeline(transaction=False)
         for digest in digests:
             lookup.get(keys.cache(group_of_digest[digest], digest))
-        found = [
-            (digest, cached)
-            for digest, value in zip(digests, lookup.execute(), strict=True)
-            if value is not None
-            and (cached := CachedRecognition.loads(value)).model == self.engine.model_id
-        ]
-        # One matrix product for every face of every hit.
-        matrices = [cached.embedding_matrix() for _, cached in found]
-        matches = self.engine.matcher.match(_stack(matrices))
-        hits: dict[str, Recognition] = {}
-        cursor = 0
-        for (digest, cached), embeddings in zip(found, matrices, strict=True):
-            faces = label(cached.faces, matches[cursor : cursor + len(cached.faces)])
-            cursor += len(cached.faces)
-            hits[digest] = Recognition(faces, embeddings)
+        found = []
+        for digest, value in zip(digests, lookup.execute(), strict=True):
+            if value is not None and (entry := self._cache_entry(digest, value)) is not None:
+                found.append(entry)
+        try:
+            hits = self._match_cached(found)
+        except Exception as exc:  # the cache only saves work: recognise them instead
+            self.log.warning("cache hits not matched, recognising", error=clip(repr(exc), 200))
+            hits = {}
         lookup_ms = (time.perf_counter() - start) * 1000 / len(pending)
         for item in pending:
             item.latency_ms["cache"] = lookup_ms
             if item.digest in hits:
-                item.recognition = hits[item.digest]
+                item.recognition, item.dropped = hits[item.digest]
                 item.cached = True
-                item.outgoing = self._result(item)
+                self._settle(item)
+
+    def _cache_entry(
+        self, digest: str, value: bytes
+    ) -> tuple[str, CachedRecognition, NDArray[np.float32]] | None:
+        """A cache value we can use; a malformed one is a miss, and its commit overwrites it."""
+        try:
+            cached = CachedRecognition.loads(value)
+            matrix = cached.embedding_matrix()
+            if matrix.size and matrix.shape[1] != EMBEDDING_SIZE:
+                raise ValueError(f"embeddings of size {matrix.shape[1]}, not {EMBEDDING_SIZE}")
+        except Exception as exc:
+            self.log.warning("unusable cache entry", hash=digest, error=clip(repr(exc), 200))
+            return None
+        return (digest, cached, matrix) if cached.model == self.engine.model_id else None
+
+    def _match_cached(
+        self, found: list[tuple[str, CachedRecognition, NDArray[np.float32]]]
+    ) -> dict[str, tuple[Recognition, int]]:
+        # One matrix product for every face of every hit.
+        matches = self.engine.matcher.match(_stack([matrix for _, _, matrix in found]))
+        hits: dict[str, tuple[Recognition, int]] = {}
+        cursor = 0
+        for digest, cached, matrix in found:
+            faces = label(cached.faces, matches[cursor : cursor + len(cached.faces)])
+            cursor += len(cached.faces)
+            hits[digest] = (Recognition(faces, matrix), cached.faces_dropped)
+        return hits
 
     def _recognise(self, leaders: list[_Pending], misses: dict[str, list[_Pending]]) -> None:
-        images, decoded = [], []
+        decoded: list[tuple[_Pending, NDArray[np.uint8]]] = []
         for item in leaders:
             start = time.perf_counter()
             try:
-                images.append(decode_jpeg(item.frame_or_fail().img))
-            except InvalidFrame as exc:
-                for same in misses[item.digest]:
-                    same.outgoing = self._dead_letter(same.delivery, exc.reason)
+                decoded.append((item, decode_jpeg(item.frame_or_fail().img)))
+            except Exception as exc:  # e.g. cv2.error from a corrupt scan
+                self._fail(misses[item.digest], exc, "decode")
                 continue
             item.latency_ms["decode"] = (time.perf_counter() - start) * 1000
-            decoded.append(item)
-        for item, recognition in zip(decoded, self.engine.recognise(images), strict=True):
-            cache_value = CachedRecognition.build(
-                self.engine.model_id, recognition.faces, recognition.embeddings
-            ).dumps()
-            item.latency_ms.update(recognition.latency_ms)
-            for index, same in enumerate(misses[item.digest]):
-                same.recognition = recognition
-                same.cached = index > 0
-                same.outgoing = self._result(same, cache_value if index == 0 else b"")
+        try:
+            recognitions = self.engine.recognise([image for _, image in decoded])
+        except Exception as exc:
+            if len(decoded) > 1:  # find the frame that breaks the model: run each alone
+                for item, _ in decoded:
+                    self._recognise([item], misses)
+            elif decoded:
+                self._fail(misses[decoded[0][0].digest], exc, "recognition")
+            return
+        for (item, _), recognition in zip(decoded, recognitions, strict=True):
+            self._finish_miss(item, recognition, misses[item.digest])
 
-    def _result(self, item: _Pending, cache_value: bytes = b"") -> _Outgoing:
+    def _finish_miss(self, item: _Pending, recognition: Recognition, same: list[_Pending]) -> None:
+        try:
+            dropped = _keep_largest(recognition, self.limits.max_faces)
+            cache_value = CachedRecognition.build(
+                self.engine.model_id, recognition.faces, recognition.embeddings, dropped
+            ).dumps()
+        except Exception as exc:
+            self._fail(same, exc, "recognition")
+            return
+        item.latency_ms.update(recognition.latency_ms)
+        for index, copy in enumerate(same):
+            copy.recognition, copy.dropped = recognition, dropped
+            copy.cached = index > 0
+            self._settle(copy, cache_value if index == 0 else b"")
+
+    def _settle(self, item: _Pending, cache_value: bytes = b"") -> None:
+        """Make the item's result commit, or its dead letter if the result cannot be built."""
+        try:
+            item.outgoing = self._result(item, cache_value)
+        except Exception as exc:
+            self._fail([item], exc, "publishing")
+
+    def _result(self, item: _Pending, cache_value: bytes) -> _Outgoing:
         assert item.recognition is not None
         frame, delivery = item.frame_or_fail(), item.delivery
         faces = item.recognition.faces
@@ -227,6 +299,7 @@ class BatchProcessor:
             hash=item.digest,
             cached=item.cached,
             faces=faces,
+            faces_dropped=item.dropped,
             model=self.engine.model_id,
             latency_ms=latency,
         )
@@ -242,6 +315,17 @@ class BatchProcessor:
         )
         return _Outgoing(commit, delivery.group, "cached" if item.cached else "recognised", result)
 
+    def _fail(self, items: list[_Pending], exc: Exception, stage: str) -> None:
+        """Dead-letter each of `items` with the error as the reason; Redis errors go up."""
+        if isinstance(exc, redis.RedisError):
+            raise exc
+        if isinstance(exc, InvalidMessage):
+            reason = exc.reason
+        else:
+            reason = f"{stage} failed: {type(exc).__name__}: {exc}"
+        for item in items:
+            item.outgoing = self._dead_letter(item.delivery, reason)
+
     def _dead_letter(self, delivery: Delivery, reason: str) -> _Outgoing:
         fields = delivery.fields or {}
         letter = DeadLetter(
@@ -249,7 +333,7 @@ class BatchProcessor:
             group=delivery.group,
             reason=reason,
             deliveries=delivery.deliveries,
-            camera=fields.get(b"camera", b"").decode(errors="replace")[:64],
+            camera=fields.get(b"camera", b"")[:64].decode(errors="replace"),
             image_bytes=len(fields.get(b"img", b"")),
         )
         commit = Commit(
@@ -259,13 +343,19 @@ class BatchProcessor:
             target_maxlen=self.settings.dead_maxlen,
             fields=letter.to_fields(),
             cache_key=keys.cache(delivery.group, "-"),  # unused; same slot as the others
+            gated=delivery.pending,
         )
         self.log.warning(
-            "frame dead-lettered", group=delivery.group, frame_id=delivery.entry_id, reason=reason
+            "frame dead-lettered",
+            group=delivery.group,
+            frame_id=delivery.entry_id,
+            reason=letter.reason,
         )
         return _Outgoing(commit, delivery.group, "dead", None)
 
-    def _flush_ready(self, slots: list[_Pending]) -> list[_Pending]:
+    def _flush_ready(
+        self, slots: list[_Pending], refused: dict[str, redis.ResponseError]
+    ) -> list[_Pending]:
         """Send the longest prefix of `slots` that is ready; return what is left."""
         ready = 0
         while ready < len(slots) and slots[ready].outgoing is not None:
@@ -273,24 +363,58 @@ class BatchProcessor:
         if ready:
             # A commit thread was tried: the GIL hand-back after each socket read (up to the
             # 5 ms switch interval) made cache hits 4x slower than committing inline.
-            self._commit([slot.outgoing for slot in slots[:ready] if slot.outgoing is not None])
+            outgoing = [slot.outgoing for slot in slots[:ready] if slot.outgoing is not None]
+            self._retry.call_with_retry(
+                lambda: self._commit(outgoing, refused), _ignore, is_retryable=is_transient
+            )
         return slots[ready:]
 
-    def _commit(self, outgoing: list[_Outgoing]) -> None:
-        acked = self.committer.commit([o.commit for o in outgoing])
-        for item, published in zip(outgoing, acked, strict=True):
-            if not published:
+    def _commit(self, outgoing: list[_Outgoing], refused: dict[str, redis.ResponseError]) -> None:
+        """Commit `outgoing`; leave in it only what the server refused for now, and raise."""
+        outcomes = self.committer.commit([o.commit for o in outgoing])
+        again: list[_Outgoing] = []
+        for item, outcome in zip(outgoing, outcomes, strict=True):
+            if isinstance(outcome, redis.ResponseError):
+                if is_transient(outcome):
+                    again.append(item)
+                else:
+                    refused.setdefault(item.group, outcome)
+            elif not outcome:
                 # Another worker claimed this entry meanwhile and answers for it.
                 self.stats.lost += 1
                 COMMITS_LOST.inc()
-                continue
-            setattr(self.stats, item.outcome, getattr(self.stats, item.outcome) + 1)
-            frames_counter(item.group, item.outcome).inc()
-            if item.result is not None:
-                for stage, ms in item.result.latency_ms.items():
-                    stage_histogram(stage).observe(ms / 1000)
-                for face in item.result.faces:
-                    faces_counter(face.identity is not None).inc()
+            else:
+                self._count(item)
+        outgoing[:] = again
+        if again:
+            raise next(
+                o for o in outcomes if isinstance(o, redis.ResponseError) and is_transient(o)
+            )
+
+    def _count(self, item: _Outgoing) -> None:
+        setattr(self.stats, item.outcome, getattr(self.stats, item.outcome) + 1)
+        frames_counter(item.group, item.outcome).inc()
+        if item.result is not None:
+            for stage, ms in item.result.latency_ms.items():
+                stage_histogram(stage).observe(ms / 1000)
+            for face in item.result.faces:
+                faces_counter(face.identity is not None).inc()
+
+
+def _ignore(_exc: Exception) -> None:
+    """Retries are logged by the worker if they run out; each one alone is not news."""
+
+
+def _keep_largest(recognition: Recognition, max_faces: int) -> int:
+    """Keep the `max_faces` largest faces (in detection order); return how many were dropped."""
+    dropped = len(recognition.faces) - max_faces
+    if dropped <= 0:
+        return 0
+    areas = [face.box[2] * face.box[3] for face in recognition.faces]
+    kept = sorted(sorted(range(len(areas)), key=lambda i: -areas[i])[:max_faces])
+    recognition.faces = [recognition.faces[i] for i in kept]
+    recognition.embeddings = recognition.embeddings[kept]
+    return dropped
 
 
 def _stack(matrices: list[NDArray[np.float32]]) -> NDArray[np.float32]:

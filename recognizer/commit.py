@@ -1,9 +1,16 @@
-"""The ack-gated commit: XACK, and only if it acked, XADD the output and SET the cache.
+"""The ack-gated commit (one Lua call per frame), and which Redis errors are worth a retry.
+
+The commit: XACK, and only if it acked, XADD the output and SET the cache.
 
 A worker whose entry was claimed by another one gets 0 from XACK and publishes nothing, so a
 frame never gets two results; a crash before the commit leaves the entry pending for XAUTOCLAIM,
 so it never gets none. All keys carry the group's hash tag: one slot, works on Redis Cluster.
 Because of the gate, running a commit twice is harmless, which makes NOSCRIPT recovery simple.
+
+Errors in a script do not roll back what it already wrote, so everything that can fail after
+the XACK is checked before it: a target key that is not a stream (WRONGTYPE) fails the commit
+with nothing acknowledged, and the entry stays pending. The check is an XPENDING (whose "no
+such group" answer is expected) because the worker's ACL user may run that, and not TYPE.
 """
 
 from __future__ import annotations
@@ -13,15 +20,61 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
 
-__all__ = ["Commit", "Committer"]
+__all__ = ["Commit", "Committer", "Outcome", "is_group_fault", "is_transient"]
+
+# Replies that mean "not now" and that redis-py leaves as a plain ResponseError.
+_NOT_NOW = ("BUSY ", "NOREPLICAS ", "CLUSTERDOWN ")
+_TRANSIENT = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A Redis error that goes away by itself (connection, LOADING, BUSY, OOM, READONLY...).
+
+    A refused password is not one: it stays refused until somebody changes the config.
+    """
+    if isinstance(exc, redis.AuthenticationError):
+        return False
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_NOT_NOW)
+
+
+def is_group_fault(exc: BaseException) -> bool:
+    """A refusal tied to the keys of one group (NOPERM on them, a key of the wrong type)."""
+    return isinstance(exc, NoPermissionError) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE")
+    )
+
 
 _ACK_THEN_PUBLISH = """
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+local probe = redis.pcall('XPENDING', KEYS[2], ARGV[1])
+if type(probe) == 'table' and probe.err and string.sub(probe.err, 1, 9) == 'WRONGTYPE' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not a stream')
+end
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 and ARGV[6] == '1' then
     return 0
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 6))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 7))
 if ARGV[5] ~= '' then
     redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
 end
@@ -29,9 +82,18 @@ return 1
 """
 
 
+#: What one commit came to: published, answered by another worker, or the server's refusal.
+Outcome = bool | redis.ResponseError
+
+
 @dataclass(frozen=True)
 class Commit:
-    """Acknowledge `entry_id` on `source`; if that acked it, publish `fields` on `target`."""
+    """Acknowledge `entry_id` on `source`; if that acked it, publish `fields` on `target`.
+
+    `gated=False` publishes even when there was nothing to acknowledge: for entries Redis 7
+    already dropped from the pending list as it reported them trimmed (only the one XAUTOCLAIM
+    that reported them knows of them, so they cannot be published twice).
+    """
 
     source: str
     entry_id: str
@@ -41,6 +103,7 @@ class Commit:
     cache_key: str
     cache_value: bytes = b""  # empty: leave the cache alone
     cache_ttl_s: int = 0
+    gated: bool = True
 
     def arguments(self, consumer_group: str) -> list[Any]:
         args: list[Any] = [
@@ -49,6 +112,7 @@ class Commit:
             self.target_maxlen,
             self.cache_ttl_s,
             self.cache_value,
+            "1" if self.gated else "0",
         ]
         for name, value in self.fields.items():
             args.extend((name, value))
@@ -63,8 +127,13 @@ class Committer:
         self.consumer_group = consumer_group
         self._sha: str | None = None
 
-    def commit(self, commits: Sequence[Commit]) -> list[bool]:
-        """True for each commit that acknowledged its entry (and so published)."""
+    def commit(self, commits: Sequence[Commit]) -> list[Outcome]:
+        """Run `commits` in one round trip; one outcome each, in order.
+
+        True: it acknowledged its entry, and so published; False: another worker had, and
+        answers for it; an error: the server refused that commit alone. A lost connection
+        raises instead: nothing is known of the commits, and re-running them is safe.
+        """
         if not commits:
             return []
         if self._sha is None:
@@ -77,10 +146,9 @@ class Committer:
             redone = self._run(self._sha, [commits[i] for i in missing])
             for index, reply in zip(missing, redone, strict=True):
                 replies[index] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return [bool(reply) for reply in replies]
+        return [
+            reply if isinstance(reply, redis.ResponseError) else bool(reply) for reply in replies
+        ]
 
     def _run(self, sha: str, commits: Sequence[Commit]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)

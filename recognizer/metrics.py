@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from functools import cache
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["COMMITS_LOST", "faces_counter", "frames_counter", "stage_histogram"]
+__all__ = [
+    "COMMITS_LOST",
+    "RESTARTS",
+    "faces_counter",
+    "frames_counter",
+    "quarantine_gauge",
+    "redis_errors_counter",
+    "stage_histogram",
+]
 
 FRAMES = Counter(
     "facestream_frames_total",
@@ -19,6 +27,22 @@ FACES = Counter(
 COMMITS_LOST = Counter(
     "facestream_commits_lost_total",
     "Results not published because another worker had claimed the frame (XACK returned 0).",
+)
+REDIS_ERRORS = Counter(
+    "facestream_redis_errors_total",
+    "Redis errors the worker met and survived, by error class (ConnectionError, "
+    "OutOfMemoryError, NoPermissionError...).",
+    ["kind"],
+)
+QUARANTINED = Gauge(
+    "facestream_group_quarantined",
+    "1 while a group is not served because its keys refuse our commands (NOPERM, WRONGTYPE).",
+    ["group"],
+)
+RESTARTS = Gauge(
+    "facestream_worker_restarts",
+    "How often the supervisor (--concurrency N) restarted this worker slot after its process "
+    "died; set by the process that replaced it.",
 )
 STAGE_SECONDS = Histogram(
     "facestream_stage_seconds",
@@ -42,3 +66,13 @@ def faces_counter(identified: bool) -> Counter:
 @cache
 def stage_histogram(stage: str) -> Histogram:
     return STAGE_SECONDS.labels(stage)
+
+
+@cache
+def redis_errors_counter(kind: str) -> Counter:
+    return REDIS_ERRORS.labels(kind)
+
+
+@cache
+def quarantine_gauge(group: str) -> Gauge:
+    return QUARANTINED.labels(group)

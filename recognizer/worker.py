@@ -1,7 +1,15 @@
-"""The recogniser loop: find groups, read or reclaim frames, hand batches over, recover."""
+"""The recogniser loop: find groups, read or reclaim frames, hand batches over, recover.
+
+No Redis error ends the loop but a refused password. Transient ones (connection, LOADING, BUSY,
+OOM, READONLY...) back off and retry; NOPERM and WRONGTYPE on a group's keys quarantine that
+group (logged once, in the heartbeat and in metrics) while the other groups go on, and the group
+is probed again every few seconds.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -12,19 +20,23 @@ import redis
 import structlog
 from redis.backoff import ExponentialWithJitterBackoff
 
-from facestream.schemas import DeadLetter, FrameLimits, keys
+from facestream.schemas import FacestreamError, FrameLimits, InvalidGroup, clip, keys
 
-from .batch import TRIMMED_REASON, BatchProcessor, Delivery, WorkerStats, content_hash
+from .batch import BatchProcessor, Delivery, WorkerStats
+from .commit import is_group_fault
+from .embedder import EMBEDDING_SIZE
 from .engine import FaceEngine
 from .gallery import Gallery
-from .metrics import frames_counter
+from .metrics import quarantine_gauge, redis_errors_counter
 from .settings import MatchSettings, WorkerSettings
 from .visitors import VisitorBook
 
-__all__ = ["Delivery", "Worker", "WorkerStats", "content_hash"]
+__all__ = ["Worker"]
 
 _DISCOVER_EVERY_S = 5.0
 _HEARTBEAT_EVERY_S = 5
+# Answers of a group check that only mean "nothing there yet" or "already done".
+_HARMLESS = ("BUSYGROUP", "NOGROUP")
 
 
 class Worker:
@@ -49,6 +61,7 @@ class Worker:
         self.consumer = consumer
         self.fixed_groups = [keys.validate_group(g) for g in groups]
         self.groups: list[str] = []
+        self.quarantined: dict[str, str] = {}  # group -> why, as logged
         self.stats = WorkerStats()
         self.gallery = Gallery(client)
         self.log = structlog.get_logger("worker").bind(consumer=consumer)
@@ -56,46 +69,64 @@ class Worker:
             client, engine, settings, limits, self.stats, self.log, visitors
         )
         self._gallery_checked = -float("inf")
-        self._gallery_loaded = False
+        self._gallery_seen: int | None = None
         self._discovered = -float("inf")
         self._ready_groups: set[str] = set()
         self._claimed = -float("inf")
         self._beat = -float("inf")
         self._claim_cursor: dict[str, str] = {}
+        self._seconds_per_frame = 0.0
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Serve until `stop` is set; a lost Redis means log, back off (capped), carry on."""
+        """Serve until `stop` is set; Redis errors mean log, back off (capped), carry on.
+
+        Raises redis.AuthenticationError: no retry can fix a refused password.
+        """
         backoff = ExponentialWithJitterBackoff(base=0.1, cap=5.0)
         failures = 0
         self.log.info(
             "worker started", groups=self.fixed_groups or "discover", model=self.engine.model_id
         )
-        while not stop.is_set():
-            try:
-                self.step()
-                failures = 0
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                failures += 1
-                delay = backoff.compute(failures)
-                self.log.warning("redis unavailable", error=str(exc), retry_in_s=round(delay, 2))
-                stop.wait(delay)
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+        try:
+            while not stop.is_set():
+                try:
+                    self.step()
+                    failures = 0
+                except redis.AuthenticationError:
                     raise
-                # The server lost our consumer groups (restart without persistence): recreate.
-                self.log.warning("consumer group missing, recreating", error=str(exc))
-                self._discovered = -float("inf")
-                self._ready_groups.clear()
-            except Exception:
-                # A bug or a frame that breaks the model: the batch stays pending, is claimed
-                # again after claim_idle_ms and dead-lettered after max_deliveries.
-                failures += 1
-                self.log.exception("batch failed; its frames will be retried")
-                stop.wait(backoff.compute(failures))
-        self.client.delete(keys.worker_heartbeat(self.consumer))
-        self.log.info("worker stopped", **vars(self.stats))
+                except redis.ResponseError as exc:
+                    redis_errors_counter(type(exc).__name__).inc()
+                    if str(exc).startswith("NOGROUP"):
+                        # The server lost our consumer groups (restart without persistence).
+                        self.log.warning("consumer group missing, recreating", error=str(exc))
+                        self._forget_groups()
+                        continue
+                    failures += 1
+                    delay = backoff.compute(failures)
+                    self.log.warning(
+                        "redis refused a command, retrying",
+                        error=clip(f"{type(exc).__name__}: {exc}", 300),
+                        retry_in_s=round(delay, 2),
+                    )
+                    stop.wait(delay)
+                except redis.RedisError as exc:  # connection, timeout, LOADING
+                    redis_errors_counter(type(exc).__name__).inc()
+                    failures += 1
+                    delay = backoff.compute(failures)
+                    self.log.warning(
+                        "redis unavailable", error=clip(str(exc), 300), retry_in_s=round(delay, 2)
+                    )
+                    stop.wait(delay)
+                except Exception:
+                    # Our own bug, not a frame's (those are dead letters): the batch stays
+                    # pending and is claimed again; the loop goes on.
+                    failures += 1
+                    self.log.exception("worker step failed; retrying")
+                    stop.wait(backoff.compute(failures))
+        finally:
+            self._goodbye()
 
     def step(self) -> int:
         """Handle one batch (claimed idle entries first, else new ones); returns its size."""
@@ -109,71 +140,178 @@ class Worker:
             self.process(deliveries)
         return len(deliveries)
 
-    # -- reading ----------------------------------------------------------------------------
+    def process(self, deliveries: Sequence[Delivery]) -> None:
+        """Finish a batch: every entry ends with one result or one dead letter."""
+        start = time.monotonic()
+        refused = self.batches.process(deliveries)
+        for group, exc in refused.items():
+            self._quarantine(group, exc)
+        per_frame = (time.monotonic() - start) / len(deliveries)
+        self._seconds_per_frame = 0.8 * self._seconds_per_frame + 0.2 * per_frame
+
+    def _goodbye(self) -> None:
+        with contextlib.suppress(redis.RedisError):  # it expires by itself
+            self.client.delete(keys.worker_heartbeat(self.consumer))
+        self.log.info("worker stopped", **vars(self.stats))
+
+    # -- groups -----------------------------------------------------------------------------
 
     def _refresh_groups(self) -> None:
         now = time.monotonic()
         if now - self._discovered < _DISCOVER_EVERY_S:
             return
         self._discovered = now
-        found = set(self.fixed_groups) or {
-            keys.group_of(key)
-            for key in self.client.scan_iter(match="fs:{*}:frames", count=1000, _type="stream")
-        }
-        for group in sorted(found - self._ready_groups):
-            self._ensure_consumer_group(group)
-        self._ready_groups |= found
+        found = set(self.fixed_groups) or self._discover()
+        # New groups, and quarantined ones given another chance.
+        for group in sorted((found - self._ready_groups) | (found & self.quarantined.keys())):
+            try:
+                self._check_group(group)
+            except redis.ResponseError as exc:
+                if not is_group_fault(exc):
+                    raise
+                self._quarantine(group, exc)
+                continue
+            self._ready_groups.add(group)
+            if self.quarantined.pop(group, None) is not None:
+                quarantine_gauge(group).set(0)
+                self.log.info("group back in service", group=group)
         self.groups = sorted(found)
+
+    def _discover(self) -> set[str]:
+        found = set()
+        for key in self.client.scan_iter(match="fs:{*}:frames", count=1000, _type="stream"):
+            try:
+                found.add(keys.group_of(key))
+            except InvalidGroup:  # somebody else's key, or a hostile one: not a group of ours
+                continue
+        return found
+
+    def _check_group(self, group: str) -> None:
+        """Create our consumer group if needed; raise what the group's keys answer wrongly."""
+        pipe = self.client.pipeline(transaction=False)
+        # From id 0: frames queued before any worker started are still served.
+        pipe.xgroup_create(keys.frames(group), keys.RECOGNIZERS, id="0", mkstream=True)
+        for target in (keys.results(group), keys.dead(group)):
+            pipe.xpending(target, keys.RECOGNIZERS)  # answers WRONGTYPE if it is not a stream
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, redis.ResponseError) and not str(reply).startswith(_HARMLESS):
+                raise reply
+
+    def _quarantine(self, group: str, exc: redis.ResponseError) -> None:
+        if group in self.quarantined:
+            return
+        reason = clip(f"{type(exc).__name__}: {exc}", 200)
+        self.quarantined[group] = reason
+        quarantine_gauge(group).set(1)
+        redis_errors_counter(type(exc).__name__).inc()
+        self._beat = -float("inf")  # show it in `status` now
+        self.log.error(
+            "group quarantined: its keys refuse our commands; serving the other groups",
+            group=group,
+            reason=reason,
+            retry_every_s=_DISCOVER_EVERY_S,
+        )
+
+    def _forget_groups(self) -> None:
+        self._discovered = -float("inf")
+        self._ready_groups.clear()
+
+    def _serving(self) -> list[str]:
+        return [g for g in self.groups if g not in self.quarantined]
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
         if now - self._beat < _HEARTBEAT_EVERY_S:
             return
         self._beat = now
-        beat = {"groups": self.groups, "at": int(time.time() * 1000), **vars(self.stats)}
-        self.client.set(
-            keys.worker_heartbeat(self.consumer), orjson.dumps(beat), ex=3 * _HEARTBEAT_EVERY_S
-        )
-
-    def _ensure_consumer_group(self, group: str) -> None:
+        beat = {
+            "groups": self.groups,
+            "quarantined": self.quarantined,
+            "pid": os.getpid(),
+            "at": int(time.time() * 1000),
+            **vars(self.stats),
+        }
         try:
-            # From id 0: frames queued before any worker started are still served.
-            self.client.xgroup_create(keys.frames(group), keys.RECOGNIZERS, id="0", mkstream=True)
-            self.log.info("consumer group created", group=group)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+            self.client.set(
+                keys.worker_heartbeat(self.consumer), orjson.dumps(beat), ex=3 * _HEARTBEAT_EVERY_S
+            )
+        except redis.ResponseError as exc:  # OOM, NOPERM: `status` misses us, frames do not
+            redis_errors_counter(type(exc).__name__).inc()
+            self.log.warning("heartbeat not written", error=clip(str(exc), 200))
 
     def _refresh_gallery(self) -> None:
         now = time.monotonic()
         if now - self._gallery_checked < self.settings.gallery_poll_s:
             return
         self._gallery_checked = now
-        if self._gallery_loaded and self.gallery.version() == self.engine.matcher.version:
+        version = self.gallery.version()
+        if version == self._gallery_seen:
             return
-        matcher = self.gallery.matcher(
-            self.engine.model_id, self.match.threshold, self.match.margin
-        )
+        self._gallery_seen = version
+        try:
+            matcher = self.gallery.matcher(
+                self.engine.model_id, self.match.threshold, self.match.margin
+            )
+            size = matcher.templates.shape[1] if matcher.names else EMBEDDING_SIZE
+            if size != EMBEDDING_SIZE:
+                raise ValueError(f"embeddings of size {size}, the model makes {EMBEDDING_SIZE}")
+        except (FacestreamError, ValueError) as exc:  # a bad import must not stop serving
+            self.log.error(
+                "gallery not loaded; matching against the previous one",
+                version=version,
+                error=clip(str(exc), 300),
+            )
+            return
         self.engine.matcher = matcher
-        self._gallery_loaded = True
         self.log.info("gallery loaded", version=matcher.version, identities=len(matcher.names))
 
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read_size(self, groups: int) -> int:
+        """COUNT per stream so that one read stays within `batch_size` across all groups, and
+        within half of `claim_idle_ms` at the measured time per frame: a peer must not claim
+        a batch we are still working on."""
+        fits = self.settings.claim_idle_ms / 2000 / max(self._seconds_per_frame, 1e-6)
+        return max(1, min(self.settings.batch_size, int(fits)) // groups)
+
     def _read_new(self) -> list[Delivery]:
-        if not self.groups:
+        serving = self._serving()
+        if not serving:
             time.sleep(min(self.settings.block_ms, 1000) / 1000)
             return []
-        response: Any = self.client.xreadgroup(
-            keys.RECOGNIZERS,
-            self.consumer,
-            {keys.frames(g): ">" for g in self.groups},
-            count=self.settings.batch_size,
-            block=self.settings.block_ms,
-        )
-        return [
-            Delivery(keys.group_of(stream), _text(entry_id), fields, 1)
-            for stream, entries in response or []
-            for entry_id, fields in entries
-        ]
+        count = self._read_size(len(serving))
+        # One XREADGROUP per group on one pipeline, without BLOCK: an error names its group.
+        pipe = self.client.pipeline(transaction=False)
+        for group in serving:
+            pipe.xreadgroup(keys.RECOGNIZERS, self.consumer, {keys.frames(group): ">"}, count=count)
+        deliveries: list[Delivery] = []
+        errors: list[redis.ResponseError] = []
+        for group, reply in zip(serving, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, redis.ResponseError):
+                if is_group_fault(reply):
+                    self._quarantine(group, reply)
+                else:
+                    errors.append(reply)
+                continue
+            deliveries += _deliveries(reply)
+        if deliveries or self._serving() != serving:
+            return deliveries
+        if errors:
+            raise errors[0]
+        # Nothing waiting anywhere: block on every group at once until something comes.
+        try:
+            response: Any = self.client.xreadgroup(
+                keys.RECOGNIZERS,
+                self.consumer,
+                {keys.frames(g): ">" for g in serving},
+                count=count,
+                block=self.settings.block_ms,
+            )
+        except redis.ResponseError as exc:
+            if not is_group_fault(exc):
+                raise
+            return []  # the next read, one group at a time, finds out which
+        return _deliveries(response)
 
     def _claim_idle(self) -> list[Delivery]:
         """XAUTOCLAIM entries idle past `claim_idle_ms` (their worker died or is stuck)."""
@@ -182,30 +320,44 @@ class Worker:
             return []
         self._claimed = now
         claimed: list[Delivery] = []
-        for group in self.groups:
-            stream = keys.frames(group)
-            claimed_raw: Any = self.client.xautoclaim(
-                stream,
-                keys.RECOGNIZERS,
-                self.consumer,
-                min_idle_time=self.settings.claim_idle_ms,
-                start_id=self._claim_cursor.get(group, "0-0"),
-                count=self.settings.batch_size,
-            )
-            cursor, entries = claimed_raw[0], claimed_raw[1]
-            self._claim_cursor[group] = _text(cursor)
-            if len(claimed_raw) > 2 and claimed_raw[2]:
-                self._record_trimmed(group, [_text(i) for i in claimed_raw[2]])
-            present = [(_text(i), fields) for i, fields in entries if i is not None]
-            if len(present) < len(entries):
-                # Redis 6.2 answers (nil, nil) for a claimed entry MAXLEN trimmed: find its id.
-                present += [(i, None) for i in self._trimmed_pending(stream)]
-            if not present:
-                continue
-            counts = self._delivery_counts(stream, sorted(i for i, _ in present))
-            for entry_id, fields in present:
-                claimed.append(Delivery(group, entry_id, fields or None, counts.get(entry_id, 1)))
-            self.log.info("claimed idle entries", group=group, count=len(present))
+        serving = self._serving()
+        for group in serving:
+            try:
+                claimed += self._claim_group(group, self._read_size(len(serving)))
+            except redis.ResponseError as exc:
+                if not is_group_fault(exc):
+                    raise
+                self._quarantine(group, exc)
+        return claimed
+
+    def _claim_group(self, group: str, count: int) -> list[Delivery]:
+        stream = keys.frames(group)
+        claimed_raw: Any = self.client.xautoclaim(
+            stream,
+            keys.RECOGNIZERS,
+            self.consumer,
+            min_idle_time=self.settings.claim_idle_ms,
+            start_id=self._claim_cursor.get(group, "0-0"),
+            count=count,
+        )
+        cursor, entries = claimed_raw[0], claimed_raw[1]
+        self._claim_cursor[group] = _text(cursor)
+        # Redis 7 reports pending entries MAXLEN trimmed, and drops them from the pending list
+        # as it does: nothing is left to acknowledge, and only this reply knows of them.
+        gone = [_text(i) for i in claimed_raw[2]] if len(claimed_raw) > 2 else []
+        claimed = [Delivery(group, entry_id, None, 0, pending=False) for entry_id in gone]
+        present = [(_text(i), fields) for i, fields in entries if i is not None]
+        if len(present) < len(entries):
+            # Redis 6.2 answers (nil, nil) for a claimed entry MAXLEN trimmed: find its id.
+            present += [(i, None) for i in self._trimmed_pending(stream)]
+        if present:
+            counts = self._delivery_counts(stream, [i for i, _ in present])
+            claimed += [
+                Delivery(group, entry_id, fields or None, counts.get(entry_id, 1))
+                for entry_id, fields in present
+            ]
+        if claimed:
+            self.log.info("claimed idle entries", group=group, count=len(claimed))
         return claimed
 
     def _trimmed_pending(self, stream: str) -> list[str]:
@@ -219,48 +371,28 @@ class Worker:
             lookup.xrange(stream, entry_id, entry_id)
         return [i for i, found in zip(ids, lookup.execute(), strict=True) if not found]
 
-    def _record_trimmed(self, group: str, entry_ids: list[str]) -> None:
-        """Redis 7 drops pending entries that MAXLEN trimmed from the PEL as it reports them.
-
-        Only this XAUTOCLAIM saw them, so their dead letters are written directly (there is
-        nothing left to acknowledge); Redis 6.2 instead returns them with no fields, and they
-        go through the usual ack-gated commit.
-        """
-        pipe = self.client.pipeline(transaction=False)
-        for entry_id in entry_ids:
-            letter = DeadLetter(
-                frame_id=entry_id,
-                group=group,
-                reason=TRIMMED_REASON,
-                deliveries=0,
-            )
-            pipe.xadd(
-                keys.dead(group),
-                letter.to_fields(),  # type: ignore[arg-type]
-                maxlen=self.settings.dead_maxlen,
-                approximate=True,
-            )
-        pipe.execute()
-        self.stats.dead += len(entry_ids)
-        frames_counter(group, "dead").inc(len(entry_ids))
-        self.log.warning("pending frames were trimmed", group=group, count=len(entry_ids))
-
     def _delivery_counts(self, stream: str, entry_ids: list[str]) -> dict[str, int]:
-        pending: Any = self.client.xpending_range(
-            stream,
-            keys.RECOGNIZERS,
-            min=entry_ids[0],
-            max=entry_ids[-1],
-            count=len(entry_ids) * 4,
-            consumername=self.consumer,
-        )
-        return {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        """How often each entry was delivered, asked one id at a time on one pipeline.
 
-    # -- processing -------------------------------------------------------------------------
+        Not one XPENDING over first..last: ids compare as numbers ("…-10" > "…-9"), and any
+        range misses some once they are sorted as text.
+        """
+        lookup = self.client.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            lookup.xpending_range(stream, keys.RECOGNIZERS, min=entry_id, max=entry_id, count=1)
+        return {
+            _text(row["message_id"]): int(row["times_delivered"])
+            for rows in lookup.execute()
+            for row in rows
+        }
 
-    def process(self, deliveries: Sequence[Delivery]) -> None:
-        """Finish a batch: every entry ends with one result or one dead letter."""
-        self.batches.process(deliveries)
+
+def _deliveries(response: Any) -> list[Delivery]:
+    return [
+        Delivery(keys.group_of(stream), _text(entry_id), fields, 1)
+        for stream, entries in response or []
+        for entry_id, fields in entries
+    ]
 
 
 def _text(value: bytes | str) -> str:
