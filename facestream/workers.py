@@ -1,32 +1,53 @@
-"""Run recogniser workers: one in this process, or N child processes under a supervisor."""
+"""Run recogniser workers: one in this process, or N child processes under a supervisor.
+
+The supervisor restarts a child that dies (with back-off) and stops them all on SIGTERM/SIGINT.
+A child that meets a fatal error (a refused password, a missing model) exits with EXIT_FATAL;
+restarting it cannot help, so the supervisor stops the others and exits with that code too.
+"""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
-from collections.abc import Sequence
+import time
+from multiprocessing import get_context
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import orjson
+import redis
 import structlog
 from prometheus_client import start_http_server
+from redis.backoff import ExponentialWithJitterBackoff
 
 from facestream.recognizer import FaceEngine, VisitorBook, Worker
+from facestream.recognizer.metrics import RESTARTS
+from facestream.schemas import FacestreamError
 
 from .config import Settings
 from .connect import connect
 from .logs import configure_logging
 
-__all__ = ["run_worker", "run_workers"]
+__all__ = ["EXIT_FATAL", "run_worker", "run_workers"]
+
+#: Exit code of a worker (and of the supervisor) for an error no restart can fix, the same the
+#: CLI uses for every expected failure: a refused password, a missing model file.
+EXIT_FATAL = 2
+# A child that ran this long before it died starts its back-off afresh.
+_STABLE_S = 60.0
 
 log = structlog.get_logger("workers")
 
 
 def run_worker(
-    settings: Settings, consumer: str | None = None, metrics_port: int | None = None
+    settings: Settings,
+    consumer: str | None = None,
+    metrics_port: int | None = None,
+    restarts: int = 0,
 ) -> None:
     """Serve frames in this process until SIGTERM/SIGINT (a second one stops at once)."""
     stop = threading.Event()
@@ -39,6 +60,7 @@ def run_worker(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    RESTARTS.set(restarts)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     name = consumer or settings.worker.consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -57,50 +79,119 @@ def run_worker(
     worker.run(stop)
 
 
-def _child(settings_json: str, index: int) -> None:
+def _child(settings_json: str, index: int, restarts: int) -> None:
+    # Its own process group: a Ctrl-C on the terminal reaches the supervisor only, which
+    # forwards it once (twice would be a cold stop).
+    os.setpgid(0, 0)
     settings = Settings.model_validate_json(settings_json)
     configure_logging(settings.log, process=f"worker-{index}")
     port = settings.worker.metrics_port
     consumer = settings.worker.consumer
-    run_worker(
-        settings,
-        consumer=f"{consumer}-{index}" if consumer else None,
-        metrics_port=port + index if port else None,
-    )
+    try:
+        run_worker(
+            settings,
+            consumer=f"{consumer}-{index}" if consumer else None,
+            metrics_port=port + index if port else None,
+            restarts=restarts,
+        )
+    except redis.AuthenticationError as exc:
+        print(f"error: Redis refused the credentials ({exc})", file=sys.stderr)
+        raise SystemExit(EXIT_FATAL) from None
+    except FacestreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_FATAL) from None
 
 
-def run_workers(settings: Settings, concurrency: int) -> int:
-    """Start `concurrency` worker processes, forward SIGTERM/SIGINT, return the exit code."""
-    if concurrency == 1:
-        run_worker(settings, metrics_port=settings.worker.metrics_port)
-        return 0
-    context = multiprocessing.get_context("spawn")
-    payload = _settings_json(settings)
-    children: Sequence[multiprocessing.process.BaseProcess] = [
-        context.Process(target=_child, args=(payload, index), name=f"worker-{index}")
-        for index in range(concurrency)
-    ]
-    stopping = threading.Event()
+class _Supervisor:
+    """Keeps `count` worker processes running until told to stop."""
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
-        for child in children:
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.payload = _settings_json(settings)
+        self.context = get_context("spawn")
+        self.children: list[BaseProcess] = []
+        self.started_at = [0.0] * count
+        self.restarts = [0] * count
+        self.failures = [0] * count
+        self.stopping = threading.Event()
+        self.fatal = False
+        self.backoff = ExponentialWithJitterBackoff(base=0.5, cap=30.0)
+
+    def forward(self, signum: int, _frame: FrameType | None = None) -> None:
+        self.stopping.set()
+        for child in self.children:
             if child.pid is not None and child.is_alive():
                 os.kill(child.pid, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
+    def start(self, index: int) -> BaseProcess:
+        child = self.context.Process(
+            target=_child,
+            args=(self.payload, index, self.restarts[index]),
+            name=f"worker-{index}",
+        )
         child.start()
-    log.info("workers started", count=concurrency, pids=[c.pid for c in children])
-    for child in children:
-        child.join()
-    codes = [child.exitcode for child in children]
-    failed = [code for code in codes if code not in (0, None)]
-    if failed and not stopping.is_set():
-        log.error("worker processes failed", exit_codes=codes)
-        return 1
-    return 0
+        if index < len(self.children):
+            self.children[index] = child
+        else:
+            self.children.append(child)
+        self.started_at[index] = time.monotonic()
+        if self.stopping.is_set():  # the signal came while it was being started
+            os.kill(child.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        return child
+
+    def run(self) -> int:
+        for index in range(len(self.restarts)):
+            self.start(index)
+        log.info("workers started", count=len(self.children), pids=[c.pid for c in self.children])
+        due: dict[int, float] = {}  # slot -> when to restart it
+        while any(child.is_alive() for child in self.children) or (
+            due and not self.stopping.is_set()
+        ):
+            timeout = max(0.0, min(due.values()) - time.monotonic()) if due else None
+            wait([c.sentinel for c in self.children if c.is_alive()], timeout=timeout)
+            now = time.monotonic()
+            for index, child in enumerate(self.children):
+                if child.is_alive() or index in due or self.stopping.is_set():
+                    continue
+                self._died(index, child, now, due)
+            for index in [i for i, at in due.items() if at <= now and not self.stopping.is_set()]:
+                del due[index]
+                self.start(index)
+        codes = [child.exitcode for child in self.children]
+        log.info("workers stopped", exit_codes=codes)
+        if self.fatal:
+            return EXIT_FATAL
+        return 0 if all(code == 0 for code in codes) else 1
+
+    def _died(self, index: int, child: BaseProcess, now: float, due: dict[int, float]) -> None:
+        if child.exitcode == EXIT_FATAL:
+            log.error("worker process failed for good; stopping", slot=index, pid=child.pid)
+            self.fatal = True
+            self.forward(signal.SIGTERM)
+            return
+        lived = now - self.started_at[index]
+        self.failures[index] = 1 if lived >= _STABLE_S else self.failures[index] + 1
+        self.restarts[index] += 1
+        delay = self.backoff.compute(self.failures[index])
+        log.error(
+            "worker process died; restarting",
+            slot=index,
+            pid=child.pid,
+            exit_code=child.exitcode,
+            restarts=self.restarts[index],
+            restart_in_s=round(delay, 2),
+        )
+        due[index] = now + delay
+
+
+def run_workers(settings: Settings, concurrency: int) -> int:
+    """Start `concurrency` worker processes, restart any that dies, return the exit code."""
+    if concurrency == 1:
+        run_worker(settings, metrics_port=settings.worker.metrics_port)
+        return 0
+    supervisor = _Supervisor(settings, concurrency)
+    signal.signal(signal.SIGTERM, supervisor.forward)
+    signal.signal(signal.SIGINT, supervisor.forward)
+    return supervisor.run()
 
 
 def _settings_json(settings: Settings) -> str:
