@@ -1,4 +1,4 @@
-"""Publish frames of one camera to its group's frames stream (XADD with MAXLEN ~)."""
+"""Publish frames of one camera to its group's frames stream: XADD with MAXLEN ~, never twice."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from collections import deque
 from typing import Any
 
 import redis
+import structlog
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from facestream.schemas import Frame, FrameLimits, keys
 
@@ -14,9 +17,19 @@ from .sources import EncodedFrame
 
 __all__ = ["FramePublisher"]
 
+log = structlog.get_logger("ingest.publisher")
+
+# Entries read per XREVRANGE while looking for a frame whose XADD reply was lost.
+_SCAN_PAGE = 50
+
 
 class FramePublisher:
-    """Numbers a camera's frames and XADDs them; can wait until the workers catch up."""
+    """Numbers a camera's frames and XADDs them; can wait until the workers catch up.
+
+    A frame whose XADD failed with a connection error is "in doubt": the server may have added
+    it and lost only the reply. Before anything else is sent, the stream is searched for it, so
+    a resend never doubles a frame and `seq` never repeats or skips.
+    """
 
     def __init__(
         self,
@@ -34,10 +47,16 @@ class FramePublisher:
         self.maxlen = maxlen
         self.limits = limits
         self.seq = first_seq
-        self._unread: deque[bytes] = deque()
+        self._adder = _single_shot(client)
+        # MAXLEN keeps about `maxlen` entries, so more of ours than that cannot be unread: the
+        # bound keeps a long-running camera's memory flat.
+        self._unread: deque[bytes] = deque(maxlen=maxlen)
+        self._last_id: bytes | None = None
+        self._in_doubt: Frame | None = None
+        self._search_refused = False
 
-    def publish(self, encoded: EncodedFrame, captured_ms: int | None = None) -> str:
-        """Validate and XADD one frame; returns its stream id."""
+    def frame(self, encoded: EncodedFrame, captured_ms: int | None = None) -> Frame:
+        """The next frame of this camera, checked against the limits (InvalidFrame if over)."""
         frame = Frame(
             camera=self.camera,
             group=self.group,
@@ -48,12 +67,37 @@ class FramePublisher:
             img=encoded.jpeg,
         )
         frame.check_limits(self.limits)
+        return frame
+
+    def publish(self, encoded: EncodedFrame, captured_ms: int | None = None) -> str:
+        """Validate and XADD one frame; returns its stream id."""
+        return self.send(self.frame(encoded, captured_ms))
+
+    def send(self, frame: Frame) -> str:
+        """XADD `frame` and return its id; after a connection error, call again with the same
+        frame to resend it: it is added only if the failed attempt did not land.
+
+        A different frame is renumbered if the one in doubt turns out to have landed.
+        """
+        if self._in_doubt is not None:
+            doubted = self._in_doubt
+            landed = self._find(doubted)  # a connection error here leaves it in doubt
+            self._in_doubt = None
+            if landed is not None:
+                self._added(landed)
+                if doubted == frame:
+                    return landed.decode()
+        if frame.seq != self.seq:
+            frame = frame.model_copy(update={"seq": self.seq})
         fields: dict[Any, Any] = frame.to_fields()
-        entry_id: bytes = self.client.xadd(  # type: ignore[assignment]  # bytes: no decoding
-            self.stream, fields, maxlen=self.maxlen, approximate=True
-        )
-        self.seq += 1
-        self._unread.append(entry_id)
+        try:
+            entry_id: bytes = self._adder.xadd(  # type: ignore[assignment]  # bytes: no decoding
+                self.stream, fields, maxlen=self.maxlen, approximate=True
+            )
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._in_doubt = frame
+            raise
+        self._added(entry_id)
         return entry_id.decode()
 
     @property
@@ -68,6 +112,41 @@ class FramePublisher:
             self._unread.popleft()
         return len(self._unread)
 
+    def _added(self, entry_id: bytes) -> None:
+        self.seq += 1
+        self._last_id = entry_id
+        self._unread.append(entry_id)
+
+    def _find(self, frame: Frame) -> bytes | None:
+        """The id of `frame` if an earlier XADD of it landed, else None.
+
+        Only entries after our last confirmed one can be it; camera, seq and capture time
+        together tell it apart from another run's frame with the same seq.
+        """
+        if self._search_refused:
+            return None
+        wanted = (frame.camera.encode(), str(frame.seq).encode(), str(frame.ts).encode())
+        lowest = b"(" + self._last_id if self._last_id is not None else b"-"
+        highest: bytes = b"+"
+        try:
+            for _ in range(self.maxlen // _SCAN_PAGE + 2):  # the stream holds about maxlen
+                page: Any = self.client.xrevrange(self.stream, highest, lowest, count=_SCAN_PAGE)
+                for entry_id, fields in page:
+                    if (fields[b"camera"], fields[b"seq"], fields[b"ts"]) == wanted:
+                        return bytes(entry_id)
+                if len(page) < _SCAN_PAGE:
+                    break
+                highest = b"(" + page[-1][0]
+        except redis.exceptions.NoPermissionError as exc:
+            self._search_refused = True
+            log.warning(
+                "cannot check whether a frame landed before resending it; a lost reply may "
+                "double a frame (grant XREVRANGE on the frames stream)",
+                camera=self.camera,
+                error=str(exc),
+            )
+        return None
+
     def _last_delivered(self) -> tuple[int, int]:
         try:
             groups = self.client.xinfo_groups(self.stream)
@@ -77,6 +156,24 @@ class FramePublisher:
             if info["name"] in (keys.RECOGNIZERS, keys.RECOGNIZERS.encode()):
                 return _id_tuple(info["last-delivered-id"])
         return (0, 0)
+
+
+def _single_shot(client: redis.Redis) -> redis.Redis:
+    """A client for the same server that sends each command once.
+
+    redis-py resends a command after a connection error; for XADD that doubles the frame when
+    only the reply was lost. `send` decides about resending instead.
+    """
+    pool = client.connection_pool
+    options = {
+        key: value
+        for key, value in pool.connection_kwargs.items()
+        if key != "maint_notifications_pool_handler"  # bound to the original pool
+    }
+    options["retry"] = Retry(NoBackoff(), 0)
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options)
+    )
 
 
 def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
