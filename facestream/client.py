@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ import redis
 import structlog
 
 from facestream.ingest import EncodedFrame, FramePublisher
+from facestream.ingest.outages import Outages, Stopped
 from facestream.schemas import (
     Face,
     FacestreamError,
@@ -25,15 +27,19 @@ from facestream.schemas import (
 )
 
 __all__ = [
+    "DeliveredResult",
     "RecognitionTimeout",
     "ResultFilter",
     "ResultSubscriber",
+    "SubscriberStats",
     "describe_result",
     "recognise_image",
     "tail_results",
 ]
 
 log = structlog.get_logger("client")
+
+T = TypeVar("T")
 
 
 def tail_results(
@@ -70,12 +76,47 @@ def tail_results(
                     return
 
 
+class DeliveredResult(Result):
+    """A result as a subscriber hands it out: its stream entry and whether it came before.
+
+    `redelivered` is true for a result this consumer group handed out earlier without an
+    acknowledgement (a crash, a consumer that never came back): the backend may already have
+    acted on it, so drop duplicates by `frame_id`.
+    """
+
+    entry_id: str = ""
+    redelivered: bool = False
+
+
+@dataclass
+class SubscriberStats:
+    """What a subscriber saw; `gaps` counts results removed before anyone read them."""
+
+    delivered: int = 0
+    redelivered: int = 0
+    claimed: int = 0
+    gaps: int = 0
+    regrouped: int = 0
+    invalid: int = 0
+
+
+class _Entry(NamedTuple):
+    stream: str
+    entry_id: bytes
+    fields: dict[bytes, bytes] | None
+    redelivered: bool
+
+
 class ResultSubscriber:
     """Results for a backend: its own consumer group, so it resumes after a restart.
 
     Each result is acknowledged when the next one is requested, i.e. after the caller's loop
-    body ran for it; a crash in between means the result is delivered again. Results that
-    `wanted` filters out are acknowledged without being yielded.
+    body ran for it; a crash in between means the result is delivered again (marked
+    `redelivered`). Results that `wanted` filters out are acknowledged without being yielded.
+    A new consumer group starts at results published from now on, or at the oldest kept one
+    with `start="oldest"`. Entries left pending by a consumer idle for `claim_idle_ms` are
+    claimed (XAUTOCLAIM). While Redis is unreachable every call is retried; a group lost with
+    a restart or a flush is created again where this subscriber stopped reading.
     """
 
     def __init__(
@@ -86,6 +127,9 @@ class ResultSubscriber:
         consumer: str = "backend-1",
         block_ms: int = 1000,
         wanted: ResultFilter | None = None,
+        *,
+        start: Literal["new", "oldest"] = "new",
+        claim_idle_ms: int = 30_000,
     ) -> None:
         self.client = client
         self.streams = [keys.results(group) for group in groups]
@@ -93,41 +137,166 @@ class ResultSubscriber:
         self.consumer = consumer
         self.block_ms = block_ms
         self.wanted = wanted or ResultFilter()
+        self.claim_idle_ms = claim_idle_ms
+        self.stats = SubscriberStats()
+        self._stop = threading.Event()
+        self._outages = Outages(self._stop, f"results subscriber {consumer_group}/{consumer}")
+        # Where to put the group again if it is lost: after the last entry we were handed.
+        self._position = {
+            stream: "0-0" if start == "oldest" else _last_id(client, stream)
+            for stream in self.streams
+        }
+        self._claim_from = dict.fromkeys(self.streams, "0-0")
+        self._next_claim = 0.0
+        self._claiming = True
+        self._gap_seen: dict[str, tuple[bytes, int]] = {}
         for stream in self.streams:
-            try:
-                self.client.xgroup_create(stream, consumer_group, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            self._create_group(stream, "0" if start == "oldest" else "$")
 
-    def __iter__(self) -> Iterator[Result]:
+    def __iter__(self) -> Iterator[DeliveredResult]:
         return self.listen()
 
-    def listen(self, stop: threading.Event | None = None) -> Iterator[Result]:
-        # Our own unacknowledged entries first (a previous run died mid-way), then new ones.
-        cursor = "0"
-        while not (stop and stop.is_set()):
-            response: Any = self.client.xreadgroup(
-                self.consumer_group,
-                self.consumer,
-                {stream: cursor for stream in self.streams},
-                count=100,
-                block=None if cursor == "0" else self.block_ms,
-            )
-            entries = [(s.decode(), e) for s, batch in response or [] for e in batch]
-            if cursor == "0" and not entries:
-                cursor = ">"
+    def listen(self, stop: threading.Event | None = None) -> Iterator[DeliveredResult]:
+        """Yield results until `stop` is set (the caller's loop may also just break)."""
+        if stop is not None:
+            self._stop = self._outages.stop = stop
+        cursor = "0"  # our own unacknowledged entries first (a previous run died mid-way)
+        try:
+            while not self._stop.is_set():
+                batch = self._call(self._claim) if self._claim_due() else []
+                if not batch:
+                    batch = self._call(partial(self._read, cursor))
+                    if cursor == "0" and not batch:
+                        cursor = ">"
+                for entry in batch:
+                    result = self._parse(entry)
+                    if result is not None and self.wanted(result):
+                        yield result
+                    self._call(partial(self.client.xack, entry.stream, self.consumer_group,
+                                       entry.entry_id))  # fmt: skip
+                    if self._stop.is_set():
+                        return  # the rest of the batch stays pending: delivered again later
+        except Stopped:
+            return
+
+    def _read(self, cursor: str) -> list[_Entry]:
+        if cursor == ">":
+            self._count_gaps()
+        response: Any = self.client.xreadgroup(
+            self.consumer_group,
+            self.consumer,
+            dict.fromkeys(self.streams, cursor),
+            count=100,
+            block=None if cursor == "0" else self.block_ms,
+        )
+        return [
+            _Entry(stream.decode(), entry_id, fields, cursor == "0")
+            for stream, entries in response or []
+            for entry_id, fields in entries
+        ]
+
+    def _claim_due(self) -> bool:
+        return self._claiming and time.monotonic() >= self._next_claim
+
+    def _claim(self) -> list[_Entry]:
+        """Take over entries another consumer of the group left pending for too long."""
+        claimed: list[_Entry] = []
+        try:
+            for stream in self.streams:
+                reply: Any = self.client.xautoclaim(
+                    stream, self.consumer_group, self.consumer, self.claim_idle_ms,
+                    start_id=self._claim_from[stream], count=100,
+                )  # fmt: skip
+                self._claim_from[stream] = reply[0].decode()
+                claimed += [_Entry(stream, i, fields, True) for i, fields in reply[1]]
+                if len(reply) > 2 and reply[2]:  # Redis 7 names pending entries it deleted
+                    self._gap(stream, len(reply[2]), "pending results were trimmed unread")
+        except redis.exceptions.NoPermissionError as exc:
+            self._claiming = False
+            log.warning("cannot claim results of idle consumers (grant XAUTOCLAIM)", error=str(exc))
+        busy = any(cursor != "0-0" for cursor in self._claim_from.values())
+        self._next_claim = time.monotonic() + (0 if busy else self.claim_idle_ms / 2000)
+        self.stats.claimed += len(claimed)
+        return claimed
+
+    def _parse(self, entry: _Entry) -> DeliveredResult | None:
+        if _id_tuple(entry.entry_id) > _id_tuple(self._position[entry.stream].encode()):
+            self._position[entry.stream] = entry.entry_id.decode()
+        if not entry.fields:  # trimmed after it was handed out, before it was acknowledged
+            self._gap(entry.stream, 1, "a pending result was trimmed unread")
+            return None
+        try:
+            result = Result.from_fields(entry.fields)
+        except InvalidMessage as exc:
+            # Not ours to fix; acknowledged by the caller so it does not come back forever.
+            self.stats.invalid += 1
+            log.warning("skipping invalid result", entry_id=entry.entry_id, error=exc.reason)
+            return None
+        self.stats.delivered += 1
+        self.stats.redelivered += entry.redelivered
+        return DeliveredResult.model_construct(
+            **dict(result), entry_id=entry.entry_id.decode(), redelivered=entry.redelivered
+        )
+
+    def _count_gaps(self) -> None:
+        """Count results trimmed before the group was handed them (needs Redis 7's `lag`).
+
+        While the oldest kept entry is newer than the last one handed out, everything the group
+        has yet to read is in the stream, except what trimming took: lag minus length.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_stream(stream)
+            pipe.xinfo_groups(stream)
+        replies = pipe.execute(raise_on_error=False)
+        for index, stream in enumerate(self.streams):
+            info, groups = replies[2 * index], replies[2 * index + 1]
+            if isinstance(info, Exception) or isinstance(groups, Exception):
+                continue  # no stream or no group yet: the read that follows will say
+            ours = next((g for g in groups if g["name"] == self.consumer_group.encode()), None)
+            if ours is None or ours.get("lag") is None:
                 continue
-            for stream, (entry_id, fields) in entries:
-                if fields:
-                    try:
-                        result = Result.from_fields(fields)
-                        if self.wanted(result):
-                            yield result
-                    except InvalidMessage as exc:
-                        # Not ours to fix; acked below so it does not come back forever.
-                        log.warning("skipping invalid result", entry_id=entry_id, error=exc.reason)
-                self.client.xack(stream, self.consumer_group, entry_id)
+            delivered = ours["last-delivered-id"]
+            first = info.get("first-entry")
+            if first is not None and _id_tuple(first[0]) <= _id_tuple(delivered):
+                continue
+            missing = int(ours["lag"]) - int(info["length"])
+            seen_at, counted = self._gap_seen.get(stream, (b"", 0))
+            already = counted if seen_at == delivered else 0
+            if missing > already:
+                self._gap(stream, missing - already, "results were trimmed before delivery")
+                self._gap_seen[stream] = (delivered, missing)
+
+    def _gap(self, stream: str, count: int, why: str) -> None:
+        self.stats.gaps += count
+        log.warning(why, stream=stream, missing=count, gaps=self.stats.gaps)
+
+    def _call(self, command: Callable[[], T]) -> T:
+        """Run a Redis call through outages; put the group back if Redis lost it."""
+
+        def attempt() -> T:
+            try:
+                return command()
+            except redis.ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+            for stream in self.streams:
+                self._create_group(stream, self._position[stream], lost=True)
+            return command()
+
+        return self._outages.call(attempt)
+
+    def _create_group(self, stream: str, at: str, lost: bool = False) -> None:
+        try:
+            self.client.xgroup_create(stream, self.consumer_group, id=at, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return
+        if lost:
+            self.stats.regrouped += 1
+            self._gap_seen.pop(stream, None)
+            log.warning("results group was missing, created again", stream=stream, at=at)
 
 
 @dataclass(frozen=True)
@@ -210,3 +379,8 @@ def _last_id(client: redis.Redis, stream: str) -> str:
     """Id of the newest entry of `stream` ("0-0" if empty): read after it to see only new ones."""
     last: Any = client.xrevrange(stream, count=1)
     return last[0][0].decode() if last else "0-0"
+
+
+def _id_tuple(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.decode().partition("-")
+    return int(ms), int(seq or 0)
