@@ -15,7 +15,7 @@ import typer
 from prometheus_client import start_http_server
 
 from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
-from facestream.schemas import FacestreamError
+from facestream.schemas import DeadLetter, FacestreamError, Frame, Result
 
 from . import __version__
 from .cli_gallery import eval_command, gallery_app, visitors_app
@@ -292,6 +292,26 @@ def status_command(
             f"{health.fps_out:>7.1f}{health.dropped:>9}{health.reconnects:>8}  "
             f"{health.last_error or '-'}"
         )
+
+
+WIRE_MODELS = {"frame": Frame, "result": Result, "dead-letter": DeadLetter}
+
+
+@app.command("schema")
+def schema_command(
+    out: Annotated[
+        Path | None, typer.Option(help="Write <name>.schema.json files into this folder.")
+    ] = None,
+) -> None:
+    """Print (or write) the JSON Schemas of the stream entries, for backends in other languages."""
+    for name, model in WIRE_MODELS.items():
+        text = orjson.dumps(
+            model.model_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        ).decode()
+        if out is None:
+            typer.echo(f"# {name}\n{text}")
+        else:
+            (out / f"{name}.schema.json").write_text(text + "\n")
 
 
 @app.command("demo")

@@ -17,7 +17,7 @@ from facestream.cli_options import hoist_shared_options
 from facestream.schemas import keys
 from facestream.server import EmbeddedRedis
 
-from .helpers import FACES
+from .helpers import FACES, REPO
 
 PASSWORD = "s3cret-for-tests"
 
@@ -121,3 +121,14 @@ def test_enrolling_shows_progress_and_the_result(
     assert done.returncode == 0, done.stderr
     assert "embedding obama" in done.stderr  # the progress label (a bar on a terminal)
     assert done.stdout == "enrolled obama from 2 photo(s); gallery version 1\n"
+
+
+def test_published_schemas_match_the_models(tmp_path: Path) -> None:
+    done = facestream("schema", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    published = REPO / "docs" / "schema"
+    for name in ("frame", "result", "dead-letter"):
+        fresh = (tmp_path / f"{name}.schema.json").read_text()
+        assert (published / f"{name}.schema.json").read_text() == fresh, (
+            f"docs/schema/{name}.schema.json is stale: run `facestream schema --out docs/schema`"
+        )
