@@ -1,16 +1,18 @@
 """Camera agents: read each camera continuously, publish its latest frame at a fixed rate.
 
-Each camera has a reader thread (opens, reads, reconnects with capped, jittered back-off) and
-a publisher thread (every 1/fps: take the newest frame, encode, XADD). Frames the publisher
-never took are counted as dropped; nothing queues up, so a slow Redis or slow workers cost
-frames, never memory. One stuck camera holds only its own threads.
+Each camera has one reader thread (opens, reads, reconnects with capped, jittered back-off)
+and one publisher thread (every 1/fps: take the newest frame, encode, XADD). Frames the
+publisher never took are counted as dropped; nothing queues up, so a slow Redis or slow
+workers cost frames, never memory. The loop of `run_cameras` supervises both: it is the
+watchdog, and it restarts a thread that died, so neither job depends on a thread that can die.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -19,9 +21,16 @@ import structlog
 from numpy.typing import NDArray
 from redis.backoff import ExponentialWithJitterBackoff
 
-from facestream.schemas import CameraHealth, CameraState, FrameLimits, SourceError, keys
+from facestream.schemas import (
+    CameraHealth,
+    CameraState,
+    FrameLimits,
+    InvalidFrame,
+    SourceError,
+    keys,
+)
 
-from .capture import open_source, redact, set_transports
+from .capture import FrameSource, open_source, redact, set_transports
 from .metrics import camera_counter
 from .publisher import FramePublisher
 from .settings import CameraSettings
@@ -29,12 +38,16 @@ from .sources import EncodedFrame, encode_jpeg
 
 __all__ = ["CameraAgent", "run_cameras"]
 
+_SUPERVISE_EVERY_S = 0.25
 _HEALTH_EVERY_S = 2.0
 _HEALTH_TTL_S = 15
 
+Role = Literal["read", "publish"]
+_Outcome = Literal["sent", "redis-error", "rejected"]
+
 
 class CameraAgent:
-    """One camera: a supervised reader and a rate-limited publisher sharing the newest frame."""
+    """One camera: a reader and a rate-limited publisher sharing the newest frame."""
 
     def __init__(
         self,
@@ -46,6 +59,7 @@ class CameraAgent:
     ) -> None:
         self.camera = camera
         self.stop = stop
+        self.limits = limits
         self.publisher = FramePublisher(client, camera.group, camera.id, maxlen, limits)
         self.health = CameraHealth(
             camera=camera.id, group=camera.group, source=redact(camera.source)
@@ -55,83 +69,112 @@ class CameraAgent:
         self._latest: NDArray[np.uint8] | None = None
         self._latest_ms = 0
         self._last_frame_at = time.monotonic()
-        self._generation = 0
-        self._threads: list[threading.Thread] = []
+        self._reopen = threading.Event()  # the watchdog asks the reader for a fresh connection
+        self._threads: dict[Role, threading.Thread] = {}
+        self._deaths: dict[Role, str] = {}
 
     def start(self) -> None:
-        self._spawn_reader()
-        publisher = threading.Thread(
-            target=self._publish_loop, name=f"publish:{self.camera.id}", daemon=True
-        )
-        publisher.start()
-        self._threads.append(publisher)
+        self.supervise()
+
+    def supervise(self) -> None:
+        """The watchdog, and a restart for a thread that died (reported, never silent)."""
+        if self.stop.is_set():
+            return
+        self._watchdog()
+        self._keep_alive("read", self._read_loop)
+        self._keep_alive("publish", self._publish_loop)
 
     def join(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
+        for thread in self._threads.values():
             thread.join(max(0.0, deadline - time.monotonic()))
         self._set_state("stopped")
 
-    # -- reading ----------------------------------------------------------------------------
-
-    def _spawn_reader(self) -> None:
-        with self._lock:
-            self._generation += 1
-            generation = self._generation
-            self._last_frame_at = time.monotonic()
-        reader = threading.Thread(
-            target=self._read_loop,
-            args=(generation,),
-            name=f"read:{self.camera.id}:{generation}",
+    def _keep_alive(self, role: Role, loop: Callable[[], None]) -> None:
+        thread = self._threads.get(role)
+        if thread is not None:
+            if thread.is_alive():
+                return
+            camera_counter("restarts", self.camera.id).inc()
+            self._record_error(f"{role} thread died ({self._deaths.pop(role, '?')}), restarted")
+        thread = threading.Thread(
+            target=self._guarded,
+            args=(role, loop),
+            name=f"{role}:{self.camera.id}",
             daemon=True,  # a read stuck in the backend must not keep the process alive
         )
-        reader.start()
-        self._threads.append(reader)
+        self._threads[role] = thread
+        thread.start()
 
-    def _read_loop(self, generation: int) -> None:
+    def _guarded(self, role: Role, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except Exception as exc:  # any bug: the supervisor restarts the thread and says so
+            self._deaths[role] = f"{type(exc).__name__}: {exc}"
+            self.log.exception("camera thread died", thread=role)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
         backoff = ExponentialWithJitterBackoff(
             base=self.camera.backoff_base_s, cap=self.camera.backoff_cap_s
         )
         failures = 0
-        while not self.stop.is_set() and generation == self._generation:
+        while not self.stop.is_set():
             self._set_state("connecting")
             try:
                 source = open_source(self.camera)
             except SourceError as exc:
-                failures += 1
                 self._record_error(str(exc))
             else:
-                try:
-                    self._set_state("streaming")
-                    while not self.stop.is_set() and generation == self._generation:
-                        image = source.read()
-                        failures = 0
-                        self._offer(image, generation)
-                except SourceError as exc:
-                    failures += 1
-                    self._record_error(f"{self.health.source}: {exc}")
-                finally:
-                    source.close()
-            if self.stop.is_set() or generation != self._generation:
+                opened_at = time.monotonic()
+                self._stream(source)
+                # A source that flaps (one good frame, then gone) keeps backing off; only one
+                # that stayed up for `stable_s` starts the back-off over.
+                if time.monotonic() - opened_at >= self.camera.stable_s:
+                    failures = 0
+            failures += 1
+            if self.stop.is_set():
                 return
-            self._reconnect_after(backoff.compute(max(failures, 1)))
+            self._reconnect_after(backoff.compute(failures), failures)
 
-    def _reconnect_after(self, delay_s: float) -> None:
+    def _stream(self, source: FrameSource) -> None:
+        with self._lock:
+            self._last_frame_at = time.monotonic()
+            self._reopen.clear()
+        try:
+            self._set_state("streaming")
+            while not self.stop.is_set() and not self._reopen.is_set():
+                self._offer(source.read())
+        except SourceError as exc:
+            self._record_error(f"{self.health.source}: {exc}")
+        finally:
+            source.close()
+
+    def _reconnect_after(self, delay_s: float, failures: int) -> None:
         self._count("reconnects")
         self._set_state("backing-off")
-        self.log.info("reconnecting", in_s=round(delay_s, 2), reconnects=self.health.reconnects)
+        self.log.info("reconnecting", in_s=round(delay_s, 2), failures=failures)
         self.stop.wait(delay_s)
 
-    def _offer(self, image: NDArray[np.uint8], generation: int) -> None:
+    def _offer(self, image: NDArray[np.uint8]) -> None:
         with self._lock:
-            if generation != self._generation:
-                return  # an abandoned reader (the watchdog replaced it)
             if self._latest is not None:
                 self._count("dropped")
             self._latest = image
             self._latest_ms = int(time.time() * 1000)
             self._last_frame_at = time.monotonic()
             self._count("frames_in")
+
+    def _watchdog(self) -> None:
+        """A source that stopped delivering is reopened by its own reader: once its read
+        returns (bounded by read_timeout_s), never by stacking a second reader on it."""
+        stalled_s = time.monotonic() - self._last_frame_at
+        if self.health.state != "streaming" or stalled_s <= self.camera.stall_s:
+            return
+        if not self._reopen.is_set():
+            self._reopen.set()
+            self._record_error(f"stalled: no frame for {stalled_s:.0f}s, reconnecting")
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -142,31 +185,57 @@ class CameraAgent:
         next_at = time.monotonic()
         while not self.stop.wait(max(0.0, next_at - time.monotonic())):
             next_at = max(next_at + interval, time.monotonic())
-            self._watchdog()
             with self._lock:
                 image, captured_ms, self._latest = self._latest, self._latest_ms, None
             if image is None:
                 continue
-            jpeg, width, height = encode_jpeg(image, self.camera.jpeg_quality, self.camera.max_side)
-            try:
-                self.publisher.publish(EncodedFrame(jpeg, width, height), captured_ms)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                # Keep the camera open; this frame is lost, newer ones follow after the pause.
+            outcome = self._publish(image, captured_ms)
+            if outcome == "redis-error":
+                # Keep the camera open; newer frames follow after the pause.
                 redis_failures += 1
-                self.health.redis_errors += 1
-                self._count("dropped")
-                self._record_error(f"redis unavailable: {exc}")
                 next_at = time.monotonic() + redis_backoff.compute(redis_failures)
-                continue
-            redis_failures = 0
-            self._count("frames_out")
+            elif outcome == "sent":
+                redis_failures = 0
 
-    def _watchdog(self) -> None:
-        stalled_s = time.monotonic() - self._last_frame_at
-        if self.health.state == "streaming" and stalled_s > self.camera.stall_s:
-            self._record_error(f"stalled: no frame for {stalled_s:.0f}s, reconnecting")
-            self._count("reconnects")
-            self._spawn_reader()
+    def _publish(self, image: NDArray[np.uint8], captured_ms: int) -> _Outcome:
+        """Encode and send one frame; any failure costs this frame only, counted and said."""
+        try:
+            jpeg, width, height = encode_jpeg(
+                image, self.camera.jpeg_quality, self._max_side(image)
+            )
+            self.publisher.publish(EncodedFrame(jpeg, width, height), captured_ms)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.health.redis_errors += 1
+            self._frame_lost(f"redis unavailable: {exc}")
+            return "redis-error"
+        except redis.ResponseError as exc:
+            # The server refused (the stream key holds another type, ACL, out of memory):
+            # someone has to fix it; keep trying at the back-off pace and keep saying so.
+            self.health.redis_errors += 1
+            self._frame_lost(f"redis refused the frame: {exc}")
+            return "redis-error"
+        except (InvalidFrame, SourceError) as exc:  # over the byte limit, or not encodable
+            camera_counter("rejected", self.camera.id).inc()
+            self._frame_lost(f"frame rejected: {exc}")
+            return "rejected"
+        self._count("frames_out")
+        return "sent"
+
+    def _max_side(self, image: NDArray[np.uint8]) -> int | None:
+        """The camera's max_side, made smaller where needed to fit the pixel limit."""
+        height, width = image.shape[:2]
+        longest, limit = max(height, width), self.camera.max_side or max(height, width)
+        if width * height > self.limits.max_pixels:
+            fit = math.floor(longest * math.sqrt(self.limits.max_pixels / (width * height)))
+            # encode_jpeg rounds each side; step down until the rounded size fits too.
+            while fit > 1 and _scaled_pixels(width, height, fit) > self.limits.max_pixels:
+                fit -= 1
+            limit = min(limit, fit)
+        return limit if limit < longest else None
+
+    def _frame_lost(self, message: str) -> None:
+        self._count("dropped")
+        self._record_error(message)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -181,9 +250,16 @@ class CameraAgent:
             self.health.state = state
 
     def _record_error(self, message: str) -> None:
+        # One log line per change: a refused XADD at 5 fps would otherwise flood the log.
+        if message != self.health.last_error:
+            self.log.warning("camera error", error=message)
         self.health.last_error = message
         self.health.last_error_at = int(time.time() * 1000)
-        self.log.warning("camera error", error=message)
+
+
+def _scaled_pixels(width: int, height: int, max_side: int) -> int:
+    scale = max_side / max(width, height)
+    return round(width * scale) * round(height * scale)
 
 
 def run_cameras(
@@ -193,7 +269,7 @@ def run_cameras(
     maxlen: int,
     stop: threading.Event,
 ) -> None:
-    """Run one agent per camera until `stop`; report health to Redis every couple of seconds."""
+    """Run one agent per camera until `stop`, supervising them; report health every 2 s."""
     set_transports(cameras)
     agents = [CameraAgent(camera, client, limits, maxlen, stop) for camera in cameras]
     for agent in agents:
@@ -201,8 +277,12 @@ def run_cameras(
     log = structlog.get_logger("camera")
     previous = {agent.camera.id: (0, 0) for agent in agents}
     last = time.monotonic()
-    while not stop.wait(_HEALTH_EVERY_S):
+    while not stop.wait(_SUPERVISE_EVERY_S):
+        for agent in agents:
+            agent.supervise()
         now = time.monotonic()
+        if now - last < _HEALTH_EVERY_S:
+            continue
         elapsed, last = now - last, now
         pipe = client.pipeline(transaction=False)
         for agent in agents:
@@ -215,7 +295,7 @@ def run_cameras(
             pipe.set(keys.camera_health(health.camera), health.model_dump_json(), ex=_HEALTH_TTL_S)
         try:
             pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.RedisError as exc:  # down, or refused: the cameras carry on regardless
             log.warning("cannot report camera health", error=str(exc))
     for agent in agents:
         agent.join(timeout_s=2.0 / max(len(agents), 1) + 0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import socket
@@ -31,6 +32,8 @@ _FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _OPEN_LOCK = threading.Lock()
 _shared_transport: str | None = None
 _DEVICE = re.compile(r"^(/dev/video\d+|\d+)$")
+# No camera snapshot comes near this; a URL streaming more is not a snapshot.
+_MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
 class FrameSource(Protocol):
@@ -165,16 +168,34 @@ class SnapshotSource:
         if delay > 0:
             time.sleep(delay)
         self._next = time.monotonic() + self.camera.snapshot_interval_s
+        deadline = time.monotonic() + self.camera.read_timeout_s
         try:
             with self._opener.open(_without_credentials(self.camera.source),
                                    timeout=self.camera.read_timeout_s) as response:  # fmt: skip
-                data = response.read()
-        except (urllib.error.URLError, OSError) as exc:
+                data = self._body(response, deadline)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise SourceError(_http_reason(self.camera.source, exc)) from exc
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise SourceError("snapshot is not a decodable image (unknown codec?)")
         return np.asarray(image, dtype=np.uint8)
+
+    def _body(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
+        """The whole body by `deadline`: the socket timeout bounds each read only, so a server
+        that drips bytes would hold the reader forever (at most one more socket timeout)."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := response.read1(65536):
+            size += len(chunk)
+            if size > _MAX_SNAPSHOT_BYTES:
+                raise SourceError(f"snapshot larger than {_MAX_SNAPSHOT_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise SourceError(
+                    f"snapshot too slow: not complete within {self.camera.read_timeout_s:g}s "
+                    f"({size} bytes so far)"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         pass

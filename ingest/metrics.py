@@ -23,6 +23,16 @@ _COUNTERS = {
     "reconnects": Counter(
         "facestream_camera_reconnects_total", "Times the source was reopened.", ["camera"]
     ),
+    "rejected": Counter(
+        "facestream_camera_frames_rejected_total",
+        "Frames that could not be sent at all (over the byte limit, not encodable).",
+        ["camera"],
+    ),
+    "restarts": Counter(
+        "facestream_camera_thread_restarts_total",
+        "Reader or publisher threads that died and were restarted (a bug: see the log).",
+        ["camera"],
+    ),
 }
 
 

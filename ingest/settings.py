@@ -61,3 +61,10 @@ class CameraSettings(BaseModel):
     snapshot_interval_s: float = Field(1.0, gt=0, le=3600, description="Snapshot URL poll period.")
     backoff_base_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay.")
     backoff_cap_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect delay.")
+    stable_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A source counts as recovered (reconnect back-off starts over) only after "
+        "streaming this long; a source that flaps keeps backing off.",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import http.server
 import itertools
 import signal
@@ -19,13 +20,14 @@ import cv2
 import numpy as np
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from facestream.config import Settings
 from facestream.demo import fit_frame
-from facestream.ingest import CameraSettings, redact, run_cameras
+from facestream.ingest import CameraSettings, EncodedFrame, FramePublisher, redact, run_cameras
 from facestream.ingest.metrics import camera_counter
 from facestream.recognizer import FaceEngine
-from facestream.schemas import CameraHealth, Frame, Result, keys
+from facestream.schemas import CameraHealth, Frame, FrameLimits, Result, keys
 from facestream.server import EmbeddedRedis, free_port
 
 from .helpers import (
@@ -392,3 +394,186 @@ def test_rtsp_over_udp_beside_tcp(
             ),
             what="frames over UDP and TCP",
         )
+
+
+# -- riding out failures: every test below runs without GStreamer ---------------------------
+
+
+@pytest.fixture(scope="module")
+def clip(rtsp_frames: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The RTSP test frames as a 10 fps MJPEG file: a file camera plays it in real time."""
+    path = tmp_path_factory.mktemp("clip") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (640, 360))
+    for frame in sorted(rtsp_frames.glob("*.jpg")):
+        writer.write(cv2.imread(str(frame)))
+    writer.release()
+    return path
+
+
+def _alive(prefix: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
+
+
+def test_publisher_memory_stays_flat_over_10000_frames(
+    client: redis.Redis, settings: Settings
+) -> None:
+    image = np.zeros((32, 32, 3), np.uint8)
+    frame = EncodedFrame(cv2.imencode(".jpg", image)[1].tobytes(), 32, 32)
+    publisher = FramePublisher(client, "g1", "c1", 100, settings.limits)
+    for _ in range(10_000):
+        publisher.publish(frame)
+    assert publisher.seq == 10_000
+    assert len(publisher._unread) <= 100 and publisher._in_doubt is None
+    assert client.xlen(keys.frames("g1")) < 1_000  # MAXLEN ~ trims in whole nodes
+
+
+def test_a_refused_xadd_keeps_the_publisher_running_until_fixed(
+    clip: Path, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    stream = keys.frames("g1")
+    with agents([_camera(str(clip), kind="file", fps=10)], redis_server.url, settings):
+        wait_for(lambda: client.xlen(stream) >= 3, what="first frames")
+        client.delete(stream)
+        client.set(stream, "not a stream")  # every XADD now fails with WRONGTYPE
+        wait_for(lambda: "WRONGTYPE" in _last_error(client, "c1"), what="the refusal reported")
+        health = _health(client, "c1")
+        assert health is not None and health.redis_errors > 0
+        assert _alive("publish:c1")
+        client.delete(stream)
+        wait_for(lambda: client.exists(stream) and client.xlen(stream) >= 3, what="recovery")
+    assert camera_counter("restarts", "c1")._value.get() == 0
+
+
+def test_frames_over_the_limits_are_downscaled_or_rejected_one_by_one(
+    clip: Path, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    camera = _camera(str(clip), "big", kind="file", fps=10)
+    few_pixels = settings.model_copy(update={"limits": FrameLimits(max_pixels=320 * 180)})
+    with agents([camera], redis_server.url, few_pixels):
+        wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="downscaled frames")
+    assert all(f.w * f.h <= 320 * 180 and f.w >= 300 for f in _frames(client))
+
+    client.delete(keys.frames("g1"))
+    rejected = camera_counter("rejected", "big")._value.get()
+    few_bytes = settings.model_copy(update={"limits": FrameLimits(max_bytes=1024)})
+    with agents([camera], redis_server.url, few_bytes):
+        wait_for(
+            lambda: camera_counter("rejected", "big")._value.get() >= rejected + 5,
+            what="frames rejected one by one",
+        )
+        wait_for(lambda: "over the limit of 1024" in _last_error(client, "big"), what="health")
+        assert _alive("publish:big")
+    assert client.xlen(keys.frames("g1")) == 0
+
+
+class _Injected(Exception):
+    """Stands for any bug that escapes a camera thread's loop."""
+
+
+def _kill_thread(name: str) -> None:
+    """Raise _Injected inside the named thread: it dies as a thread hit by a bug does."""
+    (thread,) = _alive(name)
+    hit = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident or 0), ctypes.py_object(_Injected)
+    )
+    assert hit == 1
+
+
+def test_a_dead_camera_thread_is_restarted_and_reported(
+    clip: Path, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    restarts = camera_counter("restarts", "c1")._value.get()
+    with agents([_camera(str(clip), kind="file", fps=10)], redis_server.url, settings):
+        for role in ("publish", "read"):
+            wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="frames")
+            (before,) = _alive(f"{role}:c1")
+            _kill_thread(f"{role}:c1")
+            wait_for(
+                lambda r=role: _last_error(client, "c1").startswith(f"{r} thread died (_Injected"),
+                what=f"the {role} thread's death in the health report",
+            )
+            client.delete(keys.frames("g1"))
+            wait_for(lambda: client.xlen(keys.frames("g1")) >= 3, what="frames again")
+            assert _alive(f"{role}:c1") != [before]
+    assert camera_counter("restarts", "c1")._value.get() == restarts + 2
+
+
+class _TroubleHandler(http.server.BaseHTTPRequestHandler):
+    """/drip: a snapshot sent a byte at a time; /flap: every other snapshot request fails."""
+
+    frame = b""
+    requests = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).requests += 1
+        if self.path == "/flap" and type(self).requests % 2 == 0:
+            self.send_error(503)
+            return
+        body = self.frame
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            if self.path == "/flap":
+                self.wfile.write(body)
+                return
+            for index in range(600):  # 30 s at most
+                self.wfile.write(body[index : index + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@contextmanager
+def trouble_server(frame: bytes) -> Iterator[str]:
+    _TroubleHandler.frame, _TroubleHandler.requests = frame, 0
+    httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _TroubleHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_dripping_snapshot_is_cut_off_and_never_stacks_readers(
+    rtsp_frames: Path, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    frame = next(rtsp_frames.glob("*.jpg")).read_bytes()
+    readers: list[int] = []
+
+    def cut_off_three_times(logs: list[dict[str, object]]) -> bool:
+        readers.append(len(_alive("read:drip")))
+        return sum("snapshot too slow" in str(e.get("error")) for e in logs) >= 3
+
+    with trouble_server(frame) as base, capture_logs() as logs:
+        # The watchdog fires (stall_s) long before the read deadline (read_timeout_s) is up.
+        camera = _camera(f"{base}/drip", "drip", kind="snapshot", read_timeout_s=1.5,
+                         stall_s=0.5, backoff_base_s=0.05, backoff_cap_s=0.1)  # fmt: skip
+        with agents([camera], redis_server.url, settings):
+            wait_for(lambda: cut_off_three_times(logs), what="three cut-off snapshots")
+    assert max(readers) == 1
+    assert any(str(e.get("error", "")).startswith("stalled") for e in logs)
+
+
+def test_a_flapping_source_keeps_backing_off(
+    rtsp_frames: Path, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    frame = next(rtsp_frames.glob("*.jpg")).read_bytes()
+    with trouble_server(frame) as base, capture_logs() as logs:
+        camera = _camera(f"{base}/flap", "flap", kind="snapshot", snapshot_interval_s=0.01,
+                         backoff_base_s=0.01, backoff_cap_s=0.2, stable_s=60)  # fmt: skip
+        with agents([camera], redis_server.url, settings):
+            wait_for(
+                lambda: sum(e["event"] == "reconnecting" for e in logs) >= 6,
+                what="six reconnects",
+            )
+    failures = [e["failures"] for e in logs if e["event"] == "reconnecting"]
+    assert failures[:6] == [1, 2, 3, 4, 5, 6]  # a good frame between each did not reset it
+    assert camera_counter("frames_in", "flap")._value.get() >= 6
