@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -264,3 +265,180 @@ def test_demo_interrupted_cleans_up(model_cache: Path) -> None:
     assert "interrupted, cleaning up" in rest
     leftover = subprocess.run(["pgrep", "-af", "facestream-demo-"], capture_output=True)
     assert leftover.stdout == b""
+
+
+# -- supervisor and Redis errors --------------------------------------------------------------
+
+
+def _spawn(
+    redis_server: EmbeddedRedis, model_cache: Path, log: Path, *args: str, **env: str
+) -> subprocess.Popen[bytes]:
+    """`facestream worker ARGS` with its (JSON) log in `log`."""
+    command = _cli(redis_server, "--log-format", "json", "worker", *args)
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            command, env=_env(model_cache, **env), stdout=sink, stderr=subprocess.STDOUT
+        )
+
+
+def _heartbeat(client: redis.Redis, consumer: str) -> dict[str, Any]:
+    raw = client.get(keys.worker_heartbeat(consumer))
+    return json.loads(raw) if raw else {}  # type: ignore[arg-type]
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+        return str(page.read().decode())
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(60)
+    finally:
+        process.kill()
+
+
+def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.timeout(240)
+def test_concurrency_2_sigterm_stops_every_process_with_exit_0(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, redis_server: EmbeddedRedis,
+    model_cache: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    enrol(engine, client, ["obama"])
+    parent = _spawn(
+        redis_server, model_cache, tmp_path / "log", "--groups", "g1", "--concurrency", "2",
+        "--consumer", "pair", FACESTREAM_WORKER__BATCH_SIZE="4",
+    )  # fmt: skip
+    try:
+        for name in ("pair-0", "pair-1"):
+            wait_for(lambda n=name: _heartbeat(client, n), what=f"{name} started")  # type: ignore[misc]
+        pids = [_heartbeat(client, name)["pid"] for name in ("pair-0", "pair-1")]
+        _send_clip(client, settings, tmp_path)
+        wait_for(lambda: client.xlen(keys.results("g1")) >= 1, what="a first result")
+    finally:
+        code = _stop(parent)
+    assert code == 0, (tmp_path / "log").read_text()[-3000:]
+    for pid in pids:
+        wait_for(lambda p=pid: _gone(p), timeout_s=10, what=f"child {pid} gone")  # type: ignore[misc]
+    assert '"exit_codes": [0, 0]' in (tmp_path / "log").read_text()
+    assert client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["pending"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_worker_process_is_restarted_and_the_work_finished(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, redis_server: EmbeddedRedis,
+    model_cache: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    enrol(engine, client)
+    port = free_port()
+    parent = _spawn(
+        redis_server, model_cache, tmp_path / "log", "--groups", "g1", "--concurrency", "2",
+        "--consumer", "sup", "--metrics-port", str(port),
+        FACESTREAM_WORKER__BATCH_SIZE="4", FACESTREAM_WORKER__CLAIM_IDLE_MS="1000",
+    )  # fmt: skip
+    try:
+        for name in ("sup-0", "sup-1"):
+            wait_for(lambda n=name: _heartbeat(client, n), what=f"{name} started")  # type: ignore[misc]
+        victim = _heartbeat(client, "sup-0")["pid"]
+        sent = _send_clip(client, settings, tmp_path)
+        wait_for(lambda: _pending_of(client, "sup-0") > 0, what="a batch in flight", poll_s=0.002)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            lambda: _heartbeat(client, "sup-0").get("pid") not in (None, victim),
+            timeout_s=120,
+            what="sup-0 restarted",
+        )
+        assert "facestream_worker_restarts 1.0" in _metrics(port)
+        wait_for(lambda: client.xlen(keys.results("g1")) >= sent, timeout_s=120, what="all done")
+    finally:
+        code = _stop(parent)
+    log = (tmp_path / "log").read_text()
+    assert code == 0, log[-3000:]
+    assert "worker process died; restarting" in log and '"exit_code": -9' in log
+    results = [Result.from_fields(f) for _, f in client.xrange(keys.results("g1"))]
+    frame_ids = [entry_id.decode() for entry_id, _ in client.xrange(keys.frames("g1"))]
+    assert sorted(r.frame_id for r in results) == sorted(frame_ids)  # exactly one each
+    assert client.xlen(keys.dead("g1")) == 0
+
+
+@pytest.mark.parametrize("concurrency", ["1", "2"])
+def test_a_refused_password_is_one_line_and_exit_4(
+    redis_server: EmbeddedRedis, model_cache: Path, concurrency: str
+) -> None:
+    url = redis_server.url.replace("redis://", "redis://nobody:wrong-password@")
+    done = subprocess.run(
+        [sys.executable, "-m", "facestream", "--redis-url", url, "worker", "--groups", "g1",
+         "--concurrency", concurrency],
+        env=_env(model_cache), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert "error: authentication failed" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_wrongtype_group_is_quarantined_while_the_others_are_served(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, redis_server: EmbeddedRedis,
+    model_cache: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    enrol(engine, client, ["obama"])
+    port = free_port()
+    worker = _spawn(
+        redis_server, model_cache, tmp_path / "log", "--groups", "g1,g2", "--consumer", "q",
+        "--metrics-port", str(port),
+    )  # fmt: skip
+    photo = next(iter_frames(FACES / "test" / "obama1.jpg"))
+    try:
+        wait_for(lambda: _heartbeat(client, "q"), what="worker start")
+        client.set(keys.frames("g2"), "somebody's string")
+        publisher = FramePublisher(client, "g1", "cam", 1000, settings.limits)
+        for count in (1, 2):
+            publisher.publish(photo)
+            wait_for(lambda c=count: client.xlen(keys.results("g1")) == c, what="g1 served")  # type: ignore[misc]
+        wait_for(lambda: "g2" in _heartbeat(client, "q").get("quarantined", {}), what="quarantine")
+        assert _heartbeat(client, "q")["quarantined"]["g2"].startswith("ResponseError: WRONGTYPE")
+        assert 'facestream_group_quarantined{group="g2"} 1.0' in _metrics(port)
+        assert worker.poll() is None
+
+        client.delete(keys.frames("g2"))  # put right: probed again and served
+        FramePublisher(client, "g2", "cam", 1000, settings.limits).publish(photo)
+        wait_for(lambda: client.xlen(keys.results("g2")) == 1, timeout_s=30, what="g2 served")
+        wait_for(lambda: not _heartbeat(client, "q").get("quarantined"), what="quarantine lifted")
+    finally:
+        assert _stop(worker) == 0
+    log = (tmp_path / "log").read_text()
+    assert log.count("group quarantined") == 1  # logged once, not on every read
+
+
+def test_out_of_memory_does_not_kill_the_worker(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, redis_server: EmbeddedRedis,
+    model_cache: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    enrol(engine, client, ["obama"])
+    port = free_port()
+    worker = _spawn(
+        redis_server, model_cache, tmp_path / "log", "--groups", "g1", "--consumer", "oom",
+        "--metrics-port", str(port),
+    )  # fmt: skip
+    publisher = FramePublisher(client, "g1", "cam", 1000, settings.limits)
+    try:
+        wait_for(lambda: _heartbeat(client, "oom"), what="worker start")
+        publisher.publish(next(iter_frames(FACES / "test" / "obama1.jpg")))
+        wait_for(lambda: client.xlen(keys.results("g1")) == 1, what="first result")
+        client.config_set("maxmemory", "1")  # every write that may grow memory is refused
+        try:
+            wait_for(
+                lambda: 'facestream_redis_errors_total{kind="OutOfMemoryError"}' in _metrics(port),
+                timeout_s=30,
+                what="the worker meeting OOM",
+            )
+            assert worker.poll() is None
+        finally:
+            client.config_set("maxmemory", "0")
+        publisher.publish(next(iter_frames(FACES / "test" / "johnsnow_test1.jpg")))
+        wait_for(lambda: client.xlen(keys.results("g1")) == 2, timeout_s=30, what="carried on")
+    finally:
+        assert _stop(worker) == 0
