@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -33,24 +34,59 @@ class ConfigError(FacestreamError, ValueError):
 
 
 class RedisSettings(BaseModel):
-    """How to reach the Redis node (ACL user and password may also be in the URL)."""
+    """How to reach the Redis node: URL, ACL user, password (field, file or URL), TLS."""
 
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// (TLS) URL.")
     username: str | None = Field(None, description="ACL user (overrides the URL's).")
-    password: SecretStr | None = Field(None, description="Password (overrides the URL's).")
+    password: SecretStr | None = Field(
+        None, description="Password (overrides the URL's); or FACESTREAM_REDIS__PASSWORD."
+    )
+    password_file: Path | None = Field(
+        None, description="File holding the password (Docker/Kubernetes secrets); one line."
+    )
     tls_ca_file: Path | None = Field(None, description="CA bundle to verify the server (TLS).")
     tls_cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
     tls_key_file: Path | None = Field(None, description="Client key (mutual TLS).")
+    tls_check_hostname: bool = Field(
+        True, description="Refuse a server certificate issued for another host name."
+    )
     socket_timeout_s: float = Field(10.0, gt=0, le=300, description="Socket read timeout.")
 
     @field_validator("url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
+    def _parsable_url(cls, url: str) -> str:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        try:
+            urlsplit(url).port  # noqa: B018  # raises on a host part that is not host:port
+        except ValueError:
+            # Never echo the URL: what broke it is most likely a password.
+            raise ValueError(
+                "cannot be parsed: percent-encode '/', '?', '#' and '%' in a password, or set "
+                "redis.password / redis.password_file instead"
+            ) from None
         return url
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> RedisSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set redis.password or redis.password_file, not both")
+        if self.password_file is not None and not self.password_file.is_file():
+            raise ValueError(f"redis.password_file {self.password_file} is not a readable file")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("redis.tls_cert_file and redis.tls_key_file go together")
+        return self
+
+    def secret(self) -> str | None:
+        """The password to log in with (field, then file), or None to use the URL's."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            # One line: a trailing newline from `echo secret > file` is not part of it.
+            return self.password_file.read_text().rstrip("\r\n")
+        return None
 
 
 class LogSettings(BaseModel):

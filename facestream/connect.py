@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
+
+from facestream.schemas.urls import without_userinfo
 
 from .config import RedisSettings
 
@@ -22,17 +26,36 @@ def connect(settings: RedisSettings) -> redis.Redis:
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=3),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
     }
-    if settings.username is not None:
-        options["username"] = settings.username
-    if settings.password is not None:
-        options["password"] = settings.password.get_secret_value()
+    # redis-py lets the URL's userinfo win over keyword arguments; here the fields win, so the
+    # URL is passed without it and its parts come last.
+    url = urlsplit(settings.url)
+    username = settings.username or (unquote(url.username) if url.username else None)
+    password = settings.secret() or (unquote(url.password) if url.password else None)
+    if username:
+        options["username"] = username
+    if password is not None:
+        options["password"] = password
     if settings.url.startswith("rediss://"):
-        options["ssl_ca_certs"] = str(settings.tls_ca_file) if settings.tls_ca_file else None
-        options["ssl_certfile"] = str(settings.tls_cert_file) if settings.tls_cert_file else None
-        options["ssl_keyfile"] = str(settings.tls_key_file) if settings.tls_key_file else None
-    client = redis.Redis.from_url(settings.url, **options)
+        options.update(_tls_options(settings))
+    client = redis.Redis.from_url(without_userinfo(settings.url), **options)
     _refuse_bad_credentials(client)
     return client
+
+
+def _tls_options(settings: RedisSettings) -> dict[str, Any]:
+    """Verify the server's chain and host name (redis-py leaves the name unchecked by default);
+    present a client certificate where one is configured."""
+
+    def path(file: Path | None) -> str | None:
+        return str(file) if file is not None else None
+
+    return {
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": settings.tls_check_hostname,
+        "ssl_ca_certs": path(settings.tls_ca_file),
+        "ssl_certfile": path(settings.tls_cert_file),
+        "ssl_keyfile": path(settings.tls_key_file),
+    }
 
 
 def _refuse_bad_credentials(client: redis.Redis) -> None:

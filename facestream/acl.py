@@ -1,0 +1,276 @@
+"""Generate the Redis ACL of a deployment from its config: one user per role, group and camera.
+
+Each user is a list of grants; a grant is some commands on some keys with an access mode. On
+Redis 7 the first grant is the user's root permissions and every other one a selector, so a
+command is allowed only on the keys of its own grant (a camera's SET reaches its health key and
+never a frames stream) and read-only keys are `%R~`. Redis 6 has neither: merging the grants
+gives every command every key, so the generator refuses unless told to accept that, and then
+says in the file what each user gains.
+
+What no ACL can restrict is the arguments: a camera may still `XADD … MAXLEN 0` or give an
+explicit id far in the future. Scoping confines that to its own group's stream (see
+docs/security.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from facestream.schemas import keys
+
+from .config import ConfigError, Settings
+
+__all__ = [
+    "AclError",
+    "Grant",
+    "User",
+    "check_strength",
+    "plan_users",
+    "render_acl",
+    "write_passwords",
+]
+
+CameraScope = Literal["camera", "group"]
+
+
+class AclError(ConfigError):
+    """No ACL with the asked-for guarantees can be made for this config or server."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """`commands` allowed on `keys`, read (`R`), write (`W`) or both (`RW`)."""
+
+    commands: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    access: Literal["R", "W", "RW"] = "RW"
+
+    def rules(self) -> list[str]:
+        prefix = "~" if self.access == "RW" else f"%{self.access}~"
+        return [f"+{command}" for command in self.commands] + [prefix + k for k in self.keys]
+
+
+@dataclass(frozen=True)
+class User:
+    """One ACL user; the first grant also holds the keyless commands (PING, MULTI…)."""
+
+    name: str
+    role: str
+    grants: tuple[Grant, ...]
+
+    def rules(self, redis_major: int) -> str:
+        root, *others = self.grants
+        if redis_major >= 7:
+            selectors = " ".join(f"({' '.join(['-@all', *grant.rules()])})" for grant in others)
+            return " ".join(["resetkeys resetchannels -@all", *root.rules(), selectors]).strip()
+        # Redis 6: one set of commands on one set of keys, every key readable and writable.
+        commands = dict.fromkeys(c for grant in self.grants for c in grant.commands)
+        patterns = dict.fromkeys(k for grant in self.grants for k in grant.keys)
+        merged = Grant(tuple(commands), tuple(patterns)).rules()
+        return " ".join(["resetkeys resetchannels -@all", *merged])
+
+    def weaker_on_redis6(self) -> list[str]:
+        """What this user may do on Redis 6 that its Redis 7 rules forbid."""
+        gains = []
+        for grant in self.grants:
+            foreign = [k for other in self.grants if other is not grant for k in other.keys]
+            foreign = [k for k in dict.fromkeys(foreign) if k not in grant.keys]
+            keyed = [c for c in grant.commands if c not in _KEYLESS]
+            if keyed and foreign:
+                gains.append(f"{' '.join(keyed)} also on {' '.join(foreign)}")
+            if grant.access == "R" and grant.keys:
+                gains.append(f"read-only keys become writable: {' '.join(grant.keys)}")
+            if "script|load" in grant.commands:
+                gains.append("SCRIPT LOAD and EVALSHA: any Lua it sends runs on the server")
+        return gains
+
+
+# Commands that name no key: merging grants on Redis 6 gives them nothing.
+_KEYLESS = frozenset(
+    {"ping", "client|setinfo", "multi", "exec", "scan", "function|load", "function|list"}
+)
+
+
+# Keyless commands every client sends: PING for health checks (redis-py's CLIENT SETINFO is
+# refused harmlessly on 7.0, which does not know it; 7.2 does, so it is granted there).
+def _keyless(redis_version: tuple[int, int], *extra: str) -> tuple[str, ...]:
+    setinfo = ("client|setinfo",) if redis_version >= (7, 2) else ()
+    return ("ping", *setinfo, *extra)
+
+
+def plan_users(
+    settings: Settings,
+    redis_version: tuple[int, int] = (7, 0),
+    camera_scope: CameraScope = "camera",
+    replay_groups: Sequence[str] = (),
+) -> list[User]:
+    """Every user the deployment described by `settings` needs, least privilege each."""
+    groups = sorted({*settings.groups, *(c.group for c in settings.cameras), *replay_groups})
+    if not groups:
+        raise AclError(
+            "no camera groups in the config: list them under `groups:` or `cameras:` "
+            "(the ACL names each group's keys)"
+        )
+    version = redis_version
+    users = [_admin(groups, version), _worker(settings, groups, version), _backend(groups, version)]
+    users += _cameras(settings, camera_scope, version)
+    users += [_replay(group, version) for group in sorted(set(replay_groups))]
+    return users
+
+
+def _each(groups: Iterable[str], *makers: Callable[[str], str]) -> tuple[str, ...]:
+    return tuple(make(group) for group in groups for make in makers)
+
+
+def _admin(groups: list[str], version: tuple[int, int]) -> User:
+    gallery = (keys.GALLERY_IDENTITIES, keys.GALLERY_VERSION)
+    caches = _each(groups, lambda g: keys.cache(g, "*"))
+    # SCAN for `status` and `gallery erase`; FUNCTION LOAD once, for the workers' commit.
+    root = Grant(_keyless(version, "multi", "exec", "scan", "function|load", "function|list"))
+    return User(
+        "admin",
+        "admin",
+        (
+            root,
+            Grant(("get", "hget", "hgetall", "hset", "hdel", "incrby"), gallery),
+            # `status`: stream lengths and consumer groups, camera health; reads only.
+            Grant(("xinfo|groups", "xinfo|stream", "xlen", "exists", "get"), ("fs:*",), "R"),
+            Grant(("get", "unlink"), caches),  # erasing an identity purges its cached results
+            Grant(("zcard", "del"), (keys.VISITOR_SEEN, keys.VISITOR_EMBEDDINGS)),
+        ),
+    )
+
+
+def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> User:
+    frames = _each(groups, keys.frames)
+    outputs = _each(groups, keys.results, keys.dead)
+    caches = _each(groups, lambda g: keys.cache(g, "*"))
+    # FCALL names every key of a commit; the function's own calls are checked again, one by
+    # one, against the grants below. Without groups in its config a worker discovers them.
+    discovery = ("scan",) if not settings.groups else ()
+    # Redis 6 has no Functions: the commit script is loaded by the worker itself.
+    commit = ("fcall",) if version >= (7, 0) else ("evalsha", "script|load")
+    grants = [
+        Grant(_keyless(version, "multi", "exec", *commit, *discovery), frames + outputs + caches),
+        Grant(
+            ("xreadgroup", "xack", "xautoclaim", "xclaim", "xpending", "xgroup|create", "xrange"),
+            frames,
+        ),
+        Grant(("xadd", "xpending"), outputs),
+        Grant(("get", "set"), caches),
+        Grant(("get", "hgetall"), (keys.GALLERY_IDENTITIES, keys.GALLERY_VERSION), "R"),
+        Grant(("set", "del"), (keys.worker_heartbeat("*"),), "W"),
+    ]
+    if settings.visitors.enabled:
+        commands = ("hset", "hdel", "hgetall", "zadd", "zrem", "zrangebyscore", "zcard", "del")
+        grants.append(Grant(commands, (keys.VISITOR_EMBEDDINGS, keys.VISITOR_SEEN)))
+    return User("worker", "worker", tuple(grants))
+
+
+def _backend(groups: list[str], version: tuple[int, int]) -> User:
+    results = _each(groups, keys.results)
+    # Its own consumer group on results: read, ack, claim, create (MKSTREAM). Never XADD.
+    reads = ("xread", "xreadgroup", "xrange", "xrevrange", "xlen", "xinfo|stream", "xinfo|groups")
+    return User(
+        "backend",
+        "backend",
+        (
+            Grant(_keyless(version)),
+            Grant((*reads, "xack", "xautoclaim", "xclaim", "xpending", "xgroup|create"), results),
+        ),
+    )
+
+
+def _cameras(settings: Settings, scope: CameraScope, version: tuple[int, int]) -> list[User]:
+    by_user: dict[str, tuple[str, list[str]]] = {}
+    for camera in settings.cameras:
+        name = f"camera-{camera.id}" if scope == "camera" else f"camera-{camera.group}"
+        by_user.setdefault(name, (camera.group, []))[1].append(camera.id)
+    return [
+        User(
+            name,
+            "camera",
+            (
+                Grant(_keyless(version, "xadd"), (keys.frames(group),), "W"),
+                Grant(("set",), tuple(keys.camera_health(i) for i in sorted(ids)), "W"),
+            ),
+        )
+        for name, (group, ids) in sorted(by_user.items())
+    ]
+
+
+def _replay(group: str, version: tuple[int, int]) -> User:
+    # Replay waits for the workers (XINFO GROUPS: lag, no images) instead of overrunning MAXLEN.
+    stream = (keys.frames(group),)
+    return User(
+        f"replay-{group}",
+        "replay",
+        (Grant(_keyless(version, "xadd"), stream, "W"), Grant(("xinfo|groups",), stream, "R")),
+    )
+
+
+def check_strength(
+    users: Sequence[User], redis_version: tuple[int, int], allow_weaker: bool = False
+) -> list[str]:
+    """What the users could do on this server beyond their grants (nothing on Redis 7).
+
+    Raises AclError listing it unless `allow_weaker`: a weaker file is never made silently.
+    """
+    if redis_version >= (7, 0):
+        return []
+    weaker = [f"{user.name}: {gain}" for user in users for gain in user.weaker_on_redis6()]
+    if weaker and not allow_weaker:
+        raise AclError(
+            f"Redis {redis_version[0]} has no ACL selectors or read-only key patterns, so these "
+            f"cannot be restricted: {'; '.join(weaker)}; use Redis 7, or accept them with "
+            "--allow-weaker"
+        )
+    return weaker
+
+
+def render_acl(
+    users: Sequence[User],
+    password_hashes: dict[str, str],
+    redis_version: tuple[int, int] = (7, 0),
+    allow_weaker: bool = False,
+) -> str:
+    """The ACL file for `users` (`password_hashes`: user → SHA-256 hex of its password).
+
+    An ACL file holds no comments, so it cannot say it is weaker: see `check_strength`.
+    """
+    check_strength(users, redis_version, allow_weaker)
+    lines = ["user default off resetpass resetkeys resetchannels -@all"]
+    for user in users:
+        rules = user.rules(redis_version[0])
+        lines.append(f"user {user.name} on #{password_hashes[user.name]} {rules}")
+    return "\n".join(lines) + "\n"
+
+
+def write_passwords(users: Sequence[User], folder: Path) -> dict[str, str]:
+    """A password per user in `folder/<user>.password` (0600), kept if already there.
+
+    Returns user → SHA-256 hex, what the ACL file holds. Keeping existing files makes
+    regenerating the ACL (a camera added) leave every running process's password valid.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    hashes: dict[str, str] = {}
+    for user in users:
+        path = folder / f"{user.name}.password"
+        if path.exists():
+            password = path.read_text().rstrip("\r\n")
+        else:
+            password = secrets.token_urlsafe(32)  # URL-safe: no escaping in a redis:// URL
+            # Created 0600 from the start: no moment where another user could read it.
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(password + "\n")
+        if not password:
+            raise AclError(f"{path} is empty: delete it to have a new password generated")
+        hashes[user.name] = hashlib.sha256(password.encode()).hexdigest()
+    return hashes
