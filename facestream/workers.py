@@ -1,8 +1,9 @@
 """Run recogniser workers: one in this process, or N child processes under a supervisor.
 
 The supervisor restarts a child that dies (with back-off) and stops them all on SIGTERM/SIGINT.
-A child that meets a fatal error (a refused password, a missing model) exits with EXIT_FATAL;
-restarting it cannot help, so the supervisor stops the others and exits with that code too.
+A child that meets an error no restart can fix exits with the CLI's code for it (a refused
+password: EXIT_REFUSED, a missing model file: EXIT_INPUT); the supervisor then stops the others
+and exits with that code too.
 """
 
 from __future__ import annotations
@@ -28,15 +29,13 @@ from facestream.recognizer import FaceEngine, VisitorBook, Worker
 from facestream.recognizer.metrics import RESTARTS
 from facestream.schemas import FacestreamError
 
+from .cli import EXIT_INPUT, EXIT_REFUSED
 from .config import Settings
 from .connect import connect
 from .logs import configure_logging
 
-__all__ = ["EXIT_FATAL", "run_worker", "run_workers"]
+__all__ = ["run_worker", "run_workers"]
 
-#: Exit code of a worker (and of the supervisor) for an error no restart can fix, the same the
-#: CLI uses for every expected failure: a refused password, a missing model file.
-EXIT_FATAL = 2
 # A child that ran this long before it died starts its back-off afresh.
 _STABLE_S = 60.0
 
@@ -95,11 +94,11 @@ def _child(settings_json: str, index: int, restarts: int) -> None:
             restarts=restarts,
         )
     except redis.AuthenticationError as exc:
-        print(f"error: Redis refused the credentials ({exc})", file=sys.stderr)
-        raise SystemExit(EXIT_FATAL) from None
+        print(f"error: authentication failed ({exc})", file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED) from None
     except FacestreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_FATAL) from None
+        raise SystemExit(EXIT_INPUT) from None
 
 
 class _Supervisor:
@@ -113,7 +112,7 @@ class _Supervisor:
         self.restarts = [0] * count
         self.failures = [0] * count
         self.stopping = threading.Event()
-        self.fatal = False
+        self.fatal: int | None = None  # the exit code of a child that failed for good
         self.backoff = ExponentialWithJitterBackoff(base=0.5, cap=30.0)
 
     def forward(self, signum: int, _frame: FrameType | None = None) -> None:
@@ -158,14 +157,14 @@ class _Supervisor:
                 self.start(index)
         codes = [child.exitcode for child in self.children]
         log.info("workers stopped", exit_codes=codes)
-        if self.fatal:
-            return EXIT_FATAL
+        if self.fatal is not None:
+            return self.fatal
         return 0 if all(code == 0 for code in codes) else 1
 
     def _died(self, index: int, child: BaseProcess, now: float, due: dict[int, float]) -> None:
-        if child.exitcode == EXIT_FATAL:
+        if child.exitcode in (EXIT_INPUT, EXIT_REFUSED):
             log.error("worker process failed for good; stopping", slot=index, pid=child.pid)
-            self.fatal = True
+            self.fatal = child.exitcode
             self.forward(signal.SIGTERM)
             return
         lived = now - self.started_at[index]
