@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 import orjson
 import redis
 
@@ -40,6 +41,8 @@ class ChaosReport:
 
     files: int = 0
     distinct_images: int = 0
+    hostile: int = 0
+    hostile_dead: int = 0
     replay_exit: int | None = None
     replay_sent: int = 0
     frame_entries: int = 0
@@ -83,6 +86,38 @@ def make_frames(folder: Path, count: int, distinct: int, seed: int = 7) -> int:
     return len(set(images))
 
 
+def hostile_entries(photo: bytes) -> dict[str, dict[str, bytes | str | int]]:
+    """Entries a broken or malicious camera could write, each of which must be dead-lettered."""
+    real_h, real_w = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    good: dict[str, bytes | str | int] = {
+        "v": 1, "camera": "cam-evil", "group": GROUP, "seq": 0, "ts": int(time.time() * 1000),
+        "codec": "jpeg", "w": real_w, "h": real_h, "img": photo,
+    }  # fmt: skip
+    width, height = _jpeg_dimensions_at(photo)
+    bomb = bytearray(photo)
+    bomb[height : height + 2] = (32768).to_bytes(2, "big")  # the header now says 32768×32768
+    bomb[width : width + 2] = (32768).to_bytes(2, "big")
+    png = cv2.imencode(".png", np.zeros((360, 640, 3), np.uint8))[1].tobytes()
+    no_image = {k: v for k, v in good.items() if k != "img"}
+    return {
+        "decompression bomb header": {**good, "img": bytes(bomb)},
+        "declared size is not the real one": {**good, "w": real_w // 2, "h": real_h // 2},
+        "PNG bytes": {**good, "img": png},
+        "truncated JPEG": {**good, "img": photo[: len(photo) // 2]},
+        "empty image": {**good, "img": b""},
+        "missing field": no_image,
+        "400-digit ts": {**good, "ts": "9" * 400},
+        "wrong schema version": {**good, "v": 99},
+        "hostile camera name": {**good, "camera": "../../etc/passwd\n"},
+    }
+
+
+def _jpeg_dimensions_at(photo: bytes) -> tuple[int, int]:
+    """Byte offsets of the width and height in the JPEG's SOF0 frame header."""
+    sof = photo.index(b"\xff\xc0")
+    return sof + 7, sof + 5
+
+
 def _command(redis_url: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "facestream", "--redis-url", redis_url, *args]
 
@@ -97,7 +132,7 @@ def run_chaos(
     kill_every_s: float = 2.5,
     redis_kills: int = 2,
     redis_down_s: float = 3.0,
-    timeout_s: float = 240.0,
+    timeout_s: float = 360.0,
 ) -> ChaosReport:
     """Run the scenario in `workdir` (frames, Redis data, logs) and count what came out."""
     report = ChaosReport(files=frames)
@@ -145,9 +180,13 @@ def run_chaos(
                  "--camera-id", "cam-1", "--fps", str(fps)),
         env=env, stdout=replay_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    hostile = hostile_entries((workdir / "frames" / "f00000.jpg").read_bytes())
+    report.hostile = len(hostile)
+    hostile_ids: set[str] = set()
     rng = random.Random(11)
     redis_kill_at = [started + 6 + 9 * n for n in range(redis_kills)]
     next_kill = started + kill_every_s
+    done_at_kill = 0
     deadline = started + timeout_s
     try:
         while time.monotonic() < deadline:
@@ -162,17 +201,28 @@ def run_chaos(
                 time.sleep(redis_down_s)
                 server.start(timeout_s=60)
                 report.redis_down_s.append(round(time.monotonic() - down, 1))
-            if now >= next_kill:
+            if hostile and now >= started + 4 + len(hostile_ids):  # one a second, mid-run
+                kind, fields = hostile.popitem()
+                try:
+                    entry_id = client.xadd(keys.frames(GROUP), fields)  # type: ignore[arg-type]
+                    hostile_ids.add(entry_id.decode())
+                except redis.ConnectionError:
+                    hostile[kind] = fields  # Redis is down this moment: try again
+            # Kill on schedule, but only once the pool made progress since the last kill: on a
+            # loaded machine a restarted worker may need longer than the period to load models.
+            if now >= next_kill and _done(client) >= done_at_kill + 20:
                 slot = rng.randrange(workers)
                 pool[slot].kill()
                 pool[slot].wait()
                 report.worker_kills += 1
                 pool[slot] = start_worker(slot)
                 next_kill = now + kill_every_s
+                done_at_kill = _done(client)
             for slot, process in enumerate(pool):
                 if process.poll() is not None:  # a worker must never exit by itself
                     raise AssertionError(f"worker {slot} exited with {process.returncode}")
-            if replay.poll() is not None and _finished(client, report.files):
+            expected = report.files + report.hostile
+            if not hostile and replay.poll() is not None and _done(client) >= expected:
                 break
             time.sleep(0.1)
         else:
@@ -194,24 +244,24 @@ def run_chaos(
     for line in tail:
         if line.startswith("sent "):
             report.replay_sent = int(line.split()[1])
-    _count(client, report)
+    _count(client, report, hostile_ids)
     client.close()
     server.stop()
     return report
 
 
-def _finished(client: redis.Redis, expected: int) -> bool:
+def _done(client: redis.Redis) -> int:
+    """Frames with an outcome so far; -1 while Redis is down."""
     try:
-        done = client.xlen(keys.results(GROUP)) + client.xlen(keys.dead(GROUP))
-        return done >= expected
+        return int(client.xlen(keys.results(GROUP)) + client.xlen(keys.dead(GROUP)))
     except redis.RedisError:
-        return False  # Redis is down right now: not finished
+        return -1
 
 
-def _count(client: redis.Redis, report: ChaosReport) -> None:
+def _count(client: redis.Redis, report: ChaosReport, hostile_ids: set[str]) -> None:
     entries = client.xrange(keys.frames(GROUP))
-    report.frame_entries = len(entries)
-    seqs = Counter(int(fields[b"seq"]) for _, fields in entries)
+    report.frame_entries = len(entries) - len(hostile_ids)
+    seqs = Counter(int(f[b"seq"]) for i, f in entries if i.decode() not in hostile_ids)
     report.duplicate_seqs = sum(n - 1 for n in seqs.values() if n > 1)
     outcomes: Counter[str] = Counter()
     for _, fields in client.xrange(keys.results(GROUP)):
@@ -220,16 +270,20 @@ def _count(client: redis.Redis, report: ChaosReport) -> None:
         report.cached_results += fields[b"cached"] in (b"1", b"true")
     for _, fields in client.xrange(keys.dead(GROUP)):
         report.dead_letters += 1
-        outcomes[fields[b"frame_id"].decode()] += 1
-        report.good_dead += 1  # every frame of this run is a good photo
-        report.dead_reasons.append(fields.get(b"reason", b"").decode()[:200])
+        frame_id = fields[b"frame_id"].decode()
+        outcomes[frame_id] += 1
+        if frame_id in hostile_ids:
+            report.hostile_dead += 1
+        else:
+            report.good_dead += 1
+            report.dead_reasons.append(fields.get(b"reason", b"").decode()[:200])
     frame_ids = {entry_id.decode() for entry_id, _ in entries}
     report.lost = sum(1 for frame_id in frame_ids if outcomes[frame_id] == 0)
     report.doubled = sum(n - 1 for n in outcomes.values() if n > 1)
 
 
-def print_table(report: ChaosReport) -> None:
-    rows = [
+def table_rows(report: ChaosReport) -> list[tuple[str, object]]:
+    return [
         ("frame files replayed", report.files),
         ("distinct images (rest are cache hits)", report.distinct_images),
         ("replay exit code / frames it sent", f"{report.replay_exit} / {report.replay_sent}"),
@@ -237,15 +291,40 @@ def print_table(report: ChaosReport) -> None:
         ("worker SIGKILLs / worker starts", f"{report.worker_kills} / {report.worker_starts}"),
         ("Redis SIGKILLs (down s, AOF restart)", f"{report.redis_kills} {report.redis_down_s}"),
         ("results (cached)", f"{report.results} ({report.cached_results})"),
+        ("hostile entries injected / dead-lettered", f"{report.hostile} / {report.hostile_dead}"),
         ("dead letters", report.dead_letters),
         ("lost", report.lost),
         ("doubled", report.doubled),
         ("good frames dead-lettered", report.good_dead),
         ("wall time, s", report.seconds),
     ]  # fmt: skip
+
+
+def print_table(report: ChaosReport) -> None:
+    rows = table_rows(report)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+DOCS_BEGIN = "<!-- chaos figures: written by benchmarks/reliability.py -->"
+DOCS_END = "<!-- end of chaos figures -->"
+
+
+def update_docs(path: Path, report: ChaosReport) -> None:
+    """Replace the figures between the markers in `path` with this run's (never typed by hand)."""
+    text = path.read_text()
+    if DOCS_BEGIN not in text or DOCS_END not in text:
+        raise SystemExit(f"{path} has no chaos figure markers")
+    table = "\n".join(
+        ["| chaos run | figure |", "| --- | ---: |"]
+        + [f"| {name} | {value} |" for name, value in table_rows(report)]
+    )
+    before, rest = text.split(DOCS_BEGIN, 1)
+    after = rest.split(DOCS_END, 1)[1]
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    figures = f"{table}\n\n(measured {stamp} on {os.cpu_count()} cores)"
+    path.write_text(f"{before}{DOCS_BEGIN}\n{figures}\n{DOCS_END}{after}")
 
 
 def main() -> None:
@@ -253,6 +332,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--distinct", type=int, default=400)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/reliability.json")
+    parser.add_argument("--docs", type=Path, help="Also write the table into this markdown file.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="facestream-chaos-") as scratch:
         cache = Path(os.environ.get("FACESTREAM_MODELS__CACHE_DIR", Path(scratch) / "models"))
@@ -261,6 +341,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2))
     print(f"wrote {args.out}")
+    if args.docs:
+        update_docs(args.docs, report)
+        print(f"updated {args.docs}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 from benchmarks.reliability import print_table, run_chaos
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(480)
 def test_nothing_lost_nothing_doubled_under_kills(tmp_path: Path, model_cache: Path) -> None:
     report = run_chaos(tmp_path, model_cache, frames=1000, distinct=400)
     print_table(report)  # shown with -rA / on failure: the figures this run saw
@@ -22,4 +22,6 @@ def test_nothing_lost_nothing_doubled_under_kills(tmp_path: Path, model_cache: P
     assert report.lost == 0
     assert report.doubled == 0
     assert report.good_dead == 0, report.dead_reasons
+    assert report.hostile_dead == report.hostile == 9
     assert report.results == 1000
+    assert report.dead_letters == report.hostile
