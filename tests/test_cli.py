@@ -132,3 +132,11 @@ def test_published_schemas_match_the_models(tmp_path: Path) -> None:
         assert (published / f"{name}.schema.json").read_text() == fresh, (
             f"docs/schema/{name}.schema.json is stale: run `facestream schema --out docs/schema`"
         )
+
+
+def test_invalid_group_name_is_one_line(redis_server: EmbeddedRedis) -> None:
+    done = facestream(
+        "replay", str(FACES / "test"), "--group", "east wing", "--camera-id", "c1",
+        "--redis-url", redis_server.url,
+    )  # fmt: skip
+    assert_one_line_failure(done, 2, "invalid camera group 'east wing'")
