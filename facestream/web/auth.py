@@ -1,0 +1,190 @@
+"""Who may see the page: login (password or token), signed session cookies, CSRF on writes.
+
+A session is a cookie `<expiry>.<nonce>.<mac>` signed with the session secret, so the server
+keeps no session table; its CSRF token is a second MAC over the same cookie, sent back by the
+page in `X-CSRF-Token` on every write. Scripts and Prometheus use `Authorization: Bearer
+<token>` instead: such a header is never sent by a browser on its own, so it needs no CSRF.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from urllib.parse import urlsplit
+
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    BaseUser,
+    SimpleUser,
+    UnauthenticatedUser,
+)
+from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .settings import WebSettings, verify_password
+
+__all__ = ["COOKIE", "Guard", "SessionAuth", "Sessions", "login", "logout"]
+
+COOKIE = "facestream_session"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What the browser may load and from where: only this origin, nothing inline but images.
+_SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+        b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make forms send `Origin: null`
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class Sessions:
+    """Issue and check signed session cookies and their CSRF tokens."""
+
+    def __init__(self, settings: WebSettings) -> None:
+        self.settings = settings
+        secret = settings.session_secret
+        self._key = (
+            secret.get_secret_value().encode() if secret is not None else secrets.token_bytes(32)
+        )
+
+    def issue(self) -> str:
+        expiry = int(time.time() + self.settings.session_hours * 3600)
+        body = f"{expiry}.{secrets.token_urlsafe(16)}"
+        return f"{body}.{self._mac('session', body)}"
+
+    def valid(self, cookie: str | None) -> bool:
+        if not cookie or cookie.count(".") != 2:
+            return False
+        body, _, mac = cookie.rpartition(".")
+        if not hmac.compare_digest(mac, self._mac("session", body)):
+            return False
+        expiry = body.partition(".")[0]
+        return expiry.isdigit() and int(expiry) > time.time()
+
+    def csrf_token(self, cookie: str) -> str:
+        return self._mac("csrf", cookie)
+
+    def check_credentials(self, secret: str) -> bool:
+        """A login: the password against its hash, or the token."""
+        token = self.settings.token
+        if token is not None and hmac.compare_digest(
+            secret.encode(), token.get_secret_value().encode()
+        ):
+            return True
+        stored = self.settings.password_hash
+        return stored is not None and verify_password(secret, stored)
+
+    def bearer_ok(self, authorization: str | None) -> bool:
+        token = self.settings.token
+        scheme, _, value = (authorization or "").partition(" ")
+        return (
+            token is not None
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
+        )
+
+    def _mac(self, purpose: str, body: str) -> str:
+        return hmac.new(self._key, f"{purpose}:{body}".encode(), hashlib.sha256).hexdigest()
+
+
+class SessionAuth(AuthenticationBackend):
+    """Starlette authentication: a valid session cookie or bearer token is "authenticated"."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        if self.sessions.bearer_ok(conn.headers.get("authorization")):
+            return AuthCredentials(["authenticated", "bearer"]), SimpleUser("token")
+        if self.sessions.valid(conn.cookies.get(COOKIE)):
+            return AuthCredentials(["authenticated"]), SimpleUser("operator")
+        return AuthCredentials(), UnauthenticatedUser()
+
+
+class Guard:
+    """ASGI middleware: security headers on every answer, a CSRF token on every cookie write.
+
+    Writes authenticated by a bearer token pass without CSRF; the login form is checked by
+    its Origin instead (there is no session yet to bind a token to).
+    """
+
+    def __init__(self, app: ASGIApp, sessions: Sessions) -> None:
+        self.app = app
+        self.sessions = sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(Request(scope))
+        if refusal is not None:
+            await refusal(scope, receive, self._with_headers(send))
+            return
+        await self.app(scope, receive, self._with_headers(send))
+
+    def _refusal(self, request: Request) -> Response | None:
+        if request.method in _SAFE_METHODS:
+            return None
+        if not _same_origin(request.headers):
+            return JSONResponse({"error": "cross-origin write refused"}, status_code=403)
+        if request.url.path == "/login" or self.sessions.bearer_ok(
+            request.headers.get("authorization")
+        ):
+            return None
+        cookie = request.cookies.get(COOKIE)
+        sent = request.headers.get(CSRF_HEADER, "")
+        if cookie and hmac.compare_digest(sent.encode(), self.sessions.csrf_token(cookie).encode()):
+            return None
+        return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
+
+    def _with_headers(self, send: Send) -> Send:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_SECURITY_HEADERS]
+            await send(message)
+
+        return send_with_headers
+
+
+def _same_origin(headers: Headers) -> bool:
+    """A browser names the page's origin on a write; it must be this host (absent: a script)."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    forwarded = headers.get("x-forwarded-host")  # behind a reverse proxy, the public name
+    return urlsplit(origin).netloc in {headers.get("host"), forwarded}
+
+
+async def login(request: Request) -> Response:
+    """POST /login: the password (or token) in, a session cookie out."""
+    sessions: Sessions = request.app.state.sessions
+    form = await request.form()
+    secret = form.get("password")
+    if not isinstance(secret, str) or not sessions.check_credentials(secret):
+        return RedirectResponse("/login?failed=1", status_code=303)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        sessions.issue(),
+        max_age=int(sessions.settings.session_hours * 3600),
+        httponly=True,
+        samesite="strict",
+        secure=sessions.settings.secure_cookies,
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """POST /logout: forget the cookie (it stays valid until it expires if copied elsewhere)."""
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, httponly=True, samesite="strict")
+    return response
