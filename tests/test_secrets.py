@@ -1,0 +1,142 @@
+"""Secrets: where passwords come from, that they reach a real server intact, and never a log.
+
+Every password below holds the characters that break a URL (`@`, `/`, `:`, `%`, `#`, `?`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import redis
+
+from facestream.acl import Grant, User, write_passwords
+from facestream.config import ConfigError, load_settings
+from facestream.connect import connect
+from facestream.schemas.urls import redact, redact_event, without_userinfo
+from facestream.server import EmbeddedRedis
+
+PASSWORD = "p@ss/w:rd%2F#?x"
+WRONG = "not-it"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    folder = tmp_path_factory.mktemp("secrets")
+    digest = hashlib.sha256(PASSWORD.encode()).hexdigest()
+    acl = folder / "users.acl"
+    acl.write_text(f"user default off\nuser alice on #{digest} ~* +@all\n")
+    with EmbeddedRedis(folder, appendonly=False, extra_args=("--aclfile", str(acl))) as started:
+        yield started
+
+
+def _url(server: EmbeddedRedis, userinfo: str = "") -> str:
+    return f"redis://{userinfo}127.0.0.1:{server.port}/0"
+
+
+def _logs_in(**redis_settings: object) -> bool:
+    settings = load_settings(redis=redis_settings)
+    return bool(connect(settings.redis).ping())
+
+
+def test_password_from_the_environment(
+    server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACESTREAM_REDIS__PASSWORD", PASSWORD)
+    assert _logs_in(url=_url(server), username="alice")
+
+
+def test_password_from_a_file(server: EmbeddedRedis, tmp_path: Path) -> None:
+    secret = tmp_path / "alice.password"
+    secret.write_text(PASSWORD + "\n")  # as `echo` writes it: the newline is not part of it
+    assert _logs_in(url=_url(server), username="alice", password_file=secret)
+
+
+def test_password_percent_encoded_in_the_url(server: EmbeddedRedis) -> None:
+    assert _logs_in(url=_url(server, f"alice:{quote(PASSWORD, safe='')}@"))
+
+
+def test_the_fields_win_over_the_url(server: EmbeddedRedis) -> None:
+    # redis-py alone lets the URL's userinfo win over its keyword arguments.
+    assert _logs_in(url=_url(server, f"mallory:{WRONG}@"), username="alice", password=PASSWORD)
+    with pytest.raises(redis.AuthenticationError):
+        _logs_in(url=_url(server, f"alice:{WRONG}@"))
+
+
+def test_a_raw_password_that_breaks_the_url_is_named_not_shown() -> None:
+    with pytest.raises(ConfigError, match=r"redis\.url: .*cannot be parsed") as refused:
+        load_settings(redis={"url": "redis://alice:se/cret@node:6379/0"})
+    assert "se/cret" not in str(refused.value)
+
+
+def test_one_password_source_at_a_time(tmp_path: Path) -> None:
+    secret = tmp_path / "p"
+    secret.write_text("x")
+    with pytest.raises(ConfigError, match=r"password or redis\.password_file, not both"):
+        load_settings(redis={"password": "x", "password_file": secret})
+    with pytest.raises(ConfigError, match=r"password_file .* is not a readable file"):
+        load_settings(redis={"password_file": tmp_path / "missing"})
+
+
+def test_generated_passwords_are_random_private_and_kept(tmp_path: Path) -> None:
+    users = [User(name, "camera", (Grant(("ping",)),)) for name in ("a", "b")]
+    first = write_passwords(users, tmp_path / "secrets")
+    files = sorted((tmp_path / "secrets").iterdir())
+    assert [f.name for f in files] == ["a.password", "b.password"]
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    assert stat.S_IMODE((tmp_path / "secrets").stat().st_mode) == 0o700
+    clear = [f.read_text().strip() for f in files]
+    assert len(set(clear)) == 2 and all(len(p) >= 40 for p in clear)
+    assert first["a"] == hashlib.sha256(clear[0].encode()).hexdigest()
+    assert write_passwords(users, tmp_path / "secrets") == first  # regenerating keeps them
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("rtsp://admin:hunter2@10.0.0.5:554/live", "rtsp://admin:***@10.0.0.5:554/live"),
+        ("redis://:hunter2@node/0", "redis://:***@node/0"),
+        ("redis://w:p@ss:w0rd@node:6379/0 refused", "redis://w:***@node:6379/0 refused"),
+        ("https://hunter2@api.example/x", "https://***@api.example/x"),
+        (
+            "rtsp://cam/stream?user=admin&password=hunter2&channel=1",
+            "rtsp://cam/stream?user=admin&password=***&channel=1",
+        ),
+        ("http://cam/snap.jpg?pwd=hunter2", "http://cam/snap.jpg?pwd=***"),
+        ("http://cam/a?X-Amz-Signature=hunter2&t=1", "http://cam/a?X-Amz-Signature=***&t=1"),
+        ("http://cam/a?auth_token=hunter2#f", "http://cam/a?auth_token=***#f"),
+        ("cannot open /dev/video0: busy", "cannot open /dev/video0: busy"),
+    ],
+)
+def test_redact(text: str, shown: str) -> None:
+    assert redact(text) == shown
+    assert "hunter2" not in redact(text)
+
+
+def test_without_userinfo_keeps_everything_else() -> None:
+    url = "rtsp://admin:hunter2@[::1]:554/live?channel=1"
+    assert without_userinfo(url) == "rtsp://[::1]:554/live?channel=1"
+    assert without_userinfo("http://cam/snap.jpg") == "http://cam/snap.jpg"
+
+
+def test_log_events_are_redacted_whole() -> None:
+    error = OSError("cannot open rtsp://admin:hunter2@cam/live")
+    event = redact_event(
+        None,
+        "warning",
+        {
+            "event": "source failed",
+            "error": error,
+            "source": "http://cam/snap?password=hunter2",
+            "nested": {"urls": ["redis://w:hunter2@node/0"]},
+            "exc_info": True,
+            "count": 3,
+        },
+    )
+    assert "hunter2" not in repr(event)
+    assert event["error"] == "OSError: cannot open rtsp://admin:***@cam/live"
+    assert event["exc_info"] is True and event["count"] == 3
