@@ -42,10 +42,8 @@ def align(image: NDArray[np.uint8], landmarks: NDArray[np.float32]) -> NDArray[n
     )
     if matrix is None:  # the five landmarks coincide: no detector output we have seen
         raise ModelError(f"cannot align a face on degenerate landmarks {landmarks.tolist()}")
-    crop: NDArray[np.uint8] = cv2.warpAffine(
-        image, matrix, (_CROP, _CROP), flags=cv2.INTER_LINEAR, borderValue=0.0
-    )
-    return crop
+    crop = cv2.warpAffine(image, matrix, (_CROP, _CROP), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    return np.asarray(crop, dtype=np.uint8)
 
 
 class SFaceEmbedder:
