@@ -6,9 +6,10 @@ BIN    := $(VENV)/bin
 .PHONY: demo test system-deps lint typecheck bench lock clean
 
 # constraints.txt pins every dependency (scripts/lock.sh refreshes it; see docs/install.md).
+# The venv is made afresh when either file changes, so nothing dropped from them lingers.
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "facestream needs Python 3.11+"'
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev]'
 	touch $@
