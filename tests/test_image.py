@@ -220,18 +220,20 @@ def test_runtime_stage_copies_no_source_and_runs_as_a_user(image: Stage) -> None
     assert image.skipped == [line for line in image.skipped if line.split()[0] in _NOT_RUN_HERE]
 
 
-def test_wheel_holds_every_package_the_demo_data_and_py_typed(image: Stage) -> None:
+def test_wheel_holds_every_file_of_the_package_folders(image: Stage) -> None:
+    # Subpackages, the demo data, the web page's static files, py.typed: whatever the folders
+    # hold, so a new subpackage or data folder that pyproject.toml does not name fails here.
     (wheel,) = image.root.rglob("facestream-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "facestream/py.typed" in names
-    for package in ("facestream", "schemas", "ingest", "recognizer"):
-        prefix = "facestream/" if package == "facestream" else f"facestream/{package}/"
-        assert f"{prefix}__init__.py" in names
-    bundled = (REPO / "facestream" / "demo_data").rglob("*")
-    demo_files = {
-        f"facestream/{p.relative_to(REPO / 'facestream')}" for p in bundled if p.is_file()
-    }
-    assert demo_files and demo_files <= set(names)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    installed_as = {"facestream": "facestream", "schemas": "facestream/schemas"}
+    installed_as |= {"ingest": "facestream/ingest", "recognizer": "facestream/recognizer"}
+    expected = set()
+    for folder, prefix in installed_as.items():
+        for path in (REPO / folder).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                expected.add(f"{prefix}/{path.relative_to(REPO / folder).as_posix()}")
+    assert {"facestream/py.typed", "facestream/web/__init__.py"} <= expected
+    assert sorted(expected - names) == []
 
 
 def test_the_installed_package_is_imported_not_a_source_tree(image: Stage) -> None:
