@@ -54,26 +54,33 @@ def tail_results(
 ) -> Iterator[Result]:
     """Yield results of `groups` as they are published (from the start with `from_start`).
 
-    `count` counts the results yielded, i.e. those that pass `wanted`.
+    `count` counts the results yielded, i.e. those that pass `wanted`. While Redis is
+    unreachable it waits (and logs) rather than ending the tail.
     """
-    cursors = {keys.results(group): "0-0" if from_start else "$" for group in groups}
-    if not from_start:
-        # Resolve "$" once, so results published between two reads are not skipped.
-        for stream in cursors:
-            cursors[stream] = _last_id(client, stream)
+    stop = stop or threading.Event()
+    outages = Outages(stop, "results tail")
+    cursors = {keys.results(group): "0-0" for group in groups}
     seen = 0
-    while not (stop and stop.is_set()) and (count is None or seen < count):
-        response: Any = client.xread(cursors, count=100, block=block_ms)  # type: ignore[arg-type]
-        for stream, entries in response or []:
-            for entry_id, fields in entries:
-                cursors[stream.decode()] = entry_id.decode()
-                result = Result.from_fields(fields)
-                if wanted is not None and not wanted(result):
-                    continue
-                yield result
-                seen += 1
-                if count is not None and seen >= count:
-                    return
+    try:
+        if not from_start:
+            # Resolve "$" once, so results published between two reads are not skipped.
+            for stream in cursors:
+                cursors[stream] = outages.call(partial(_last_id, client, stream))
+        while not stop.is_set() and (count is None or seen < count):
+            read = partial(client.xread, cursors, count=100, block=block_ms)  # type: ignore[arg-type]
+            response: Any = outages.call(read)
+            for stream, entries in response or []:
+                for entry_id, fields in entries:
+                    cursors[stream.decode()] = entry_id.decode()
+                    result = Result.from_fields(fields)
+                    if wanted is not None and not wanted(result):
+                        continue
+                    yield result
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
+    except Stopped:
+        return
 
 
 class DeliveredResult(Result):
@@ -143,7 +150,9 @@ class ResultSubscriber:
         self._outages = Outages(self._stop, f"results subscriber {consumer_group}/{consumer}")
         # Where to put the group again if it is lost: after the last entry we were handed.
         self._position = {
-            stream: "0-0" if start == "oldest" else _last_id(client, stream)
+            stream: "0-0"
+            if start == "oldest"
+            else self._outages.call(partial(_last_id, client, stream))
             for stream in self.streams
         }
         self._claim_from = dict.fromkeys(self.streams, "0-0")
@@ -151,7 +160,9 @@ class ResultSubscriber:
         self._claiming = True
         self._gap_seen: dict[str, tuple[bytes, int]] = {}
         for stream in self.streams:
-            self._create_group(stream, "0" if start == "oldest" else "$")
+            self._outages.call(
+                partial(self._create_group, stream, "0" if start == "oldest" else "$")
+            )
 
     def __iter__(self) -> Iterator[DeliveredResult]:
         return self.listen()
@@ -208,9 +219,11 @@ class ResultSubscriber:
                     start_id=self._claim_from[stream], count=100,
                 )  # fmt: skip
                 self._claim_from[stream] = reply[0].decode()
-                claimed += [_Entry(stream, i, fields, True) for i, fields in reply[1]]
-                if len(reply) > 2 and reply[2]:  # Redis 7 names pending entries it deleted
-                    self._gap(stream, len(reply[2]), "pending results were trimmed unread")
+                claimed += [_Entry(stream, i, fields, True) for i, fields in reply[1] if i]
+                # Redis 7 names the trimmed pending entries it dropped; Redis 6 answers nil.
+                trimmed = len(reply[2]) if len(reply) > 2 else sum(not i for i, _ in reply[1])
+                if trimmed:
+                    self._gap(stream, trimmed, "pending results were trimmed unread")
         except redis.exceptions.NoPermissionError as exc:
             self._claiming = False
             log.warning("cannot claim results of idle consumers (grant XAUTOCLAIM)", error=str(exc))
@@ -278,7 +291,8 @@ class ResultSubscriber:
             try:
                 return command()
             except redis.ResponseError as exc:
-                if not str(exc).startswith("NOGROUP"):
+                # A blocked read learns of a flush as UNBLOCKED (Redis 7), any other as NOGROUP.
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
             for stream in self.streams:
                 self._create_group(stream, self._position[stream], lost=True)

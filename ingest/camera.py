@@ -32,6 +32,7 @@ from facestream.schemas import (
 
 from .capture import FrameSource, open_source, redact, set_transports
 from .metrics import camera_counter
+from .outages import single_shot
 from .publisher import FramePublisher
 from .settings import CameraSettings
 from .sources import EncodedFrame, encode_jpeg
@@ -275,6 +276,7 @@ def run_cameras(
     for agent in agents:
         agent.start()
     log = structlog.get_logger("camera")
+    reporter = single_shot(client)  # a report is soon stale: never hold the supervisor for it
     previous = {agent.camera.id: (0, 0) for agent in agents}
     last = time.monotonic()
     while not stop.wait(_SUPERVISE_EVERY_S):
@@ -284,7 +286,7 @@ def run_cameras(
         if now - last < _HEALTH_EVERY_S:
             continue
         elapsed, last = now - last, now
-        pipe = client.pipeline(transaction=False)
+        pipe = reporter.pipeline(transaction=False)
         for agent in agents:
             health = agent.health
             before_in, before_out = previous[health.camera]

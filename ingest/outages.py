@@ -1,4 +1,4 @@
-"""Ride out Redis outages: retry a call with capped, jittered back-off until it goes through."""
+"""Redis outages: ride them out (retry until a call goes through) or fail fast (single shot)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import TypeVar
 
 import redis
 import structlog
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
-__all__ = ["Outages", "Stopped"]
+__all__ = ["Outages", "Stopped", "single_shot"]
 
 T = TypeVar("T")
 
@@ -49,3 +49,22 @@ class Outages:
         if self.stop.is_set():
             raise Stopped from error
         log.warning("redis unavailable, will retry", who=self.what, error=str(error))
+
+
+def single_shot(client: redis.Redis) -> redis.Redis:
+    """A client for the same server that sends each command once and fails fast.
+
+    redis-py resends a command after a connection error: an XADD whose reply was lost is then
+    added twice (FramePublisher.send decides about resending instead), and a loop that has
+    other work (the camera supervisor) would wait out every retry.
+    """
+    pool = client.connection_pool
+    options = {
+        key: value
+        for key, value in pool.connection_kwargs.items()
+        if key != "maint_notifications_pool_handler"  # bound to the original pool
+    }
+    options["retry"] = Retry(NoBackoff(), 0)
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options)
+    )

@@ -8,11 +8,10 @@ from typing import Any
 
 import redis
 import structlog
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from facestream.schemas import Frame, FrameLimits, keys
 
+from .outages import single_shot
 from .sources import EncodedFrame
 
 __all__ = ["FramePublisher"]
@@ -47,7 +46,7 @@ class FramePublisher:
         self.maxlen = maxlen
         self.limits = limits
         self.seq = first_seq
-        self._adder = _single_shot(client)
+        self._adder = single_shot(client)
         # MAXLEN keeps about `maxlen` entries, so more of ours than that cannot be unread: the
         # bound keeps a long-running camera's memory flat.
         self._unread: deque[bytes] = deque(maxlen=maxlen)
@@ -156,24 +155,6 @@ class FramePublisher:
             if info["name"] in (keys.RECOGNIZERS, keys.RECOGNIZERS.encode()):
                 return _id_tuple(info["last-delivered-id"])
         return (0, 0)
-
-
-def _single_shot(client: redis.Redis) -> redis.Redis:
-    """A client for the same server that sends each command once.
-
-    redis-py resends a command after a connection error; for XADD that doubles the frame when
-    only the reply was lost. `send` decides about resending instead.
-    """
-    pool = client.connection_pool
-    options = {
-        key: value
-        for key, value in pool.connection_kwargs.items()
-        if key != "maint_notifications_pool_handler"  # bound to the original pool
-    }
-    options["retry"] = Retry(NoBackoff(), 0)
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **options)
-    )
 
 
 def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:

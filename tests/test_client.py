@@ -24,7 +24,7 @@ from facestream.recognizer import FaceEngine
 from facestream.schemas import Face, Result, keys
 from facestream.server import EmbeddedRedis
 
-from .helpers import FACES, enrol, make_worker
+from .helpers import FACES, enrol, make_worker, wait_for
 
 
 def _result(
@@ -122,20 +122,31 @@ def test_results_of_a_consumer_that_died_are_claimed_and_marked(client: redis.Re
 def test_a_group_lost_with_a_redis_restart_is_created_again(tmp_path: Path) -> None:
     server = EmbeddedRedis(tmp_path / "redis", appendonly=False).start()  # a restart forgets all
     client = redis.Redis.from_url(server.url)
+    subscriber = ResultSubscriber(client, ["g1"], consumer_group="mall", block_ms=50)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        seen.extend(result.seq for result in subscriber.listen(stop))
+
+    listening = threading.Thread(target=listen, daemon=True)
+    listening.start()
     try:
-        subscriber = ResultSubscriber(client, ["g1"], consumer_group="mall", block_ms=50)
         _publish(client, 0)
-        assert _seqs(_take(subscriber, 1)) == [(0, False)]
-        server.stop()
+        wait_for(lambda: seen == [0], what="the first result")
+        server.stop()  # while the subscriber waits in XREADGROUP
         server.start()
         _publish(client, 1)
-        assert _seqs(_take(subscriber, 1)) == [(1, False)]
+        wait_for(lambda: seen == [0, 1], what="a result after the restart")
         client.flushall()
         _publish(client, 2)
-        assert _seqs(_take(subscriber, 1)) == [(2, False)]
-        assert subscriber.stats.regrouped == 2
+        wait_for(lambda: seen == [0, 1, 2], what="a result after the flush")
     finally:
+        stop.set()
+        listening.join(10)
         server.stop()
+    assert not listening.is_alive()
+    assert subscriber.stats.regrouped == 2
 
 
 def test_results_trimmed_before_delivery_are_counted_and_logged(
