@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import os
 import re
@@ -29,7 +30,8 @@ from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine
 from facestream.schemas import CameraHealth, DeadLetter, FacestreamError, keys
 from facestream.server import EmbeddedRedis, free_port
-from facestream.web import WebSettings, build_server, create_app, hash_password, verify_password
+from facestream.web import WebSettings, hash_password, verify_password
+from facestream.web.app import build_server, create_app
 
 from .helpers import FACES, REPO, enrol, require_system_dependency, wait_for
 
@@ -82,12 +84,8 @@ def _web_settings(port: int) -> WebSettings:
     )  # fmt: skip
 
 
-@pytest.fixture()
-def page(
-    client: redis.Redis, settings: Settings, engine: FaceEngine
-) -> Iterator[Page]:  # fmt: skip
-    web = _web_settings(free_port())
-    app = create_app(settings, web, engine=engine)
+@contextlib.contextmanager
+def _serving(app: Any, web: WebSettings) -> Iterator[Page]:
     server = build_server(app, web)
     thread = threading.Thread(target=server.run, name="web-server")
     thread.start()
@@ -100,6 +98,13 @@ def page(
         server.should_exit = True
         thread.join(timeout=20)
     assert not thread.is_alive(), "the web server did not stop"
+
+
+@pytest.fixture()
+def page(client: redis.Redis, settings: Settings, engine: FaceEngine) -> Iterator[Page]:
+    web = _web_settings(free_port())
+    with _serving(create_app(settings, web, engine=engine), web) as serving:
+        yield serving
 
 
 def test_password_hash_round_trip_and_format() -> None:
@@ -188,6 +193,19 @@ def test_metrics_and_readiness_from_redis(page: Page, client: redis.Redis) -> No
         assert line in metrics, line
     status, body, _ = page.call("GET", "/readyz")
     assert (status, orjson.loads(body)) == (200, {"status": "ready"})
+
+
+def test_not_ready_without_redis(settings: Settings) -> None:
+    web = _web_settings(free_port())
+    nowhere = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    with _serving(create_app(settings, web, client=nowhere), web) as page:
+        wait_for(lambda: page.app.state.monitor.error is not None, 10, "a failed sample")
+        status, body, _ = page.call("GET", "/readyz")
+        assert status == 503
+        assert orjson.loads(body)["error"].startswith("ConnectionError: Error 111 connecting")
+        assert page.call("GET", "/healthz")[0] == 200  # alive: only not ready
+        status, body, _ = page.call("GET", "/metrics", Authorization=f"Bearer {TOKEN}")
+        assert status == 200 and "facestream_status_up 0.0" in body.decode()
 
 
 def test_dead_letter_retry_resends_the_frame_once(page: Page, client: redis.Redis) -> None:

@@ -1,6 +1,9 @@
-"""The operators' web page (`facestream web`): cameras, live feed, charts, gallery, dead letters."""
+"""The operators' web page (`facestream web`): cameras, live feed, charts, gallery, dead letters.
 
-from .app import build_server, create_app, serve
+Only the config section is imported here, so `facestream.config` can compose `WebSettings`
+without importing the app (which needs the config itself); the app is `facestream.web.app`.
+"""
+
 from .settings import WebSettings, hash_password, verify_password
 
-__all__ = ["WebSettings", "build_server", "create_app", "hash_password", "serve", "verify_password"]
+__all__ = ["WebSettings", "hash_password", "verify_password"]

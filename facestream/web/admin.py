@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import redis
+import structlog
 from starlette.authentication import requires
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -47,6 +48,7 @@ __all__ = [
     "thumbnail",
 ]
 
+log = structlog.get_logger("web")
 _NAME_RE = re.compile(IDENTITY_NAME_PATTERN)
 _SAFE_FILE = re.compile(r"[^A-Za-z0-9_.-]+")
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -116,6 +118,11 @@ async def enrol(request: Request) -> JSONResponse:
     """POST /api/gallery (multipart: name, photos…, largest_face): all photos pass or none."""
     settings: Settings = request.app.state.settings
     web = request.app.state.web
+    # Refused before reading: uploads spool to disk. A chunked body has no length; the proxy's
+    # body cap (client_max_body_size, docs/web.md) bounds that one.
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > web.max_upload_files * settings.limits.max_bytes:
+        return JSONResponse({"error": "upload larger than the photo limits"}, status_code=413)
     async with request.form(max_files=web.max_upload_files, max_fields=10) as form:
         name = str(form.get("name") or "").strip()
         if not _NAME_RE.fullmatch(name):
@@ -143,6 +150,7 @@ async def enrol(request: Request) -> JSONResponse:
     if errors or identity is None:
         return JSONResponse({"errors": errors}, status_code=422)
     version = Gallery(state.client).enroll(identity)
+    log.info("identity enrolled from the web page", name=name, photos=len(photos), version=version)
     return JSONResponse({"enrolled": name, "photos": len(photos), "version": version})
 
 
@@ -183,6 +191,7 @@ def remove_identity(request: Request) -> JSONResponse:
     if not Gallery(request.app.state.client).remove(name):
         raise GalleryError(f"no identity named {name!r} in the gallery")
     request.app.state.monitor.forget(name)
+    log.info("identity removed from the web page", name=name)
     return JSONResponse({"removed": name})
 
 
@@ -242,6 +251,7 @@ def retry_dead(request: Request) -> JSONResponse:
         resent[:] = [frame_id]  # a retried transaction (the stream changed) overwrites it
 
     client.transaction(resend, keys.dead(group))
+    log.info("dead letter retried", group=group, entry_id=entry_id, frame_id=resent[0])
     return JSONResponse({"retried": entry_id, "frame_id": resent[0]})
 
 
@@ -255,6 +265,7 @@ def purge_dead(request: Request) -> JSONResponse:
     else:
         purged = int(client.xlen(keys.dead(group)))
         client.delete(keys.dead(group))
+    log.info("dead letters purged", group=group, purged=purged)
     return JSONResponse({"purged": purged})
 
 

@@ -98,7 +98,6 @@ def _routes() -> list[Route | Mount]:
         Route("/api/session", session),
         Route("/api/overview", overview),
         Route("/api/history", history),
-        Route("/api/feed", feed),
         Route("/api/stream", stream),
         Route("/api/frames/{group}/{frame_id}", frame),
         Route("/api/gallery", admin.gallery),
@@ -157,17 +156,12 @@ def history(request: Request) -> JSONResponse:
 
 
 @requires("authenticated", status_code=401)
-def feed(request: Request) -> JSONResponse:
-    """Recent feed items after ?after=, filtered by ?group=, ?camera=, ?identity= (lists)."""
-    group, wanted = _filters(request)
-    after = int(request.query_params.get("after") or 0)
-    items = request.app.state.monitor.items_after(after, group, wanted)
-    return JSONResponse([item.to_dict() for item in items])
-
-
-@requires("authenticated", status_code=401)
 async def stream(request: Request) -> StreamingResponse:
-    """Server-sent events: `recognition` items as they come, `status` after every sample."""
+    """Server-sent events: `recognition` items as they come, `status` after every sample.
+
+    Filters: ?group=, ?camera= and ?identity= (comma-separated lists); ?after= or the
+    browser's Last-Event-ID resumes after the item of that id while the feed still holds it.
+    """
     monitor: Monitor = request.app.state.monitor
     group, wanted = _filters(request)
     start = request.headers.get("last-event-id") or request.query_params.get("after") or "0"

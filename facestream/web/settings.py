@@ -51,7 +51,13 @@ class WebSettings(BaseModel):
     secure_cookies: bool = Field(
         False, description="Mark cookies Secure: set it when a TLS proxy serves the page."
     )
-    sample_s: float = Field(2.0, ge=0.2, le=60, description="Seconds between status samples.")
+    sample_s: float = Field(
+        2.0,
+        ge=0.1,
+        le=60,
+        description="Seconds between status samples (each SCANs the keyspace for groups and "
+        "cameras: raise it on a Redis with millions of keys).",
+    )
     history_s: int = Field(600, ge=10, le=86_400, description="Seconds of history in charts.")
     feed_size: int = Field(500, ge=10, le=100_000, description="Recognitions kept for the feed.")
     max_upload_files: int = Field(20, ge=1, le=500, description="Most photos per enrolment.")
