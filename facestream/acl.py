@@ -121,6 +121,8 @@ def plan_users(
     users = [_admin(groups, version), _worker(settings, groups, version), _backend(groups, version)]
     users += _cameras(settings, camera_scope, version)
     users += [_replay(group, version) for group in sorted(set(replay_groups))]
+    # For health checks (compose, Kubernetes probes): PING and nothing else.
+    users.append(User("health", "health", (Grant(_keyless(version)),)))
     return users
 
 

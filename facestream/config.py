@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -10,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     SecretStr,
     ValidationError,
     field_validator,
@@ -119,6 +121,11 @@ class Settings(BaseSettings):
         default_factory=list, description="Live cameras run by `facestream camera --config`."
     )
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics_address: IPvAnyAddress = Field(
+        IPv4Address("127.0.0.1"),
+        description="Where --metrics-port listens: loopback unless a scraper on another host "
+        "(a Prometheus container) must reach it.",
+    )
 
     @field_validator("groups")
     @classmethod

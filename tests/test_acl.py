@@ -106,6 +106,11 @@ REFUSED: dict[str, list[Command]] = {
         ("GET", keys.worker_heartbeat("other")),
         ("XREADGROUP", "GROUP", keys.RECOGNIZERS, "w", "STREAMS", keys.frames("g3"), ">"),
     ],
+    "health": [
+        ("GET", keys.camera_health("c1")),
+        ("XRANGE", RESULTS_1, "-", "+"),
+        ("INFO",),
+    ],
     "admin": [
         ("XADD", RESULTS_1, "*", "frame_id", "0-1"),
         ("XADD", FRAMES_1, "*", "camera", "c1"),
