@@ -40,9 +40,12 @@ def encode_jpeg(
         size = (round(width * scale), round(height * scale))
         image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
         height, width = image.shape[:2]
-    ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    try:
+        ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    except cv2.error as exc:  # e.g. a side over JPEG's 65,500 pixels
+        raise SourceError(f"OpenCV could not JPEG-encode a {width}x{height} frame") from exc
     if not ok:
-        raise SourceError("OpenCV could not JPEG-encode a frame")
+        raise SourceError(f"OpenCV could not JPEG-encode a {width}x{height} frame")
     return buffer.tobytes(), width, height
 
 
