@@ -70,7 +70,9 @@ class WorkerSettings(BaseModel):
 
     consumer: str | None = Field(None, description="Consumer name (default: host-pid).")
     concurrency: int = Field(1, ge=1, le=64, description="Worker processes to start.")
-    batch_size: int = Field(32, ge=1, le=1024, description="Most frames read per XREADGROUP.")
+    batch_size: int = Field(
+        32, ge=1, le=1024, description="Most frames one read takes, across all groups."
+    )
     recognise_batch: int = Field(
         1,
         ge=1,
@@ -81,7 +83,10 @@ class WorkerSettings(BaseModel):
     )
     block_ms: int = Field(1000, ge=1, le=60_000, description="XREADGROUP BLOCK timeout.")
     claim_idle_ms: int = Field(
-        30_000, ge=100, description="Pending entries idle this long are claimed by another worker."
+        30_000,
+        ge=100,
+        description="Pending entries idle this long are claimed by another worker; a read takes "
+        "no more frames than fit in half of it at the measured time per frame.",
     )
     max_deliveries: int = Field(
         3, ge=1, le=100, description="Deliveries before an entry goes to the dead-letter stream."

@@ -16,7 +16,7 @@ from facestream.recognizer import Delivery, FaceEngine
 from facestream.schemas import DeadLetter, Frame, Result, keys
 from facestream.server import EmbeddedRedis, find_redis_server
 
-from .helpers import FACES, LABELS, drain, enrol, make_worker
+from .helpers import FACES, LABELS, drain, enrol, make_worker, wait_for
 
 # The bundled Redis 6.2, and the one on PATH (Debian's 7.0 in CI) when there is one.
 _SERVERS = sorted({Path(REDIS_SERVER_PATH), find_redis_server()})
@@ -195,3 +195,28 @@ def test_pending_frames_trimmed_by_maxlen_are_dead_lettered(
             "entry was trimmed from the frames stream (MAXLEN) before it was processed"
         )
         assert client.xpending(stream, keys.RECOGNIZERS)["pending"] == 0
+
+
+def test_a_results_key_of_the_wrong_type_acks_nothing_and_quarantines_the_group(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    """The commit checks its output is a stream before XACK: Lua does not roll back."""
+    enrol(engine, client, ["obama"])
+    worker = make_worker(client, engine, settings)
+    worker.step()  # creates the consumer group
+    client.set(keys.results("g1"), "somebody's string")
+    _publisher(client, settings, "c").publish(_encoded(FACES / "test" / "obama1.jpg"))
+    wait_for(lambda: worker.step() is not None and "g1" in worker.quarantined, what="quarantine")
+    assert "WRONGTYPE fs:{g1}:results is not a stream" in worker.quarantined["g1"]
+    assert client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["pending"] == 1  # not acked
+    assert client.xlen(keys.dead("g1")) == 0
+
+    client.delete(keys.results("g1"))  # put right: probed again, claimed again, answered
+    wait_for(
+        lambda: worker.step() is not None and client.xlen(keys.results("g1")) == 1,
+        timeout_s=60,
+        what="the result once the key is a stream again",
+    )
+    assert not worker.quarantined
+    assert _results(client)[0].identities == ["obama"]
+    assert client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["pending"] == 0
