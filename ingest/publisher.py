@@ -20,6 +20,8 @@ log = structlog.get_logger("ingest.publisher")
 
 # Entries read per XREVRANGE while looking for a frame whose XADD reply was lost.
 _SCAN_PAGE = 50
+# How far the server's clock may lag ours and a frame's id still be found by its capture time.
+_CLOCK_SKEW_MS = 60_000
 
 
 class FramePublisher:
@@ -119,13 +121,16 @@ class FramePublisher:
     def _find(self, frame: Frame) -> bytes | None:
         """The id of `frame` if an earlier XADD of it landed, else None.
 
-        Only entries after our last confirmed one can be it; camera, seq and capture time
-        together tell it apart from another run's frame with the same seq.
+        Only entries after our last confirmed one (or, for a first frame, from about its capture
+        time on) can be it; camera, seq and capture time tell it from another run's frame.
         """
         if self._search_refused:
             return None
         wanted = (frame.camera.encode(), str(frame.seq).encode(), str(frame.ts).encode())
-        lowest = b"(" + self._last_id if self._last_id is not None else b"-"
+        if self._last_id is not None:
+            lowest = b"(" + self._last_id
+        else:  # our first frame: ids are server milliseconds, so not long before its capture
+            lowest = str(max(frame.ts - _CLOCK_SKEW_MS, 0)).encode()
         highest: bytes = b"+"
         try:
             for _ in range(self.maxlen // _SCAN_PAGE + 2):  # the stream holds about maxlen
