@@ -140,6 +140,13 @@ class Settings(BaseSettings):
             raise ValueError(f"camera ids must be unique, repeated: {', '.join(duplicated)}")
         return self
 
+    def cameras_by_group(self) -> dict[str, frozenset[str]]:
+        """The configured camera ids of each group: a worker dead-letters frames from others."""
+        ids: dict[str, set[str]] = {}
+        for camera in self.cameras:
+            ids.setdefault(camera.group, set()).add(camera.id)
+        return {group: frozenset(cameras) for group, cameras in ids.items()}
+
     @classmethod
     def settings_customise_sources(
         cls,

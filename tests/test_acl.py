@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 from redis.exceptions import NoPermissionError
+from typer.testing import CliRunner
 
 from facestream.acl import AclError, check_strength, plan_users, render_acl, write_passwords
+from facestream.cli_acl import acl_app
 from facestream.client import ResultSubscriber
 from facestream.config import RedisSettings, Settings, load_settings
 from facestream.connect import connect
@@ -220,3 +222,26 @@ def test_redis_6_is_refused_unless_accepted(deployment: Deployment) -> None:
     weaker = check_strength(users, (6, 2), allow_weaker=True)
     assert any("SCRIPT LOAD and EVALSHA" in line for line in weaker)
     assert check_strength(plan_users(deployment.settings, (7, 0)), (7, 0)) == []
+
+
+def test_generate_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACESTREAM_GROUPS", '["g1"]')
+    monkeypatch.setenv(
+        "FACESTREAM_CAMERAS", '[{"id": "c1", "group": "g1", "source": "rtsp://192.0.2.1/1"}]'
+    )
+    out, secrets = tmp_path / "users.acl", tmp_path / "secrets"
+    arguments = ["--secrets", str(secrets), "--out", str(out)]
+    done = CliRunner().invoke(acl_app, arguments, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert [line.split()[1] for line in out.read_text().splitlines()] == [
+        "default", "admin", "worker", "backend", "camera-c1", "health",
+    ]  # fmt: skip
+    users = ("admin", "backend", "camera-c1", "health", "worker")
+    assert sorted(p.name for p in secrets.iterdir()) == [f"{u}.password" for u in users]
+
+    with pytest.raises(AclError, match=r"^Redis 6 has no ACL selectors"):
+        CliRunner().invoke(
+            acl_app, ["--secrets", str(tmp_path / "s6"), "--redis-version", "6.2"],
+            catch_exceptions=False,
+        )  # fmt: skip
+    assert not (tmp_path / "s6").exists()  # refused before any password was made
