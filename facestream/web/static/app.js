@@ -74,22 +74,28 @@ function updateTile(tile, camera) {
   if (!latest || tile.dataset.frame === latest.frame_id) return;
   tile.dataset.frame = latest.frame_id;
   const img = $("img", tile), svg = $("svg", tile);
-  img.onload = () => drawFaces(svg, img, latest.faces);
-  img.onerror = () => { svg.replaceChildren(); };
+  // Names, boxes and picture change together, once the frame has loaded (or is gone).
+  img.onload = () => { drawFaces(svg, img, latest.faces); nameFaces(tile, latest); };
+  img.onerror = () => { svg.replaceChildren(); nameFaces(tile, latest); };
   img.src = latest.frame_url;
-  $(".names", tile).textContent = latest.faces.length
-    ? latest.faces.map(faceLabel).join(", ") : "no face";
-  $(".names", tile).title = `frame ${latest.frame_id} · seq ${latest.seq} · ${time(latest.ts)}`;
+}
+
+function nameFaces(tile, latest) {
+  const names = $(".names", tile);
+  names.textContent = latest.faces.length ? latest.faces.map(faceLabel).join(", ") : "no face";
+  names.title = `frame ${latest.frame_id} · seq ${latest.seq} · ${time(latest.ts)}`;
 }
 
 function drawFaces(svg, img, faces) {
   svg.setAttribute("viewBox", `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
+  const size = Math.max(12, Math.round(img.naturalHeight / 16));  // labels scale with the frame
   svg.replaceChildren(...faces.map(face => {
     const [x, y, w, h] = face.box;
     return el("svg:g", {},
       el("svg:title", { text: faceTitle(face) }),
       el("svg:rect", { x, y, width: w, height: h, class: face.identity ? "known" : "unknown" }),
-      el("svg:text", { x, y: Math.max(y - 8, 24), text: face.identity || "unknown" }));
+      el("svg:text", { x, y: Math.max(y - size / 4, size), "font-size": size,
+                       "stroke-width": size / 6, text: face.identity || "unknown" }));
   }));
 }
 
