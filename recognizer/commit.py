@@ -5,7 +5,11 @@ The commit: XACK, and only if it acked, XADD the output and SET the cache.
 A worker whose entry was claimed by another one gets 0 from XACK and publishes nothing, so a
 frame never gets two results; a crash before the commit leaves the entry pending for XAUTOCLAIM,
 so it never gets none. All keys carry the group's hash tag: one slot, works on Redis Cluster.
-Because of the gate, running a commit twice is harmless, which makes NOSCRIPT recovery simple.
+Because of the gate, running a commit twice is harmless, which makes reloading the code simple.
+
+On Redis 7 the commit is a Function (`COMMIT_LIBRARY`): loaded once by the admin user
+(`facestream acl functions`), so the worker's ACL user needs FCALL only and can load no code of
+its own. Without an ACL the worker loads it itself; on Redis 6 it is a script (EVALSHA).
 
 Errors in a script do not roll back what it already wrote, so everything that can fail after
 the XACK is checked before it: a target key that is not a stream (WRONGTYPE) fails the commit
@@ -31,7 +35,15 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-__all__ = ["Commit", "Committer", "Outcome", "is_group_fault", "is_transient"]
+__all__ = [
+    "COMMIT_FUNCTION",
+    "COMMIT_LIBRARY",
+    "Commit",
+    "Committer",
+    "Outcome",
+    "is_group_fault",
+    "is_transient",
+]
 
 # Replies that mean "not now" and that redis-py leaves as a plain ResponseError.
 _NOT_NOW = ("BUSY ", "NOREPLICAS ", "CLUSTERDOWN ")
@@ -81,6 +93,14 @@ end
 return 1
 """
 
+COMMIT_FUNCTION = "facestream_commit"
+#: The commit as a Redis 7 Function library, for `FUNCTION LOAD REPLACE`.
+COMMIT_LIBRARY = (
+    "#!lua name=facestream\n"
+    f"redis.register_function('{COMMIT_FUNCTION}', function(KEYS, ARGV)\n"
+    f"{_ACK_THEN_PUBLISH}end)\n"
+)
+
 
 #: What one commit came to: published, answered by another worker, or the server's refusal.
 Outcome = bool | redis.ResponseError
@@ -120,11 +140,12 @@ class Commit:
 
 
 class Committer:
-    """Runs many commits in one pipeline round trip with EVALSHA."""
+    """Runs many commits in one pipeline round trip (FCALL on Redis 7, EVALSHA on 6)."""
 
     def __init__(self, client: redis.Redis, consumer_group: str) -> None:
         self.client = client
         self.consumer_group = consumer_group
+        self._function = True  # until the server says it has no FCALL
         self._sha: str | None = None
 
     def commit(self, commits: Sequence[Commit]) -> list[Outcome]:
@@ -136,23 +157,54 @@ class Committer:
         """
         if not commits:
             return []
-        if self._sha is None:
-            self._sha = str(self.client.script_load(_ACK_THEN_PUBLISH))
-        replies = self._run(self._sha, commits)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        replies = self._run(commits)
+        missing = [i for i, reply in enumerate(replies) if _lacks_code(reply)]
         if missing:
-            # The server lost its script cache (restart, SCRIPT FLUSH): load it and redo those.
-            self._sha = str(self.client.script_load(_ACK_THEN_PUBLISH))
-            redone = self._run(self._sha, [commits[i] for i in missing])
+            # First use, or the server lost its code (restart, FLUSH): load it, redo those.
+            self._load(replies[missing[0]])
+            redone = self._run([commits[i] for i in missing])
             for index, reply in zip(missing, redone, strict=True):
                 replies[index] = reply
         return [
             reply if isinstance(reply, redis.ResponseError) else bool(reply) for reply in replies
         ]
 
-    def _run(self, sha: str, commits: Sequence[Commit]) -> list[Any]:
+    def _load(self, error: redis.ResponseError) -> None:
+        if self._function and not _no_fcall(error):
+            try:
+                self.client.function_load(COMMIT_LIBRARY, replace=True)
+                return
+            except NoPermissionError:
+                raise NoPermissionError(
+                    f"the commit function {COMMIT_FUNCTION} is not loaded and this ACL user may "
+                    "not load it: run `facestream acl functions` as admin"
+                ) from None
+        self._function = False  # Redis 6: no Functions
+        self._sha = str(self.client.script_load(_ACK_THEN_PUBLISH))
+
+    def _run(self, commits: Sequence[Commit]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for commit in commits:
             keys = (commit.source, commit.target, commit.cache_key)
-            pipe.evalsha(sha, 3, *keys, *commit.arguments(self.consumer_group))
+            args = commit.arguments(self.consumer_group)
+            if self._function:
+                pipe.fcall(COMMIT_FUNCTION, 3, *keys, *args)
+            else:
+                pipe.evalsha(self._sha or "-", 3, *keys, *args)
         return list(pipe.execute(raise_on_error=False))
+
+
+def _lacks_code(reply: object) -> bool:
+    """The server has no commit code: NOSCRIPT, no such function, or no FCALL for us."""
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, redis.ResponseError)
+        and (str(reply).startswith("Function not found") or _no_fcall(reply))
+    )
+
+
+def _no_fcall(error: redis.ResponseError) -> bool:
+    """Redis 6 (no Functions), or an ACL written for it (EVALSHA and SCRIPT LOAD, no FCALL)."""
+    text = str(error)
+    return text.startswith("unknown command") or (
+        isinstance(error, NoPermissionError) and "'fcall'" in text
+    )

@@ -162,13 +162,15 @@ def _encoded(path: Path) -> EncodedFrame:
 def test_commits_survive_a_flushed_script_cache(
     engine: FaceEngine, client: redis.Redis, settings: Settings
 ) -> None:
-    """After SCRIPT FLUSH (as after a server restart) the worker reloads its commit script."""
+    """After SCRIPT/FUNCTION FLUSH (as after a restart) the worker loads its commit again."""
     enrol(engine, client, ["obama"])
     worker = make_worker(client, engine, settings)
     publisher = _publisher(client, settings, "c")
     publisher.publish(_encoded(FACES / "test" / "obama1.jpg"))
     drain(worker, client, "g1", 1)
     client.script_flush()
+    if int(client.info("server")["redis_version"].split(".")[0]) >= 7:
+        client.function_flush()
     publisher.publish(_encoded(FACES / "test" / "johnsnow_test1.jpg"))
     drain(worker, client, "g1", 2)
     assert worker.stats.recognised == 2 and worker.stats.lost == 0
