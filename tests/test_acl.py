@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from redis.exceptions import NoPermissionError
 from typer.testing import CliRunner
 
@@ -27,7 +28,7 @@ from facestream.recognizer import FaceEngine, Gallery, Worker
 from facestream.schemas import keys
 from facestream.server import EmbeddedRedis, find_redis_server
 
-from .helpers import FACES, enrol, require_system_dependency, wait_for
+from .helpers import FACES, REPO, enrol, require_system_dependency, wait_for
 
 Command = tuple[str, ...]
 FRAMES_1, FRAMES_2 = keys.frames("g1"), keys.frames("g2")
@@ -245,3 +246,27 @@ def test_generate_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
             catch_exceptions=False,
         )  # fmt: skip
     assert not (tmp_path / "s6").exists()  # refused before any password was made
+
+
+def test_compose_logs_every_service_in_as_a_generated_user() -> None:
+    """compose/docker-compose.yml against the users generated for configs/compose.yaml."""
+    compose = yaml.safe_load((REPO / "compose" / "docker-compose.yml").read_text())
+    deployment = load_settings(REPO / "configs" / "compose.yaml")
+    users = {user.name for user in plan_users(deployment, (7, 2), "group")}
+    secrets = {name: spec["file"] for name, spec in compose["secrets"].items()}
+    for name, service in compose["services"].items():
+        assert service.get("restart") in ("unless-stopped", "no"), name
+        environment = service.get("environment", {})
+        if "FACESTREAM_REDIS__URL" in environment:
+            user = environment["FACESTREAM_REDIS__USERNAME"]
+            assert user in users, name
+            assert "@" not in environment["FACESTREAM_REDIS__URL"], name  # no userinfo
+            secret = environment["FACESTREAM_REDIS__PASSWORD_FILE"].removeprefix("/run/secrets/")
+            assert secret in service["secrets"] and secrets[secret] == f"./secrets/{user}.password"
+            redis_service = environment["FACESTREAM_REDIS__URL"].split("//")[1].split(":")[0]
+            assert service["depends_on"][redis_service] == {"condition": "service_healthy"}
+        assert "PASSWORD" not in " ".join(map(str, environment.values())), name
+        assert not any("pass" in str(arg).lower() for arg in service.get("command", [])), name
+    healthcheck = " ".join(compose["x-redis"]["healthcheck"]["test"])
+    assert "--user health" in healthcheck and "--pass" not in healthcheck
+    assert {"redis-east-data", "redis-west-data"} <= set(compose["volumes"])
