@@ -16,8 +16,6 @@ import numpy as np
 import redis
 from blake3 import blake3
 from numpy.typing import NDArray
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 from structlog.typing import FilteringBoundLogger
 
 from facestream.schemas import (
@@ -32,7 +30,7 @@ from facestream.schemas import (
     keys,
 )
 
-from .commit import Commit, Committer, is_transient
+from .commit import Commit, Committer
 from .embedder import EMBEDDING_SIZE
 from .engine import FaceEngine, Recognition, decode_jpeg, label
 from .metrics import COMMITS_LOST, faces_counter, frames_counter, stage_histogram
@@ -124,12 +122,6 @@ class BatchProcessor:
         self.log = log
         self.visitors = visitors
         self.committer = Committer(client, keys.RECOGNIZERS)
-        # Commits are idempotent (ack-gated): one refused for now (OOM, BUSY...) is sent again.
-        self._retry = Retry(
-            ExponentialWithJitterBackoff(base=0.05, cap=2.0),
-            retries=6,
-            supported_errors=(redis.RedisError,),
-        )
 
     def process(self, deliveries: Sequence[Delivery]) -> dict[str, redis.ResponseError]:
         """Finish a batch: every entry ends with one result or one dead letter.
@@ -364,32 +356,17 @@ class BatchProcessor:
             # A commit thread was tried: the GIL hand-back after each socket read (up to the
             # 5 ms switch interval) made cache hits 4x slower than committing inline.
             outgoing = [slot.outgoing for slot in slots[:ready] if slot.outgoing is not None]
-            self._retry.call_with_retry(
-                lambda: self._commit(outgoing, refused), _ignore, is_retryable=is_transient
-            )
-        return slots[ready:]
-
-    def _commit(self, outgoing: list[_Outgoing], refused: dict[str, redis.ResponseError]) -> None:
-        """Commit `outgoing`; leave in it only what the server refused for now, and raise."""
-        outcomes = self.committer.commit([o.commit for o in outgoing])
-        again: list[_Outgoing] = []
-        for item, outcome in zip(outgoing, outcomes, strict=True):
-            if isinstance(outcome, redis.ResponseError):
-                if is_transient(outcome):
-                    again.append(item)
+            outcomes = self.committer.commit([o.commit for o in outgoing])
+            for item, outcome in zip(outgoing, outcomes, strict=True):
+                if isinstance(outcome, redis.ResponseError):
+                    refused.setdefault(item.group, outcome)  # it stays pending
+                elif not outcome:
+                    # Another worker claimed this entry meanwhile and answers for it.
+                    self.stats.lost += 1
+                    COMMITS_LOST.inc()
                 else:
-                    refused.setdefault(item.group, outcome)
-            elif not outcome:
-                # Another worker claimed this entry meanwhile and answers for it.
-                self.stats.lost += 1
-                COMMITS_LOST.inc()
-            else:
-                self._count(item)
-        outgoing[:] = again
-        if again:
-            raise next(
-                o for o in outcomes if isinstance(o, redis.ResponseError) and is_transient(o)
-            )
+                    self._count(item)
+        return slots[ready:]
 
     def _count(self, item: _Outgoing) -> None:
         setattr(self.stats, item.outcome, getattr(self.stats, item.outcome) + 1)
@@ -399,10 +376,6 @@ class BatchProcessor:
                 stage_histogram(stage).observe(ms / 1000)
             for face in item.result.faces:
                 faces_counter(face.identity is not None).inc()
-
-
-def _ignore(_exc: Exception) -> None:
-    """Retries are logged by the worker if they run out; each one alone is not news."""
 
 
 def _keep_largest(recognition: Recognition, max_faces: int) -> int:

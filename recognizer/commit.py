@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
@@ -34,6 +35,7 @@ from redis.exceptions import (
     ReadOnlyError,
     TryAgainError,
 )
+from redis.retry import Retry
 
 __all__ = [
     "COMMIT_FUNCTION",
@@ -147,14 +149,39 @@ class Committer:
         self.consumer_group = consumer_group
         self._function = True  # until the server says it has no FCALL
         self._sha: str | None = None
+        self._retry = Retry(
+            ExponentialWithJitterBackoff(base=0.05, cap=2.0),
+            retries=6,
+            supported_errors=(redis.RedisError,),
+        )
 
     def commit(self, commits: Sequence[Commit]) -> list[Outcome]:
         """Run `commits` in one round trip; one outcome each, in order.
 
         True: it acknowledged its entry, and so published; False: another worker had, and
-        answers for it; an error: the server refused that commit alone. A lost connection
-        raises instead: nothing is known of the commits, and re-running them is safe.
+        answers for it; an error: the server refused that commit for good. Commits refused for
+        now (OOM, BUSY, READONLY...) are sent again with back-off, which the gate makes safe;
+        if they still are after the retries, or the connection is lost, this raises.
         """
+        outcomes: list[Outcome] = [False] * len(commits)
+        todo = list(range(len(commits)))
+
+        def attempt() -> None:
+            replies = self._commit_once([commits[i] for i in todo])
+            again: list[redis.ResponseError] = []
+            for index, reply in zip(list(todo), replies, strict=True):
+                outcomes[index] = reply
+                if isinstance(reply, redis.ResponseError) and is_transient(reply):
+                    again.append(reply)
+                else:
+                    todo.remove(index)
+            if again:
+                raise again[0]
+
+        self._retry.call_with_retry(attempt, lambda _exc: None, is_retryable=is_transient)
+        return outcomes
+
+    def _commit_once(self, commits: Sequence[Commit]) -> list[Outcome]:
         if not commits:
             return []
         replies = self._run(commits)
