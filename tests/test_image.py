@@ -175,7 +175,8 @@ def build(dockerfile: Path, scratch: Path) -> list[Stage]:
             stage.home.mkdir(parents=True, exist_ok=True)
         elif keyword == "ENV":
             key, _, value = arguments.partition("=")
-            stage.env[key] = value
+            # A path in the image is a path under the stage's root here.
+            stage.env[key] = str(stage.path(value)) if value.startswith("/") else value
         elif keyword == "ENTRYPOINT":
             stage.entrypoint = json.loads(arguments)
         elif keyword == "CMD":
@@ -270,9 +271,14 @@ def test_versions_are_the_constraints(image: Stage) -> None:
     assert (numpy, onnxruntime) == (pins["numpy"], pins["onnxruntime"])
 
 
-def test_models_are_folded_at_build_time_into_the_users_cache(image: Stage) -> None:
-    folded = sorted((image.home / ".cache" / "facestream" / "models").glob("*.onnx"))
+def test_models_are_folded_at_build_time_readable_by_any_user(image: Stage) -> None:
+    cache = Path(image.env["FACESTREAM_MODELS__CACHE_DIR"])
+    assert cache.is_relative_to(image.root)
+    folded = sorted(cache.glob("*.onnx"))
     assert [p.name.split("_")[1] for p in folded] == ["detection", "recognition"]
+    assert cache.stat().st_mode & 0o005 == 0o005  # any uid may enter the folder
+    for path in folded:
+        assert path.stat().st_mode & 0o004, f"{path} is not world-readable"
 
 
 def test_entrypoint_and_cmd_run(image: Stage) -> None:
