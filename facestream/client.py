@@ -149,12 +149,10 @@ class ResultSubscriber:
         self._stop = threading.Event()
         self._outages = Outages(self._stop, f"results subscriber {consumer_group}/{consumer}")
         # Where to put the group again if it is lost: after the last entry we were handed.
-        self._position = {
-            stream: "0-0"
-            if start == "oldest"
-            else self._outages.call(partial(_last_id, client, stream))
-            for stream in self.streams
-        }
+        self._position = {stream: "0-0" for stream in self.streams}
+        if start == "new":
+            for stream in self.streams:
+                self._position[stream] = self._outages.call(partial(_last_id, client, stream))
         self._claim_from = dict.fromkeys(self.streams, "0-0")
         self._next_claim = 0.0
         self._claiming = True
@@ -183,8 +181,10 @@ class ResultSubscriber:
                     result = self._parse(entry)
                     if result is not None and self.wanted(result):
                         yield result
-                    self._call(partial(self.client.xack, entry.stream, self.consumer_group,
-                                       entry.entry_id))  # fmt: skip
+                    ack = partial(
+                        self.client.xack, entry.stream, self.consumer_group, entry.entry_id
+                    )
+                    self._call(ack)
                     if self._stop.is_set():
                         return  # the rest of the batch stays pending: delivered again later
         except Stopped:
