@@ -348,5 +348,7 @@ def main() -> None:
         )
     except redis.exceptions.NoPermissionError as exc:
         _fail(f"Redis refused a command for this ACL user ({exc})", EXIT_REFUSED)
+    except redis.ResponseError as exc:  # e.g. WRONGTYPE: a key holds something else
+        _fail(f"Redis refused a command ({exc})", EXIT_REFUSED)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         _fail(f"cannot reach Redis ({exc}); check --redis-url", EXIT_UNREACHABLE)

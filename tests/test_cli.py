@@ -140,3 +140,15 @@ def test_invalid_group_name_is_one_line(redis_server: EmbeddedRedis) -> None:
         "--redis-url", redis_server.url,
     )  # fmt: skip
     assert_one_line_failure(done, 2, "invalid camera group 'east wing'")
+
+
+def test_a_refused_command_is_one_line(redis_server: EmbeddedRedis) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.set(keys.frames("east"), "not a stream")  # WRONGTYPE for every stream command
+    done = facestream(
+        "replay", str(FACES / "test"), "--group", "east", "--camera-id", "c1", "--fps", "0",
+        "--redis-url", redis_server.url,
+    )  # fmt: skip
+    client.close()
+    assert_one_line_failure(done, 4, "Redis refused a command (WRONGTYPE")
