@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -259,4 +260,8 @@ def serve(settings: Settings, web: WebSettings) -> None:
             "web page bound beyond loopback: it shows faces, put it behind TLS (docs/web.md)",
             host=web.host,
         )
-    build_server(create_app(settings, web), web).run()
+    server = build_server(create_app(settings, web), web)
+    # uvicorn raises the signal that stopped it again once it has shut down gracefully; the
+    # stop was orderly, so a SIGTERM ends here and the process exits 0 like every role.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    server.run()

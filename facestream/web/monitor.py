@@ -23,7 +23,7 @@ import structlog
 
 from facestream.client import ResultFilter, tail_results
 from facestream.recognizer import Gallery
-from facestream.schemas import Face, Identity, Result
+from facestream.schemas import Face, Identity, InvalidMessage, Result, clip
 from facestream.status import StatusReport, collect_status
 
 from .settings import WebSettings
@@ -175,8 +175,8 @@ class Monitor:
         while not self._stop.is_set():
             try:
                 self.sample()
-            except redis.RedisError as exc:
-                self.error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # Redis down, or a key we cannot read: the page says so
+                self.error = clip(f"{type(exc).__name__}: {exc}", 300)
                 log.warning("status sample failed", error=self.error)
             self._stop.wait(self.settings.sample_s)
 
@@ -185,9 +185,10 @@ class Monitor:
             try:
                 for result in tail_results(self.client, [group], block_ms=500, stop=self._stop):
                     self._add(result)
-            except redis.RedisError as exc:
-                # The tail starts again at the newest result: the feed is live, not a log.
-                log.warning("results tail interrupted", group=group, error=str(exc))
+            except (redis.RedisError, InvalidMessage) as exc:
+                # The tail starts again at the newest result (past an invalid one): the feed
+                # is live, not a log.
+                log.warning("results tail interrupted", group=group, error=clip(str(exc), 300))
                 self._stop.wait(1.0)
 
     def _add(self, result: Result) -> None:
