@@ -29,8 +29,9 @@ from facestream.schemas import (
     SourceError,
     keys,
 )
+from facestream.schemas.urls import redact
 
-from .capture import FrameSource, open_source, redact, set_transports
+from .capture import FrameSource, open_source, set_transports
 from .metrics import camera_counter
 from .outages import single_shot
 from .publisher import FramePublisher
@@ -44,7 +45,7 @@ _HEALTH_EVERY_S = 2.0
 _HEALTH_TTL_S = 15
 
 Role = Literal["read", "publish"]
-_Outcome = Literal["sent", "redis-error", "rejected"]
+_Outcome = Literal["sent", "redis-error", "rejected", "shed"]
 
 
 class CameraAgent:
@@ -201,6 +202,13 @@ class CameraAgent:
     def _publish(self, image: NDArray[np.uint8], captured_ms: int) -> _Outcome:
         """Encode and send one frame; any failure costs this frame only, counted and said."""
         try:
+            if self._workers_behind():
+                camera_counter("shed", self.camera.id).inc()
+                self._frame_lost(
+                    f"workers are behind (over {self.camera.max_backlog} frames of this "
+                    "camera unread): dropping frames until they catch up"
+                )
+                return "shed"
             jpeg, width, height = encode_jpeg(
                 image, self.camera.jpeg_quality, self._max_side(image)
             )
@@ -221,6 +229,16 @@ class CameraAgent:
             return "rejected"
         self._count("frames_out")
         return "sent"
+
+    def _workers_behind(self) -> bool:
+        """Whether the workers have not yet taken `max_backlog` of our published frames.
+
+        Dropping here, counted, is what keeps MAXLEN from trimming frames nobody read, which
+        would be lost without a trace; the newest frame is what a live camera wants anyway.
+        """
+        limit = self.camera.max_backlog
+        # No round trip while the frames sent since the last check cannot be over the limit.
+        return limit > 0 and self.publisher.unconfirmed > limit and self.publisher.backlog() > limit
 
     def _max_side(self, image: NDArray[np.uint8]) -> int | None:
         """The camera's max_side, made smaller where needed to fit the pixel limit."""
@@ -251,6 +269,8 @@ class CameraAgent:
             self.health.state = state
 
     def _record_error(self, message: str) -> None:
+        # The one way into the log and the health record: an error may quote the source URL.
+        message = redact(message)
         # One log line per change: a refused XADD at 5 fps would otherwise flood the log.
         if message != self.health.last_error:
             self.log.warning("camera error", error=message)

@@ -13,13 +13,14 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from facestream.schemas import SourceError
+from facestream.schemas.urls import redact, without_userinfo
 
 from .settings import CameraSettings
 
@@ -56,18 +57,6 @@ def set_transports(cameras: Sequence[CameraSettings]) -> None:
     _shared_transport = transports.pop() if len(transports) == 1 else None
     if _shared_transport is not None:
         os.environ[_FFMPEG_OPTIONS] = f"rtsp_transport;{_shared_transport}"
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs and health reports)."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.password is not None else f"{parts.username}@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 def source_kind(camera: CameraSettings) -> str:
@@ -170,7 +159,7 @@ class SnapshotSource:
         self._next = time.monotonic() + self.camera.snapshot_interval_s
         deadline = time.monotonic() + self.camera.read_timeout_s
         try:
-            with self._opener.open(_without_credentials(self.camera.source),
+            with self._opener.open(without_userinfo(self.camera.source),
                                    timeout=self.camera.read_timeout_s) as response:  # fmt: skip
                 data = self._body(response, deadline)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -228,7 +217,7 @@ def diagnose(camera: CameraSettings, kind: str) -> str:
 
 def _rtsp_status(sock: socket.socket, url: str) -> str:
     """Ask the server to DESCRIBE the stream and turn its answer into a reason."""
-    target = _without_credentials(url)
+    target = without_userinfo(url)
     request = f"DESCRIBE {target} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
     try:
         sock.sendall(request.encode())
@@ -247,7 +236,7 @@ def _rtsp_status(sock: socket.socket, url: str) -> str:
 
 
 def _http_content_type(camera: CameraSettings) -> str:
-    request = urllib.request.Request(_without_credentials(camera.source), method="GET")
+    request = urllib.request.Request(without_userinfo(camera.source), method="GET")
     try:
         with _opener_with_credentials(camera.source).open(
             request, timeout=camera.open_timeout_s
@@ -271,22 +260,12 @@ def _http_reason(url: str, exc: BaseException | None) -> str:
     return "opened, but no frame could be decoded (not MJPEG, unknown codec?)"
 
 
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
 def _opener_with_credentials(url: str) -> urllib.request.OpenerDirector:
     parts = urlsplit(url)
     if parts.username is None:
         return urllib.request.build_opener()
     passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-    passwords.add_password(None, _without_credentials(url), parts.username, parts.password or "")
+    passwords.add_password(None, without_userinfo(url), parts.username, parts.password or "")
     return urllib.request.build_opener(
         urllib.request.HTTPBasicAuthHandler(passwords),
         urllib.request.HTTPDigestAuthHandler(passwords),

@@ -6,7 +6,13 @@ Every password below holds the characters that break a URL (`@`, `/`, `:`, `%`, 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
 import stat
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -15,10 +21,13 @@ import pytest
 import redis
 
 from facestream.acl import Grant, User, write_passwords
-from facestream.config import ConfigError, load_settings
+from facestream.config import ConfigError, RedisSettings, load_settings
 from facestream.connect import connect
+from facestream.schemas import keys
 from facestream.schemas.urls import redact, redact_event, without_userinfo
-from facestream.server import EmbeddedRedis
+from facestream.server import EmbeddedRedis, free_port
+
+from .helpers import wait_for
 
 PASSWORD = "p@ss/w:rd%2F#?x"
 WRONG = "not-it"
@@ -140,3 +149,49 @@ def test_log_events_are_redacted_whole() -> None:
     assert "hunter2" not in repr(event)
     assert event["error"] == "OSError: cannot open rtsp://admin:***@cam/live"
     assert event["exc_info"] is True and event["count"] == 3
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def test_no_credential_reaches_a_log_a_health_record_or_a_metric(
+    server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A camera agent with credentials in every place, against a source that keeps failing."""
+    secret = "hunter2-camera"
+    dead_port, metrics_port = free_port(), free_port()  # nothing listens on the camera's port
+    source = (
+        f"http://admin:{secret}@127.0.0.1:{dead_port}/snap.jpg"
+        f"?user=admin&password={secret}&token={secret}"
+    )
+    cameras = [{"id": "leaky", "group": "g1", "source": source, "kind": "snapshot"}]
+    environment = {
+        **os.environ,
+        "FACESTREAM_REDIS__URL": _url(server, f"alice:{quote(PASSWORD, safe='')}@"),
+        "FACESTREAM_CAMERAS": json.dumps(cameras),
+        "FACESTREAM_LOG__FORMAT": "json",
+        "FACESTREAM_LOG__LEVEL": "debug",
+    }
+    command = [sys.executable, "-m", "facestream", "camera", "--metrics-port", str(metrics_port)]
+    agent = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+    admin = connect(RedisSettings(url=_url(server), username="alice", password=PASSWORD))
+    try:
+        health_key = keys.camera_health("leaky")
+        wait_for(
+            lambda: (
+                b"last_error" in (admin.get(health_key) or b"")
+                and json.loads(admin.get(health_key) or b"{}").get("last_error")
+            ),
+            what="the camera's health record with its error",
+        )
+        health = (admin.get(health_key) or b"").decode()
+        metrics = _metrics(metrics_port)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, logs = agent.communicate(timeout=30)
+    assert "127.0.0.1" in health and "leaky" in metrics and "leaky" in logs  # all were seen
+    for place, text in {"logs": logs, "metrics": metrics, "health record": health}.items():
+        assert secret not in text, f"{place}: {text[:2000]}"
+        assert PASSWORD not in text and quote(PASSWORD, safe="") not in text, place
