@@ -177,6 +177,7 @@ async def stream(request: Request) -> StreamingResponse:
             if monitor.sampled_at != sampled:
                 sampled = monitor.sampled_at
                 yield _event("status", _overview(monitor))
+                quiet = 0.0
             elif quiet >= _KEEPALIVE_S:
                 yield b": keepalive\n\n"
                 quiet = 0.0
