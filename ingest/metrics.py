@@ -17,7 +17,8 @@ _COUNTERS = {
     ),
     "dropped": Counter(
         "facestream_camera_frames_dropped_total",
-        "Frames read but not published (a newer one replaced it, or Redis was down).",
+        "Frames read but not published (a newer one replaced it, Redis was down or refused, "
+        "the frame was rejected, or the workers were behind).",
         ["camera"],
     ),
     "reconnects": Counter(
@@ -26,6 +27,11 @@ _COUNTERS = {
     "rejected": Counter(
         "facestream_camera_frames_rejected_total",
         "Frames that could not be sent at all (over the byte limit, not encodable).",
+        ["camera"],
+    ),
+    "shed": Counter(
+        "facestream_camera_frames_shed_total",
+        "Frames dropped because the workers had not taken max_backlog earlier ones (overload).",
         ["camera"],
     ),
     "restarts": Counter(

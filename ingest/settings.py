@@ -61,6 +61,13 @@ class CameraSettings(BaseModel):
     snapshot_interval_s: float = Field(1.0, gt=0, le=3600, description="Snapshot URL poll period.")
     backoff_base_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay.")
     backoff_cap_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect delay.")
+    max_backlog: int = Field(
+        50,
+        ge=0,
+        le=100_000,
+        description="Drop (and count) new frames while this many of the camera's published "
+        "frames are not yet taken by a worker; 0: never (MAXLEN may then trim unread frames).",
+    )
     stable_s: float = Field(
         30.0,
         gt=0,
