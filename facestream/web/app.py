@@ -68,6 +68,8 @@ def create_app(
             yield
         finally:
             app.state.monitor.stop()
+            if client is None:  # ours to close; a caller's client stays the caller's
+                redis_client.close()
 
     app = Starlette(
         routes=_routes(),
