@@ -294,6 +294,25 @@ def status_command(
         )
 
 
+@app.command("web")
+def web_command(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default 8080).")] = None,
+    hash_password: Annotated[
+        bool, typer.Option("--hash-password", help="Print a hash for web.password_hash; exit.")
+    ] = False,
+) -> None:
+    """Serve the operators' page: cameras, live feed, charts, gallery, dead letters."""
+    from .web import hash_password as make_hash
+    from .web.app import serve
+
+    if hash_password:
+        typer.echo(make_hash(typer.prompt("password", hide_input=True, confirmation_prompt=True)))
+        return
+    settings = cli_settings(web={"host": host, "port": port})
+    serve(settings, settings.web)
+
+
 WIRE_MODELS = {"frame": Frame, "result": Result, "dead-letter": DeadLetter}
 
 

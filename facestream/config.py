@@ -27,6 +27,7 @@ from pydantic_settings import (
 from facestream.ingest import CameraSettings, IngestSettings
 from facestream.recognizer import MatchSettings, ModelSettings, VisitorSettings, WorkerSettings
 from facestream.schemas import FacestreamError, FrameLimits, keys
+from facestream.web.settings import WebSettings
 
 __all__ = ["ConfigError", "LogSettings", "RedisSettings", "Settings", "load_settings"]
 
@@ -121,6 +122,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Live cameras run by `facestream camera --config`."
     )
     log: LogSettings = Field(default_factory=LogSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     metrics_address: IPvAnyAddress = Field(
         IPv4Address("127.0.0.1"),
         description="Where --metrics-port listens: loopback unless a scraper on another host "
