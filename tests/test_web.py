@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -128,21 +129,14 @@ def test_not_ready_without_redis(settings: Settings) -> None:
         assert status == 200 and "facestream_status_up 0.0" in body.decode()
 
 
-SERVE = """
-import sys
-from facestream.config import load_settings
-from facestream.web import WebSettings
-from facestream.web.app import serve
-web = WebSettings(port=int(sys.argv[2]), token=sys.argv[3])
-serve(load_settings(redis={"url": sys.argv[1]}), web)
-"""
-
-
 def test_serve_is_ready_then_stops_on_sigterm(redis_server: EmbeddedRedis) -> None:
-    """The function `facestream web` runs, in its own process: ready, metrics, SIGTERM → 0."""
+    """`facestream web` in its own process: ready, metrics, SIGTERM → exit 0."""
     port = free_port()
-    command = [sys.executable, "-c", SERVE, redis_server.url, str(port), TOKEN]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "facestream", "web", "--redis-url", redis_server.url]
+    env = {**os.environ, "FACESTREAM_WEB__TOKEN": TOKEN, "FACESTREAM_WEB__PORT": str(port)}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     page = Page(f"http://127.0.0.1:{port}", urllib.request.build_opener(NoRedirect), None)
 
     def ready() -> bool:
