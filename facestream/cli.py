@@ -280,9 +280,19 @@ def status_command(
         typer.echo(
             f"{group.group:<16}{group.frames:>8}{group.pending:>9}"
             f"{'?' if group.lag is None else group.lag:>7}{group.consumers:>11}"
-            f"{group.results:>9}{group.dead:>7}"
+            f"{group.results:>9}{group.dead:>7}" + (f"  {group.error}" if group.error else "")
         )
     typer.echo(f"gallery version {report.gallery_version}")
+    for group, why in sorted(report.quarantined.items()):
+        typer.echo(f"QUARANTINED {group}: {why}")
+    if report.workers:
+        typer.echo(f"\n{'worker':<28}{'read':>8}{'recognised':>12}{'cached':>8}{'dead':>6}  groups")
+    for worker in report.workers:
+        counts = worker.counts
+        typer.echo(
+            f"{worker.consumer:<28}{counts['read']:>8}{counts['recognised']:>12}"
+            f"{counts['cached']:>8}{counts['dead']:>6}  {','.join(worker.groups) or '-'}"
+        )
     if report.cameras:
         typer.echo(f"\n{'camera':<14}{'group':<10}{'state':<13}{'in/s':>6}{'out/s':>7}"
                    f"{'dropped':>9}{'reconn':>8}  last error")  # fmt: skip

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
 import redis
 
 from facestream.recognizer import Gallery
-from facestream.schemas import CameraHealth, keys
+from facestream.schemas import CameraHealth, InvalidGroup, clip, keys
 
-__all__ = ["GroupStatus", "StatusReport", "collect_status", "known_groups"]
+__all__ = ["GroupStatus", "StatusReport", "WorkerStatus", "collect_status", "known_groups"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,18 @@ class GroupStatus:
     consumers: int
     results: int
     dead: int
+    error: str | None = None  # a key of the group refuses our reads (WRONGTYPE, NOPERM)
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A live worker's last heartbeat (it expires 15 s after the worker stops)."""
+
+    consumer: str
+    groups: list[str]
+    quarantined: dict[str, str]  # group -> why its keys refuse our commands
+    at: int  # epoch ms of the heartbeat
+    counts: dict[str, int]  # frames read, recognised, cached, dead-lettered, lost to trimming
 
 
 @dataclass(frozen=True)
@@ -31,26 +44,69 @@ class StatusReport:
     groups: list[GroupStatus]
     gallery_version: int
     cameras: list[CameraHealth]
+    workers: list[WorkerStatus]
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """Groups some worker has quarantined, with the reason it gave."""
+        return {g: why for worker in self.workers for g, why in worker.quarantined.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "groups": [asdict(group) for group in self.groups],
             "gallery_version": self.gallery_version,
             "cameras": [camera.model_dump(mode="json") for camera in self.cameras],
+            "workers": [asdict(worker) for worker in self.workers],
+            "quarantined": self.quarantined,
         }
 
 
 def known_groups(client: redis.Redis) -> list[str]:
-    """Groups that have a frames or a results stream on this node, sorted."""
-    found = {
-        keys.group_of(key)
-        for pattern in ("fs:{*}:frames", "fs:{*}:results")
-        for key in client.scan_iter(match=pattern, _type="stream")
-    }
+    """Groups that have a frames or a results stream on this node, sorted.
+
+    A key that only looks like one (a hostile or foreign name) is skipped, as workers skip it.
+    """
+    found = set()
+    for pattern in ("fs:{*}:frames", "fs:{*}:results"):
+        for key in client.scan_iter(match=pattern, _type="stream"):
+            try:
+                found.add(keys.group_of(key))
+            except InvalidGroup:
+                continue
     return sorted(found)
 
 
+def _workers(client: redis.Redis) -> list[WorkerStatus]:
+    names = sorted(client.scan_iter(match=keys.worker_heartbeat("*")))
+    lookup = client.pipeline(transaction=False)  # not MGET: the keys span slots on a cluster
+    for name in names:
+        lookup.get(name)
+    workers = []
+    for name, raw in zip(names, lookup.execute() if names else [], strict=True):
+        if raw is None:
+            continue  # expired between SCAN and GET
+        beat = orjson.loads(raw)
+        counts = {k: int(beat.get(k, 0)) for k in ("read", "recognised", "cached", "dead", "lost")}
+        workers.append(
+            WorkerStatus(
+                consumer=name.decode().removeprefix(keys.worker_heartbeat("")),
+                groups=list(beat.get("groups", [])),
+                quarantined=dict(beat.get("quarantined", {})),
+                at=int(beat.get("at", 0)),
+                counts=counts,
+            )
+        )
+    return workers
+
+
 def _group_status(client: redis.Redis, group: str) -> GroupStatus:
+    try:
+        return _read_group_status(client, group)
+    except redis.ResponseError as exc:  # one broken group must not hide the others
+        return GroupStatus(group, 0, 0, None, 0, 0, 0, error=clip(str(exc), 200))
+
+
+def _read_group_status(client: redis.Redis, group: str) -> GroupStatus:
     stream = keys.frames(group)
     groups_info = client.xinfo_groups(stream) if client.exists(stream) else []
     recognizers = next(
@@ -82,4 +138,5 @@ def collect_status(client: redis.Redis, groups: list[str] | None = None) -> Stat
         groups=[_group_status(client, group) for group in groups or known_groups(client)],
         gallery_version=Gallery(client).version(),
         cameras=cameras,
+        workers=_workers(client),
     )

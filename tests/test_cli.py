@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from facestream.cli_options import hoist_shared_options
 from facestream.schemas import keys
 from facestream.server import EmbeddedRedis
 
-from .helpers import FACES, REPO
+from .helpers import FACES, REPO, wait_for
 
 PASSWORD = "s3cret-for-tests"
 
@@ -152,3 +153,38 @@ def test_a_refused_command_is_one_line(redis_server: EmbeddedRedis) -> None:
     )  # fmt: skip
     client.close()
     assert_one_line_failure(done, 4, "Redis refused a command (WRONGTYPE")
+
+
+def test_status_shows_workers_quarantine_and_skips_hostile_keys(
+    redis_server: EmbeddedRedis, model_cache: Path
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.xadd("fs:{a b}:frames", {"v": "1"})  # a name no group may have: skipped, not fatal
+    client.xadd(keys.frames("hall"), {"v": "1"})
+    client.set(keys.results("lobby"), "not a stream")  # WRONGTYPE: the worker quarantines it
+    client.xadd(keys.frames("lobby"), {"v": "1"})
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "facestream", "worker", "--groups", "hall,lobby",
+         "--consumer", "status-test", "--redis-url", redis_server.url],
+        env={**os.environ, "FACESTREAM_MODELS__CACHE_DIR": str(model_cache)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def quarantined() -> bool:
+            report = orjson.loads(
+                facestream("status", "--json", "--redis-url", redis_server.url).stdout
+            )
+            return "lobby" in report["quarantined"]
+
+        wait_for(quarantined, timeout_s=90, what="the worker to report the quarantine", poll_s=0.5)
+        done = facestream("status", "--redis-url", redis_server.url)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        client.close()
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^QUARANTINED lobby: \w+: WRONGTYPE", done.stdout, re.M), done.stdout
+    assert "status-test" in done.stdout
+    assert "a b" not in done.stdout
