@@ -1,20 +1,23 @@
 """The ack-gated commit (one Lua call per frame), and which Redis errors are worth a retry.
 
-The commit: XACK, and only if it acked, XADD the output and SET the cache.
+The commit acknowledges the entry and publishes its output (and sets the cache) only if the
+entry was still pending: if another worker claimed and answered it first, nothing is published.
 
-A worker whose entry was claimed by another one gets 0 from XACK and publishes nothing, so a
-frame never gets two results; a crash before the commit leaves the entry pending for XAUTOCLAIM,
-so it never gets none. All keys carry the group's hash tag: one slot, works on Redis Cluster.
+A worker whose entry was claimed and answered by another one finds it no longer pending and
+publishes nothing, so a frame never gets two results; a crash before the commit leaves the
+entry pending for XAUTOCLAIM, so it never gets none. All keys carry the group's hash tag: one
+slot, works on Redis Cluster.
 Because of the gate, running a commit twice is harmless, which makes reloading the code simple.
+
+Inside the script the gate is checked first (XPENDING of that one id: would XACK ack it?), then
+the output is added, and only then is the entry acknowledged. Nothing can come between in one
+script, so this is the XACK-then-XADD gate; but Lua does not roll back, and in this order an
+XADD that fails (its key holds a string: WRONGTYPE) leaves the entry pending instead of acked
+with nothing published.
 
 On Redis 7 the commit is a Function (`COMMIT_LIBRARY`): loaded once by the admin user
 (`facestream acl functions`), so the worker's ACL user needs FCALL only and can load no code of
 its own. Without an ACL the worker loads it itself; on Redis 6 it is a script (EVALSHA).
-
-Errors in a script do not roll back what it already wrote, so everything that can fail after
-the XACK is checked before it: a target key that is not a stream (WRONGTYPE) fails the commit
-with nothing acknowledged, and the entry stays pending. The check is an XPENDING (whose "no
-such group" answer is expected) because the worker's ACL user may run that, and not TYPE.
 """
 
 from __future__ import annotations
@@ -81,14 +84,14 @@ def is_group_fault(exc: BaseException) -> bool:
 
 
 _ACK_THEN_PUBLISH = """
-local probe = redis.pcall('XPENDING', KEYS[2], ARGV[1])
-if type(probe) == 'table' and probe.err and string.sub(probe.err, 1, 9) == 'WRONGTYPE' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not a stream')
-end
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 and ARGV[6] == '1' then
+if ARGV[6] == '1' and #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
     return 0
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 7))
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 7))
+if type(added) == 'table' and added.err then
+    return redis.error_reply(added.err .. ': ' .. KEYS[2])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[5] ~= '' then
     redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
 end
