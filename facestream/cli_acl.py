@@ -1,4 +1,4 @@
-"""`facestream acl`: write the deployment's Redis ACL file and one password file per user."""
+"""`facestream acl`: the deployment's Redis ACL file, a password per user, the commit function."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Annotated
 
 import typer
 
+from facestream.recognizer.commit import COMMIT_FUNCTION, COMMIT_LIBRARY
+
 from .acl import AclError, CameraScope, check_strength, plan_users, render_acl, write_passwords
 from .cli_options import cli_settings, split_list
+from .connect import connect
 
 __all__ = ["acl_app"]
 
@@ -74,3 +77,14 @@ def generate_command(
         typer.echo(f"{user.role:8} {user.name}: {secrets / f'{user.name}.password'}", err=True)
     for line in weaker:
         typer.echo(f"WEAKER than on Redis 7: {line}", err=True)
+
+
+@acl_app.command("functions")
+def functions_command() -> None:
+    """Load the workers' commit function (as admin): once per node, and after a FUNCTION FLUSH.
+
+    Functions persist with the data (RDB/AOF) and reach replicas, so a restart keeps it.
+    """
+    client = connect(cli_settings().redis)
+    client.function_load(COMMIT_LIBRARY, replace=True)
+    typer.echo(f"loaded {COMMIT_FUNCTION}", err=True)

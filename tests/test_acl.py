@@ -7,7 +7,9 @@ NOPERM (the server itself allows DEBUG and MODULE here, so only the ACL can refu
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +18,14 @@ import pytest
 import redis
 import yaml
 from redis.exceptions import NoPermissionError
-from typer.testing import CliRunner
 
 from facestream.acl import AclError, check_strength, plan_users, render_acl, write_passwords
-from facestream.cli_acl import acl_app
 from facestream.client import ResultSubscriber
 from facestream.config import RedisSettings, Settings, load_settings
 from facestream.connect import connect
 from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine, Gallery, Worker
+from facestream.recognizer.commit import COMMIT_LIBRARY, Commit, Committer
 from facestream.schemas import keys
 from facestream.server import EmbeddedRedis, find_redis_server
 
@@ -125,6 +126,14 @@ REFUSED: dict[str, list[Command]] = {
 }
 
 
+def _acl(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    """`facestream acl ARGS` in its own process."""
+    command = [sys.executable, "-c", "from facestream.cli_acl import acl_app; acl_app()", *args]
+    return subprocess.run(
+        command, env={**os.environ, **environment}, capture_output=True, text=True, timeout=60
+    )
+
+
 @dataclass
 class Deployment:
     server: EmbeddedRedis
@@ -192,11 +201,31 @@ def test_refused(deployment: Deployment, user: str, command: Command) -> None:
         client.execute_command(*command)
 
 
+def test_the_worker_cannot_load_code_the_admin_can(deployment: Deployment) -> None:
+    commit = Commit(FRAMES_2, "0-1", keys.results("g2"), 100, {"v": 1}, keys.cache("g2", "00"))
+    worker = deployment.login("worker")
+    worker.xgroup_create(FRAMES_2, keys.RECOGNIZERS, mkstream=True)
+    committer = Committer(worker, keys.RECOGNIZERS)
+    with pytest.raises(NoPermissionError, match=r"run `facestream acl functions` as admin$"):
+        committer.commit([commit])
+
+    admin = deployment.redis_settings("admin")
+    done = _acl(
+        "functions",
+        FACESTREAM_REDIS__URL=admin.url,
+        FACESTREAM_REDIS__USERNAME="admin",
+        FACESTREAM_REDIS__PASSWORD_FILE=str(admin.password_file),
+    )
+    assert done.returncode == 0, done.stderr
+    assert committer.commit([commit]) == [False]  # runs now; nothing was pending
+
+
 def test_every_role_does_its_job(deployment: Deployment, engine: FaceEngine) -> None:
     settings = deployment.settings
     admin, camera, worker, backend = (
         deployment.login(user) for user in ("admin", "camera-c1", "worker", "backend")
     )
+    admin.function_load(COMMIT_LIBRARY, replace=True)  # `facestream acl functions`
     enrol(engine, admin, ["obama"])  # admin: the gallery
     FramePublisher(camera, "g1", "c1", 100, settings.limits).publish(
         next(iter_frames(FACES / "test" / "obama1.jpg"))
@@ -225,26 +254,22 @@ def test_redis_6_is_refused_unless_accepted(deployment: Deployment) -> None:
     assert check_strength(plan_users(deployment.settings, (7, 0)), (7, 0)) == []
 
 
-def test_generate_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FACESTREAM_GROUPS", '["g1"]')
-    monkeypatch.setenv(
-        "FACESTREAM_CAMERAS", '[{"id": "c1", "group": "g1", "source": "rtsp://192.0.2.1/1"}]'
-    )
+def test_generate_command(tmp_path: Path) -> None:
+    config = {
+        "FACESTREAM_GROUPS": '["g1"]',
+        "FACESTREAM_CAMERAS": '[{"id": "c1", "group": "g1", "source": "rtsp://192.0.2.1/1"}]',
+    }
     out, secrets = tmp_path / "users.acl", tmp_path / "secrets"
-    arguments = ["--secrets", str(secrets), "--out", str(out)]
-    done = CliRunner().invoke(acl_app, arguments, catch_exceptions=False)
-    assert done.exit_code == 0, done.output
+    done = _acl("generate", "--secrets", str(secrets), "--out", str(out), **config)
+    assert done.returncode == 0, done.stderr
     assert [line.split()[1] for line in out.read_text().splitlines()] == [
         "default", "admin", "worker", "backend", "camera-c1", "health",
     ]  # fmt: skip
     users = ("admin", "backend", "camera-c1", "health", "worker")
     assert sorted(p.name for p in secrets.iterdir()) == [f"{u}.password" for u in users]
 
-    with pytest.raises(AclError, match=r"^Redis 6 has no ACL selectors"):
-        CliRunner().invoke(
-            acl_app, ["--secrets", str(tmp_path / "s6"), "--redis-version", "6.2"],
-            catch_exceptions=False,
-        )  # fmt: skip
+    weaker = _acl("generate", "--secrets", str(tmp_path / "s6"), "--redis-version", "6.2", **config)
+    assert weaker.returncode != 0 and "Redis 6 has no ACL selectors" in weaker.stderr
     assert not (tmp_path / "s6").exists()  # refused before any password was made
 
 
