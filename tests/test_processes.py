@@ -243,7 +243,7 @@ def test_unreachable_redis_is_one_clear_line(model_cache: Path) -> None:
         [sys.executable, "-m", "facestream", "--redis-url", "redis://127.0.0.1:1/0", "status"],
         env=_env(model_cache), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert done.returncode == 2
+    assert done.returncode == 3  # the CLI's code for "unreachable"
     assert done.stderr.startswith("error: cannot reach Redis (Error 111 connecting to 127.0.0.1:1")
     assert "Traceback" not in done.stderr
 
