@@ -179,11 +179,12 @@ def _backend(groups: list[str], version: tuple[int, int]) -> User:
     results = _each(groups, keys.results)
     # Its own consumer group on results: read, ack, claim, create (MKSTREAM). Never XADD.
     reads = ("xread", "xreadgroup", "xrange", "xrevrange", "xlen", "xinfo|stream", "xinfo|groups")
+    # SCAN: `results tail` checks the groups exist (key names only, no values).
     return User(
         "backend",
         "backend",
         (
-            Grant(_keyless(version)),
+            Grant(_keyless(version, "scan")),
             Grant((*reads, "xack", "xautoclaim", "xclaim", "xpending", "xgroup|create"), results),
         ),
     )

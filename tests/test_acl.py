@@ -26,7 +26,7 @@ from facestream.connect import connect
 from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine, Gallery, Worker
 from facestream.recognizer.commit import COMMIT_LIBRARY, Commit, Committer
-from facestream.schemas import keys
+from facestream.schemas import CameraHealth, keys
 from facestream.server import EmbeddedRedis, find_redis_server
 
 from .helpers import FACES, REPO, enrol, require_system_dependency, wait_for
@@ -230,7 +230,8 @@ def test_every_role_does_its_job(deployment: Deployment, engine: FaceEngine) -> 
     FramePublisher(camera, "g1", "c1", 100, settings.limits).publish(
         next(iter_frames(FACES / "test" / "obama1.jpg"))
     )
-    camera.set(keys.camera_health("c1"), "{}", ex=10)  # its own health record
+    health = CameraHealth(camera="c1", group="g1", source="rtsp://192.0.2.1/1")
+    camera.set(keys.camera_health("c1"), health.model_dump_json(), ex=60)  # its health record
     subscriber = ResultSubscriber(backend, ["g1"], consumer_group="mall", block_ms=100)
 
     serving = Worker(worker, engine, settings.worker, settings.match, settings.limits, "w", ["g1"])
@@ -243,6 +244,24 @@ def test_every_role_does_its_job(deployment: Deployment, engine: FaceEngine) -> 
     assert admin.xlen(keys.dead("g1")) == 0
     assert worker.xrange(FRAMES_1) != []  # the trimmed-entry path reads frames back
     assert Gallery(admin).version() == 1
+    # The operators' commands, each as its user, in its own process.
+    tail = _facestream(deployment, "backend", "results", "tail", "--group", "g1", "--count",
+                       "1", "--from-start", "--json")  # fmt: skip
+    assert tail.returncode == 0 and result.frame_id in tail.stdout, tail.stderr
+    status = _facestream(deployment, "admin", "status", "--json")
+    assert status.returncode == 0 and '"g1"' in status.stdout, status.stderr
+
+
+def _facestream(deployment: Deployment, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    login = deployment.redis_settings(user)
+    environment = {
+        **os.environ,
+        "FACESTREAM_REDIS__URL": login.url,
+        "FACESTREAM_REDIS__USERNAME": user,
+        "FACESTREAM_REDIS__PASSWORD_FILE": str(login.password_file),
+    }
+    command = [sys.executable, "-m", "facestream", *args]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
 
 
 def test_redis_6_is_refused_unless_accepted(deployment: Deployment) -> None:
