@@ -250,6 +250,10 @@ def test_every_role_does_its_job(deployment: Deployment, engine: FaceEngine) -> 
     assert tail.returncode == 0 and result.frame_id in tail.stdout, tail.stderr
     status = _facestream(deployment, "admin", "status", "--json")
     assert status.returncode == 0 and '"g1"' in status.stdout, status.stderr
+    for args in (["gallery", "list"], ["visitors", "count"], ["gallery", "erase", "obama"]):
+        done = _facestream(deployment, "admin", *args)
+        assert done.returncode == 0, done.stderr
+    assert Gallery(admin).version() == 2 and admin.get(keys.cache("g1", result.hash)) is None
 
 
 def _facestream(deployment: Deployment, user: str, *args: str) -> subprocess.CompletedProcess[str]:
