@@ -200,7 +200,7 @@ def _cameras(settings: Settings, scope: CameraScope, version: tuple[int, int]) -
             name,
             "camera",
             (
-                Grant(_keyless(version, "xadd"), (keys.frames(group),), "W"),
+                *_sender(group, version),
                 Grant(("set",), tuple(keys.camera_health(i) for i in sorted(ids)), "W"),
             ),
         )
@@ -209,13 +209,14 @@ def _cameras(settings: Settings, scope: CameraScope, version: tuple[int, int]) -
 
 
 def _replay(group: str, version: tuple[int, int]) -> User:
-    # Replay waits for the workers (XINFO GROUPS: lag, no images) instead of overrunning MAXLEN.
+    return User(f"replay-{group}", "replay", _sender(group, version))
+
+
+def _sender(group: str, version: tuple[int, int]) -> tuple[Grant, Grant]:
+    """XADD to the group's frames stream, and XINFO GROUPS on it: how far the workers are (a
+    camera sheds frames and replay waits while they are behind). No read of any entry."""
     stream = (keys.frames(group),)
-    return User(
-        f"replay-{group}",
-        "replay",
-        (Grant(_keyless(version, "xadd"), stream, "W"), Grant(("xinfo|groups",), stream, "R")),
-    )
+    return Grant(_keyless(version, "xadd"), stream, "W"), Grant(("xinfo|groups",), stream, "R")
 
 
 def check_strength(

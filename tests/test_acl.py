@@ -63,7 +63,8 @@ REFUSED: dict[str, list[Command]] = {
         ("XTRIM", FRAMES_1, "MAXLEN", "0"),
         ("XGROUP", "DESTROY", FRAMES_1, keys.RECOGNIZERS),
         ("XRANGE", FRAMES_1, "-", "+"),  # other cameras' images
-        ("XINFO", "GROUPS", FRAMES_1),
+        ("XINFO", "STREAM", FRAMES_1, "FULL"),
+        ("XINFO", "GROUPS", FRAMES_2),
         ("XADD", FRAMES_2, "*", "camera", "c1"),  # a frame for another group
         ("XADD", RESULTS_1, "*", "frame_id", "0-1"),  # a forged result
         ("SET", keys.camera_health("c2"), "{}", "EX", "10"),  # another camera's health
@@ -227,9 +228,8 @@ def test_every_role_does_its_job(deployment: Deployment, engine: FaceEngine) -> 
     )
     admin.function_load(COMMIT_LIBRARY, replace=True)  # `facestream acl functions`
     enrol(engine, admin, ["obama"])  # admin: the gallery
-    FramePublisher(camera, "g1", "c1", 100, settings.limits).publish(
-        next(iter_frames(FACES / "test" / "obama1.jpg"))
-    )
+    publisher = FramePublisher(camera, "g1", "c1", 100, settings.limits)
+    publisher.publish(next(iter_frames(FACES / "test" / "obama1.jpg")))
     health = CameraHealth(camera="c1", group="g1", source="rtsp://192.0.2.1/1")
     camera.set(keys.camera_health("c1"), health.model_dump_json(), ex=60)  # its health record
     subscriber = ResultSubscriber(backend, ["g1"], consumer_group="mall", block_ms=100)
@@ -243,6 +243,7 @@ def test_every_role_does_its_job(deployment: Deployment, engine: FaceEngine) -> 
     assert result.identities == ["obama"]
     assert admin.xlen(keys.dead("g1")) == 0
     assert worker.xrange(FRAMES_1) != []  # the trimmed-entry path reads frames back
+    assert publisher.backlog() == 0  # the camera sees the workers took it (or it sheds)
     assert Gallery(admin).version() == 1
     # The operators' commands, each as its user, in its own process.
     tail = _facestream(deployment, "backend", "results", "tail", "--group", "g1", "--count",
