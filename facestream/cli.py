@@ -6,6 +6,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -266,42 +267,28 @@ def results_tail(
 def status_command(
     groups: GroupsOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    watch: Annotated[
+        float | None, typer.Option(help="Refresh every N seconds until Ctrl-C.", min=0.1)
+    ] = None,
 ) -> None:
-    """Show each group's streams: frames, pending, lag, consumers, results, dead letters."""
-    report = collect_status(connect(cli_settings().redis), split_list(groups))
-    if json_output:
-        typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
-        return
-    typer.echo(
-        f"{'group':<16}{'frames':>8}{'pending':>9}{'lag':>7}{'consumers':>11}{'results':>9}"
-        f"{'dead':>7}"
-    )
-    for group in report.groups:
-        typer.echo(
-            f"{group.group:<16}{group.frames:>8}{group.pending:>9}"
-            f"{'?' if group.lag is None else group.lag:>7}{group.consumers:>11}"
-            f"{group.results:>9}{group.dead:>7}" + (f"  {group.error}" if group.error else "")
-        )
-    typer.echo(f"gallery version {report.gallery_version}")
-    for group, why in sorted(report.quarantined.items()):
-        typer.echo(f"QUARANTINED {group}: {why}")
-    if report.workers:
-        typer.echo(f"\n{'worker':<28}{'read':>8}{'recognised':>12}{'cached':>8}{'dead':>6}  groups")
-    for worker in report.workers:
-        counts = worker.counts
-        typer.echo(
-            f"{worker.consumer:<28}{counts['read']:>8}{counts['recognised']:>12}"
-            f"{counts['cached']:>8}{counts['dead']:>6}  {','.join(worker.groups) or '-'}"
-        )
-    if report.cameras:
-        typer.echo(f"\n{'camera':<14}{'group':<10}{'state':<13}{'in/s':>6}{'out/s':>7}"
-                   f"{'dropped':>9}{'reconn':>8}  last error")  # fmt: skip
-    for health in report.cameras:
-        typer.echo(
-            f"{health.camera:<14}{health.group:<10}{health.state:<13}{health.fps_in:>6.1f}"
-            f"{health.fps_out:>7.1f}{health.dropped:>9}{health.reconnects:>8}  "
-            f"{health.last_error or '-'}"
-        )
+    """Show each group's streams (frames, pending, lag, results, dead letters), workers, cameras."""
+    client = connect(cli_settings().redis)
+    try:
+        while True:
+            report = collect_status(client, split_list(groups))
+            if json_output:  # with --watch: one JSON document per line
+                typer.echo(
+                    orjson.dumps(report.to_dict(), option=0 if watch else orjson.OPT_INDENT_2)
+                )
+            else:
+                if watch and sys.stdout.isatty():
+                    typer.clear()
+                typer.echo(report.render())
+            if watch is None:
+                return
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command("web")

@@ -51,6 +51,42 @@ class StatusReport:
         """Groups some worker has quarantined, with the reason it gave."""
         return {g: why for worker in self.workers for g, why in worker.quarantined.items()}
 
+    def render(self) -> str:
+        """The report as `facestream status` prints it: aligned tables."""
+        lines = [
+            f"{'group':<16}{'frames':>8}{'pending':>9}{'lag':>7}{'consumers':>11}{'results':>9}"
+            f"{'dead':>7}"
+        ]
+        for group in self.groups:
+            lag = "?" if group.lag is None else group.lag
+            lines.append(
+                f"{group.group:<16}{group.frames:>8}{group.pending:>9}{lag:>7}"
+                f"{group.consumers:>11}{group.results:>9}{group.dead:>7}"
+                + (f"  {group.error}" if group.error else "")
+            )
+        lines.append(f"gallery version {self.gallery_version}")
+        lines += [f"QUARANTINED {group}: {why}" for group, why in sorted(self.quarantined.items())]
+        if self.workers:
+            lines.append(
+                f"\n{'worker':<28}{'read':>8}{'recognised':>12}{'cached':>8}{'dead':>6}  groups"
+            )
+        for worker in self.workers:
+            counts = worker.counts
+            lines.append(
+                f"{worker.consumer:<28}{counts['read']:>8}{counts['recognised']:>12}"
+                f"{counts['cached']:>8}{counts['dead']:>6}  {','.join(worker.groups) or '-'}"
+            )
+        if self.cameras:
+            lines.append(f"\n{'camera':<14}{'group':<10}{'state':<13}{'in/s':>6}{'out/s':>7}"
+                         f"{'dropped':>9}{'reconn':>8}  last error")  # fmt: skip
+        for health in self.cameras:
+            lines.append(
+                f"{health.camera:<14}{health.group:<10}{health.state:<13}{health.fps_in:>6.1f}"
+                f"{health.fps_out:>7.1f}{health.dropped:>9}{health.reconnects:>8}  "
+                f"{health.last_error or '-'}"
+            )
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "groups": [asdict(group) for group in self.groups],

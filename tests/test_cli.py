@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -188,3 +189,23 @@ def test_status_shows_workers_quarantine_and_skips_hostile_keys(
     assert re.search(r"^QUARANTINED lobby: \w+: WRONGTYPE", done.stdout, re.M), done.stdout
     assert "status-test" in done.stdout
     assert "a b" not in done.stdout
+
+
+def test_status_watch_refreshes_until_interrupted(redis_server: EmbeddedRedis) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.xadd(keys.frames("hall"), {"v": "1"})
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "facestream", "status", "--watch", "0.2", "--json",
+         "--redis-url", redis_server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert watcher.stdout is not None
+    first = orjson.loads(watcher.stdout.readline())
+    client.xadd(keys.frames("hall"), {"v": "1"})  # the next refreshes see the second frame
+    while orjson.loads(watcher.stdout.readline())["groups"][0]["frames"] != 2:
+        pass
+    watcher.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    assert watcher.wait(30) == 0
+    assert first["groups"][0]["frames"] == 1
+    client.close()
