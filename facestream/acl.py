@@ -5,7 +5,7 @@ Redis 7 the first grant is the user's root permissions and every other one a sel
 command is allowed only on the keys of its own grant (a camera's SET reaches its health key and
 never a frames stream) and read-only keys are `%R~`. Redis 6 has neither: merging the grants
 gives every command every key, so the generator refuses unless told to accept that, and then
-says in the file what each user gains.
+lists what each user gains.
 
 What no ACL can restrict is the arguments: a camera may still `XADD … MAXLEN 0` or give an
 explicit id far in the future. Scoping confines that to its own group's stream (see
@@ -134,7 +134,8 @@ def _admin(groups: list[str], version: tuple[int, int]) -> User:
     gallery = (keys.GALLERY_IDENTITIES, keys.GALLERY_VERSION)
     caches = _each(groups, lambda g: keys.cache(g, "*"))
     # SCAN for `status` and `gallery erase`; FUNCTION LOAD once, for the workers' commit.
-    root = Grant(_keyless(version, "multi", "exec", "scan", "function|load", "function|list"))
+    functions = ("function|load", "function|list") if version >= (7, 0) else ()
+    root = Grant(_keyless(version, "multi", "exec", "scan", *functions))
     return User(
         "admin",
         "admin",

