@@ -13,10 +13,9 @@ from typing import Annotated, NoReturn
 import orjson
 import redis
 import typer
-from prometheus_client import start_http_server
 
 from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
-from facestream.schemas import DeadLetter, FacestreamError, Frame, Result
+from facestream.schemas import CameraHealth, DeadLetter, FacestreamError, Frame, Result
 
 from . import __version__
 from .cli_gallery import eval_command, gallery_app, visitors_app
@@ -30,6 +29,7 @@ from .cli_options import (
 )
 from .client import ResultFilter, describe_result, tail_results
 from .connect import connect
+from .health import Probe, serve_health
 from .server import EmbeddedRedis
 from .status import collect_status, known_groups
 
@@ -177,7 +177,9 @@ def camera_command(
     fps: Annotated[float, typer.Option(help="Frames published per second.")] = 5.0,
     transport: Annotated[str, typer.Option(help="RTSP transport: tcp or udp.")] = "tcp",
     max_side: Annotated[int | None, typer.Option(help="Downscale larger frames.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (127.0.0.1).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port of /metrics, /healthz, /readyz (metrics_address).")
+    ] = None,
 ) -> None:
     """Run live camera agents: one --source, or every camera of the config's `cameras:`."""
     settings = cli_settings()
@@ -197,13 +199,25 @@ def camera_command(
         ]
     if not cameras:
         raise FacestreamError("no camera: pass --source (with --camera-id, --group) or a config")
+    probe = Probe()
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
+        serve_health(metrics_port, str(settings.metrics_address), probe)
+
+    def tick(healths: list[CameraHealth]) -> None:
+        probe.beat()
+        down = [f"{h.camera} {h.state}" for h in healths if h.state != "streaming"]
+        probe.set_ready(f"not streaming: {', '.join(down)}" if down else None)
+
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     run_cameras(
-        cameras, connect(settings.redis), settings.limits, settings.ingest.frames_maxlen, stop
+        cameras,
+        connect(settings.redis),
+        settings.limits,
+        settings.ingest.frames_maxlen,
+        stop,
+        on_tick=tick,
     )
 
 
@@ -211,7 +225,10 @@ def camera_command(
 def worker_command(
     groups: GroupsOption = None,
     concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (127.0.0.1).")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Port of /metrics, /healthz, /readyz (process N: port + N)."),
+    ] = None,
     consumer: Annotated[str | None, typer.Option(help="Consumer name.")] = None,
 ) -> None:
     """Recognise faces in the frames of every group (or --groups) until SIGTERM/Ctrl-C."""

@@ -22,7 +22,6 @@ from types import FrameType
 import orjson
 import redis
 import structlog
-from prometheus_client import start_http_server
 from redis.backoff import ExponentialWithJitterBackoff
 
 from facestream.recognizer import FaceEngine, VisitorBook, Worker
@@ -32,6 +31,7 @@ from facestream.schemas import FacestreamError
 from .cli import EXIT_INPUT, EXIT_REFUSED
 from .config import Settings
 from .connect import connect
+from .health import Probe, serve_health
 from .logs import configure_logging
 
 __all__ = ["run_worker", "run_workers"]
@@ -60,8 +60,10 @@ def run_worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     RESTARTS.set(restarts)
+    # A round waits at most block_ms for frames, or the back-off cap (5 s) after an error.
+    probe = Probe(stale_after_s=30 + settings.worker.block_ms / 1000)
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
+        serve_health(metrics_port, str(settings.metrics_address), probe)
     name = consumer or settings.worker.consumer or f"{socket.gethostname()}-{os.getpid()}"
     engine = FaceEngine.from_settings(settings.models, settings.match)
     client = connect(settings.redis)
@@ -75,7 +77,12 @@ def run_worker(
         groups=settings.groups,
         visitors=VisitorBook(client, settings.visitors) if settings.visitors.enabled else None,
     )
-    worker.run(stop)
+
+    def on_round(problem: str | None) -> None:
+        probe.beat()
+        probe.set_ready(problem)
+
+    worker.run(stop, on_round)
 
 
 def _child(settings_json: str, index: int, restarts: int) -> None:

@@ -289,8 +289,12 @@ def run_cameras(
     limits: FrameLimits,
     maxlen: int,
     stop: threading.Event,
+    on_tick: Callable[[list[CameraHealth]], None] | None = None,
 ) -> None:
-    """Run one agent per camera until `stop`, supervising them; report health every 2 s."""
+    """Run one agent per camera until `stop`, supervising them; report health every 2 s.
+
+    `on_tick` gets every camera's health after each supervision round (liveness, readiness).
+    """
     set_transports(cameras)
     agents = [CameraAgent(camera, client, limits, maxlen, stop) for camera in cameras]
     for agent in agents:
@@ -302,6 +306,8 @@ def run_cameras(
     while not stop.wait(_SUPERVISE_EVERY_S):
         for agent in agents:
             agent.supervise()
+        if on_tick is not None:
+            on_tick([agent.health for agent in agents])
         now = time.monotonic()
         if now - last < _HEALTH_EVERY_S:
             continue

@@ -12,7 +12,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -79,11 +79,16 @@ class Worker:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
+    def run(
+        self, stop: threading.Event, on_round: Callable[[str | None], None] | None = None
+    ) -> None:
         """Serve until `stop` is set; Redis errors mean log, back off (capped), carry on.
 
-        Raises redis.AuthenticationError: no retry can fix a refused password.
+        `on_round` hears after every round: None when it served, else what went wrong (the
+        process's /healthz and /readyz). Raises redis.AuthenticationError: no retry can fix a
+        refused password.
         """
+        report = on_round or (lambda _problem: None)
         backoff = ExponentialWithJitterBackoff(base=0.1, cap=5.0)
         failures = 0
         self.log.info(
@@ -94,6 +99,7 @@ class Worker:
                 try:
                     self.step()
                     failures = 0
+                    report(None)
                 except redis.AuthenticationError:
                     raise
                 except redis.ResponseError as exc:
@@ -110,6 +116,7 @@ class Worker:
                         error=clip(f"{type(exc).__name__}: {exc}", 300),
                         retry_in_s=round(delay, 2),
                     )
+                    report(f"redis refused a command: {clip(str(exc), 200)}")
                     stop.wait(delay)
                 except redis.RedisError as exc:  # connection, timeout, LOADING
                     redis_errors_counter(type(exc).__name__).inc()
@@ -118,12 +125,14 @@ class Worker:
                     self.log.warning(
                         "redis unavailable", error=clip(str(exc), 300), retry_in_s=round(delay, 2)
                     )
+                    report(f"redis unavailable: {clip(str(exc), 200)}")
                     stop.wait(delay)
                 except Exception:
                     # Our own bug, not a frame's (those are dead letters): the batch stays
                     # pending and is claimed again; the loop goes on.
                     failures += 1
                     self.log.exception("worker step failed; retrying")
+                    report("worker step failed (see the log)")
                     stop.wait(backoff.compute(failures))
         finally:
             self._goodbye()
