@@ -9,7 +9,7 @@ to the worker, and the batch's entries stay pending.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,6 +113,7 @@ class BatchProcessor:
         stats: WorkerStats,
         log: FilteringBoundLogger,
         visitors: VisitorBook | None = None,
+        cameras: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
@@ -121,6 +122,7 @@ class BatchProcessor:
         self.stats = stats
         self.log = log
         self.visitors = visitors
+        self.cameras = cameras or {}
         self.committer = Committer(client, keys.RECOGNIZERS)
 
     def process(self, deliveries: Sequence[Delivery]) -> dict[str, redis.ResponseError]:
@@ -171,6 +173,12 @@ class BatchProcessor:
         if frame.group != delivery.group:
             raise InvalidFrame(
                 f"entry names group {frame.group!r} but was sent to group {delivery.group!r}"
+            )
+        # Any camera of a group can XADD any fields: the config says which cameras it has.
+        known = self.cameras.get(delivery.group)
+        if known is not None and frame.camera not in known:
+            raise InvalidFrame(
+                f"camera {frame.camera!r} is not a camera of group {delivery.group!r} in the config"
             )
         return frame
 

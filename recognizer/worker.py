@@ -12,7 +12,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from .visitors import VisitorBook
 __all__ = ["Worker"]
 
 _DISCOVER_EVERY_S = 5.0
+_SKIPPED_KEPT = 1000  # hostile stream names remembered (to warn once each)
 _HEARTBEAT_EVERY_S = 5
 # Answers of a group check that only mean "nothing there yet" or "already done".
 _HARMLESS = ("BUSYGROUP", "NOGROUP")
@@ -52,7 +53,10 @@ class Worker:
         consumer: str,
         groups: Sequence[str] = (),
         visitors: VisitorBook | None = None,
+        cameras: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
+        """`cameras`: each group's camera ids from the config; a frame naming another camera of
+        a listed group is dead-lettered (groups not listed take any camera)."""
         self.client = client
         self.engine = engine
         self.settings = settings
@@ -66,11 +70,12 @@ class Worker:
         self.gallery = Gallery(client)
         self.log = structlog.get_logger("worker").bind(consumer=consumer)
         self.batches = BatchProcessor(
-            client, engine, settings, limits, self.stats, self.log, visitors
+            client, engine, settings, limits, self.stats, self.log, visitors, cameras
         )
         self._gallery_checked = -float("inf")
         self._gallery_seen: int | None = None
         self._discovered = -float("inf")
+        self._skipped: set[bytes] = set()
         self._ready_groups: set[str] = set()
         self._claimed = -float("inf")
         self._beat = -float("inf")
@@ -191,9 +196,17 @@ class Worker:
         for key in self.client.scan_iter(match="fs:{*}:frames", count=1000, _type="stream"):
             try:
                 found.add(keys.group_of(key))
-            except InvalidGroup:  # somebody else's key, or a hostile one: not a group of ours
-                continue
+            except (InvalidGroup, UnicodeDecodeError):
+                # Somebody else's key, or a hostile one: never a group of ours, never fatal.
+                self._skip(key)
         return found
+
+    def _skip(self, key: bytes) -> None:
+        """Say once per key that a frames-like stream is not served (a bounded memory of it)."""
+        if key in self._skipped or len(self._skipped) >= _SKIPPED_KEPT:
+            return
+        self._skipped.add(key)
+        self.log.warning("stream skipped: not a valid group's frames stream", key=repr(key)[:120])
 
     def _check_group(self, group: str) -> None:
         """Create our consumer group if needed; raise what the group's keys answer wrongly."""
