@@ -31,6 +31,7 @@ __all__ = [
     "Grant",
     "User",
     "check_strength",
+    "password_file",
     "plan_users",
     "render_acl",
     "write_passwords",
@@ -264,18 +265,24 @@ def write_passwords(users: Sequence[User], folder: Path) -> dict[str, str]:
     regenerating the ACL (a camera added) leave every running process's password valid.
     """
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    hashes: dict[str, str] = {}
-    for user in users:
-        path = folder / f"{user.name}.password"
-        if path.exists():
-            password = path.read_text().rstrip("\r\n")
-        else:
-            password = secrets.token_urlsafe(32)  # URL-safe: no escaping in a redis:// URL
-            # Created 0600 from the start: no moment where another user could read it.
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as file:
-                file.write(password + "\n")
+    return {
+        user.name: hashlib.sha256(
+            password_file(folder / f"{user.name}.password").encode()
+        ).hexdigest()
+        for user in users
+    }
+
+
+def password_file(path: Path) -> str:
+    """The password in `path`; a new random one, written there 0600, if there is none."""
+    if path.exists():
+        password = path.read_text().rstrip("\r\n")
         if not password:
             raise AclError(f"{path} is empty: delete it to have a new password generated")
-        hashes[user.name] = hashlib.sha256(password.encode()).hexdigest()
-    return hashes
+        return password
+    password = secrets.token_urlsafe(32)  # URL-safe: no escaping in a redis:// URL
+    # Created 0600 from the start: no moment where another user could read it.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(password + "\n")
+    return password
