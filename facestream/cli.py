@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 import orjson
 import redis
 import typer
+from pydantic import BaseModel
 
 from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
 from facestream.schemas import CameraHealth, DeadLetter, FacestreamError, Frame, Result
@@ -299,7 +300,7 @@ def status_command(
                 )
             else:
                 if watch and sys.stdout.isatty():
-                    typer.clear()
+                    typer.echo("\x1b[2J\x1b[H", nl=False)  # clear the screen, cursor home
                 typer.echo(report.render())
             if watch is None:
                 return
@@ -327,7 +328,11 @@ def web_command(
     serve(settings, settings.web)
 
 
-WIRE_MODELS = {"frame": Frame, "result": Result, "dead-letter": DeadLetter}
+WIRE_MODELS: dict[str, type[BaseModel]] = {
+    "frame": Frame,
+    "result": Result,
+    "dead-letter": DeadLetter,
+}
 
 
 @app.command("schema")
