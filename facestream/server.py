@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import redis
 
@@ -52,7 +54,12 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A redis-server child process bound to 127.0.0.1 with AOF in its own data dir."""
+    """A redis-server child process bound to 127.0.0.1 with AOF in its own data dir.
+
+    With a `password`, the default user needs it: any local user could otherwise
+    `CONFIG SET dir` + `SAVE` to write files as this process's user. It reaches redis-server
+    in a 0600 config file, never on the command line, where `ps` would show it.
+    """
 
     def __init__(
         self,
@@ -61,8 +68,10 @@ class EmbeddedRedis:
         binary: Path | None = None,
         appendonly: bool = True,
         extra_args: tuple[str, ...] = (),
+        password: str | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.password = password
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
@@ -71,12 +80,20 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
+        """The URL to connect with, the password included (never print it: see `address`)."""
+        secret = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        return f"redis://{secret}127.0.0.1:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        """The URL without the password, to show."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(self.binary),
+            *self._password_config(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--protected-mode", "yes",
@@ -99,9 +116,24 @@ class EmbeddedRedis:
             raise
         return self
 
+    def _password_config(self) -> list[str]:
+        """A config file (redis-server's first argument) holding `requirepass`, made 0600."""
+        if self.password is None:
+            return []
+        if not self.password or any(c in self.password for c in '"\\\r\n'):
+            raise RedisServerError(
+                "the embedded server's password must be one line without '\"' or '\\'"
+            )
+        config = self.data_dir / "auth.conf"
+        config.unlink(missing_ok=True)
+        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(f'requirepass "{self.password}"\n')
+        return [str(config)]
+
     def _wait_ready(self, timeout_s: float) -> None:
         assert self.process is not None
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from facestream.acl import Grant, User, write_passwords
+from facestream.acl import Grant, User, password_file, write_passwords
 from facestream.config import ConfigError, RedisSettings, load_settings
 from facestream.connect import connect
 from facestream.schemas import keys
@@ -195,3 +195,17 @@ def test_no_credential_reaches_a_log_a_health_record_or_a_metric(
     for place, text in {"logs": logs, "metrics": metrics, "health record": health}.items():
         assert secret not in text, f"{place}: {text[:2000]}"
         assert PASSWORD not in text and quote(PASSWORD, safe="") not in text, place
+
+
+def test_the_embedded_server_refuses_anyone_without_its_password(tmp_path: Path) -> None:
+    password = password_file(tmp_path / "redis.password")
+    with EmbeddedRedis(tmp_path / "data", appendonly=False, password=password) as embedded:
+        anonymous = redis.Redis(port=embedded.port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.config_set("dir", str(tmp_path))  # then SAVE: a file written as us
+        assert redis.Redis.from_url(embedded.url).ping()
+        assert password not in embedded.address
+        command_lines = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True)
+        assert str(embedded.port) in command_lines.stdout
+        assert password not in command_lines.stdout  # in a 0600 file, not on a command line
+        assert stat.S_IMODE((tmp_path / "data" / "auth.conf").stat().st_mode) == 0o600
