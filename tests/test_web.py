@@ -16,7 +16,7 @@ import redis
 
 from facestream.config import Settings
 from facestream.ingest import FramePublisher, iter_frames
-from facestream.recognizer import FaceEngine
+from facestream.recognizer import FaceEngine, Worker
 from facestream.schemas import CameraHealth, DeadLetter, FacestreamError, keys
 from facestream.server import EmbeddedRedis, free_port
 from facestream.web import WebSettings, hash_password, verify_password
@@ -114,6 +114,28 @@ def test_metrics_and_readiness_from_redis(page: Page, client: redis.Redis) -> No
         assert line in metrics, line
     status, body, _ = page.call("GET", "/readyz")
     assert (status, orjson.loads(body)) == (200, {"status": "ready"})
+    assert "facestream_workers_up 0.0" in metrics
+
+
+def test_worker_and_quarantine_gauges(
+    page: Page, client: redis.Redis, engine: FaceEngine, settings: Settings
+) -> None:
+    client.set(keys.results("lobby"), "not a stream")  # WRONGTYPE: the worker quarantines it
+    client.xadd(keys.frames("lobby"), {"v": "1"})
+    worker = Worker(
+        client, engine, settings.worker, settings.match, settings.limits,
+        consumer="gauge-test", groups=["g1", "lobby"],
+    )  # fmt: skip
+    worker.step()  # finds both groups, quarantines lobby, writes its heartbeat
+
+    def scrape() -> str:
+        return page.call("GET", "/metrics", Authorization=f"Bearer {TOKEN}")[1].decode()
+
+    wait_for(lambda: 'facestream_group_quarantined{group="lobby"} 1.0' in scrape(), 10, "gauge")
+    metrics = scrape()
+    assert "facestream_workers_up 1.0" in metrics
+    assert 'facestream_worker_quarantined_groups{consumer="gauge-test"} 1.0' in metrics
+    assert 'facestream_group_quarantined{group="g1"} 0.0' in metrics
 
 
 def test_not_ready_without_redis(settings: Settings) -> None:

@@ -32,6 +32,9 @@ METRICS = {
     "facestream_camera_up": "1 while a camera's agent reports it streaming, else 0.",
     "facestream_camera_fps_in": "Frames per second a camera's agent reads from the source.",
     "facestream_camera_fps_out": "Frames per second a camera's agent publishes.",
+    "facestream_workers_up": "Workers whose heartbeat is fresh (it expires 15 s after one stops).",
+    "facestream_worker_quarantined_groups": "Groups a worker has quarantined (its keys refuse it).",
+    "facestream_group_quarantined": "1 while some worker has quarantined the group, else 0.",
     "facestream_status_age_seconds": "Seconds since the web process last sampled Redis.",
     "facestream_status_up": "1 when the last status sample succeeded, 0 when Redis failed it.",
 }
@@ -97,6 +100,25 @@ class StatusCollector(Collector):
             cameras["facestream_camera_fps_in"].add_metric(labels, health.fps_in)
             cameras["facestream_camera_fps_out"].add_metric(labels, health.fps_out)
         yield from cameras.values()
+        workers = GaugeMetricFamily("facestream_workers_up", METRICS["facestream_workers_up"])
+        workers.add_metric([], float(len(report.workers)))
+        yield workers
+        per_worker = GaugeMetricFamily(
+            "facestream_worker_quarantined_groups",
+            METRICS["facestream_worker_quarantined_groups"],
+            labels=["consumer"],
+        )
+        for worker in report.workers:
+            per_worker.add_metric([worker.consumer], float(len(worker.quarantined)))
+        yield per_worker
+        quarantined = GaugeMetricFamily(
+            "facestream_group_quarantined",
+            METRICS["facestream_group_quarantined"],
+            labels=["group"],
+        )
+        for group in report.groups:
+            quarantined.add_metric([group.group], float(group.group in report.quarantined))
+        yield quarantined
 
 
 def render_metrics(monitor: Monitor) -> bytes:
