@@ -131,11 +131,13 @@ def test_worker_and_quarantine_gauges(
     def scrape() -> str:
         return page.call("GET", "/metrics", Authorization=f"Bearer {TOKEN}")[1].decode()
 
-    wait_for(lambda: 'facestream_group_quarantined{group="lobby"} 1.0' in scrape(), 10, "gauge")
+    wait_for(
+        lambda: 'facestream_status_group_quarantined{group="lobby"} 1.0' in scrape(), 10, "gauge"
+    )
     metrics = scrape()
     assert "facestream_workers_up 1.0" in metrics
     assert 'facestream_worker_quarantined_groups{consumer="gauge-test"} 1.0' in metrics
-    assert 'facestream_group_quarantined{group="g1"} 0.0' in metrics
+    assert 'facestream_status_group_quarantined{group="g1"} 0.0' in metrics
 
 
 def test_not_ready_without_redis(settings: Settings) -> None:

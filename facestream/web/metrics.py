@@ -34,7 +34,7 @@ METRICS = {
     "facestream_camera_fps_out": "Frames per second a camera's agent publishes.",
     "facestream_workers_up": "Workers whose heartbeat is fresh (it expires 15 s after one stops).",
     "facestream_worker_quarantined_groups": "Groups a worker has quarantined (its keys refuse it).",
-    "facestream_group_quarantined": "1 while some worker has quarantined the group, else 0.",
+    "facestream_status_group_quarantined": "1 while some worker has quarantined the group, else 0.",
     "facestream_status_age_seconds": "Seconds since the web process last sampled Redis.",
     "facestream_status_up": "1 when the last status sample succeeded, 0 when Redis failed it.",
 }
@@ -112,8 +112,8 @@ class StatusCollector(Collector):
             per_worker.add_metric([worker.consumer], float(len(worker.quarantined)))
         yield per_worker
         quarantined = GaugeMetricFamily(
-            "facestream_group_quarantined",
-            METRICS["facestream_group_quarantined"],
+            "facestream_status_group_quarantined",
+            METRICS["facestream_status_group_quarantined"],
             labels=["group"],
         )
         for group in report.groups:
