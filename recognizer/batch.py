@@ -247,7 +247,9 @@ class BatchProcessor:
                 continue
             item.latency_ms["decode"] = (time.perf_counter() - start) * 1000
         try:
-            recognitions = self.engine.recognise([image for _, image in decoded])
+            recognitions = self.engine.recognise(
+                [image for _, image in decoded], self.limits.max_faces
+            )
         except Exception as exc:
             if len(decoded) > 1:  # find the frame that breaks the model: run each alone
                 for item, _ in decoded:
@@ -260,7 +262,7 @@ class BatchProcessor:
 
     def _finish_miss(self, item: _Pending, recognition: Recognition, same: list[_Pending]) -> None:
         try:
-            dropped = _keep_largest(recognition, self.limits.max_faces)
+            dropped = recognition.dropped
             cache_value = CachedRecognition.build(
                 self.engine.model_id, recognition.faces, recognition.embeddings, dropped
             ).dumps()
@@ -384,18 +386,6 @@ class BatchProcessor:
                 stage_histogram(stage).observe(ms / 1000)
             for face in item.result.faces:
                 faces_counter(face.identity is not None).inc()
-
-
-def _keep_largest(recognition: Recognition, max_faces: int) -> int:
-    """Keep the `max_faces` largest faces (in detection order); return how many were dropped."""
-    dropped = len(recognition.faces) - max_faces
-    if dropped <= 0:
-        return 0
-    areas = [face.box[2] * face.box[3] for face in recognition.faces]
-    kept = sorted(sorted(range(len(areas)), key=lambda i: -areas[i])[:max_faces])
-    recognition.faces = [recognition.faces[i] for i in kept]
-    recognition.embeddings = recognition.embeddings[kept]
-    return dropped
 
 
 def _stack(matrices: list[NDArray[np.float32]]) -> NDArray[np.float32]:

@@ -43,6 +43,7 @@ class Recognition:
     faces: list[Face]
     embeddings: NDArray[np.float32]
     latency_ms: dict[str, float] = field(default_factory=dict)
+    dropped: int = 0  # faces found beyond max_faces, left out before they were embedded
 
 
 class FaceEngine:
@@ -77,21 +78,30 @@ class FaceEngine:
         crops = [align(image, d.landmarks) for d in detections]
         return detections, self.embedder.embed(crops)
 
-    def recognise(self, images: Sequence[NDArray[np.uint8]]) -> list[Recognition]:
-        """Recognise several decoded images, embedding all their faces in one batch."""
+    def recognise(
+        self, images: Sequence[NDArray[np.uint8]], max_faces: int | None = None
+    ) -> list[Recognition]:
+        """Recognise several decoded images, embedding all their faces in one batch.
+
+        With `max_faces`, an image keeps only its largest faces: a frame full of faces costs
+        at most that many alignments and embeddings.
+        """
         recognitions: list[Recognition] = []
         detections: list[list[Detection]] = []
         crops: list[NDArray[np.uint8]] = []
         for image in images:
             start = time.perf_counter()
             found = self.detector.detect(image)
+            dropped = max(len(found) - max_faces, 0) if max_faces is not None else 0
+            if dropped:
+                found = _largest(found, len(found) - dropped)
             detect_ms = (time.perf_counter() - start) * 1000
             start = time.perf_counter()
             crops.extend(align(image, d.landmarks) for d in found)
             align_ms = (time.perf_counter() - start) * 1000
             detections.append(found)
             latency = {"detect": detect_ms, "align": align_ms}
-            recognitions.append(Recognition([], np.zeros((0, 0), np.float32), latency))
+            recognitions.append(Recognition([], np.zeros((0, 0), np.float32), latency, dropped))
 
         start = time.perf_counter()
         embeddings = self.embedder.embed(crops)
@@ -122,6 +132,13 @@ def label(faces: Sequence[Face], matches: Sequence[Match]) -> list[Face]:
         face.model_copy(update={"identity": m.identity, "similarity": m.similarity})
         for face, m in zip(faces, matches, strict=True)
     ]
+
+
+def _largest(detections: list[Detection], keep: int) -> list[Detection]:
+    """The `keep` largest detections, in detection order."""
+    areas = [float(d.box[2] * d.box[3]) for d in detections]
+    kept = sorted(sorted(range(len(detections)), key=lambda i: -areas[i])[:keep])
+    return [detections[i] for i in kept]
 
 
 def _face(detection: Detection) -> Face:

@@ -157,9 +157,11 @@ def test_more_faces_than_the_limit_keeps_the_largest_and_says_so(
     detections, _ = engine.embed_faces(np.asarray(image, np.uint8))
     assert len(detections) == 3
     largest = max(detections, key=lambda d: float(d.box[2] * d.box[3]))
+    embedded = engine.embedder.faces
     _add(client, _fields(photo.read_bytes(), image.shape[1], image.shape[0]))
     _add(client, _fields(photo.read_bytes(), image.shape[1], image.shape[0], seq=1))
     _steps_until_done(worker, client, 2)
+    assert engine.embedder.faces == embedded + 1  # the faces left out were never embedded
     results, letters = _outcomes(client)
     assert not letters and [r.cached for r in results] == [False, True]
     for result in results:  # from the model, then from the cache: the same
