@@ -163,7 +163,7 @@ def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> 
     grants = [
         Grant(_keyless(version, "multi", "exec", *commit, *discovery), frames + outputs + caches),
         Grant(
-            ("xreadgroup", "xack", "xautoclaim", "xclaim", "xpending", "xgroup|create", "xrange"),
+            ("xreadgroup", "xack", "xautoclaim", "xpending", "xgroup|create", "xrange"),
             frames,
         ),
         Grant(("xadd", "xpending"), outputs),
@@ -187,7 +187,7 @@ def _backend(groups: list[str], version: tuple[int, int]) -> User:
         "backend",
         (
             Grant(_keyless(version, "scan")),
-            Grant((*reads, "xack", "xautoclaim", "xclaim", "xpending", "xgroup|create"), results),
+            Grant((*reads, "xack", "xautoclaim", "xgroup|create"), results),
         ),
     )
 
