@@ -19,6 +19,8 @@ from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay
 from facestream.schemas import CameraHealth, DeadLetter, FacestreamError, Frame, Result
 
 from . import __version__
+from .acl import password_file
+from .cli_acl import acl_app
 from .cli_gallery import eval_command, gallery_app, visitors_app
 from .cli_options import (
     CliState,
@@ -43,6 +45,7 @@ results_app = typer.Typer(no_args_is_help=True, help="Read recognition results."
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(results_app, name="results")
 app.add_typer(visitors_app, name="visitors")
+app.add_typer(acl_app, name="acl")
 app.command("eval")(eval_command)
 
 
@@ -84,14 +87,27 @@ def redis_command(
     data_dir: Annotated[
         Path | None, typer.Option(help="Data dir (default: a temporary one).")
     ] = None,
+    no_password: Annotated[
+        bool, typer.Option("--no-password", help="No password: any local user may use it.")
+    ] = False,
 ) -> None:
-    """Run the embedded Redis in the foreground on 127.0.0.1 (AOF on) until Ctrl-C."""
+    """Run the embedded Redis in the foreground on 127.0.0.1 (AOF on) until Ctrl-C.
+
+    It has a random password, kept 0600 in DATA_DIR/password (printed as the variable that
+    points the other commands at it): loopback alone does not stop another local user.
+    """
     cli_settings()
     # SIGTERM stops the server like Ctrl-C does, instead of orphaning it.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="facestream-redis-") as scratch:
-        server = EmbeddedRedis(data_dir or Path(scratch), port=port).start()
-        typer.echo(server.url, err=False)
+        folder = data_dir or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        secret = folder / "password"
+        password = None if no_password else password_file(secret)
+        server = EmbeddedRedis(folder, port=port, password=password).start()
+        typer.echo(server.address, err=False)
+        if password is not None:
+            typer.echo(f"FACESTREAM_REDIS__PASSWORD_FILE={secret}", err=True)
         sys.stdout.flush()
         try:
             assert server.process is not None

@@ -23,6 +23,7 @@ from facestream.ingest import FramePublisher, replay
 from facestream.recognizer import FaceEngine, Gallery, embed_photos
 from facestream.schemas import FacestreamError, Result, keys
 
+from .acl import password_file
 from .client import describe_result, tail_results
 from .config import Settings
 from .connect import connect
@@ -90,14 +91,16 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
         signal.signal(signum, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="facestream-demo-") as scratch:
         work = Path(scratch)
-        server = EmbeddedRedis(work / "redis")
+        secret = work / "redis.password"  # 0600: loopback alone does not stop other users
+        server = EmbeddedRedis(work / "redis", password=password_file(secret))
         started: list[subprocess.Popen[bytes]] = []
         try:
             server.start()
-            typer.echo(f"embedded Redis on {server.url} (AOF on, data in {work / 'redis'})")
-            settings = settings.model_copy(
-                update={"redis": settings.redis.model_copy(update={"url": server.url})}
+            typer.echo(f"embedded Redis on {server.address} (AOF on, data in {work / 'redis'})")
+            redis_settings = settings.redis.model_copy(
+                update={"url": server.address, "password": None, "password_file": secret}
             )
+            settings = settings.model_copy(update={"redis": redis_settings})
             client = connect(settings.redis)
             _enrol_gallery(settings, client)
             clip = work / "entrance.avi"

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from facestream.schemas import redact_event
+
 from .config import LogSettings
 
 __all__ = ["configure_logging"]
@@ -20,9 +22,12 @@ def configure_logging(settings: LogSettings, process: str | None = None) -> None
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks become text first, so that credentials in them are redacted too.
+        structlog.processors.format_exc_info,
+        redact_event,
     ]
     if use_json:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        processors.append(structlog.processors.JSONRenderer())
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     structlog.configure(

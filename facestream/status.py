@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import redis
+from pydantic import ValidationError
 
 from facestream.recognizer import Gallery
 from facestream.schemas import CameraHealth, InvalidGroup, clip, keys
@@ -165,11 +166,12 @@ def collect_status(client: redis.Redis, groups: list[str] | None = None) -> Stat
     lookup = client.pipeline(transaction=False)  # not MGET: the keys span slots on a cluster
     for key in reports:
         lookup.get(key)
-    cameras = [
-        CameraHealth.model_validate_json(raw)
-        for raw in (lookup.execute() if reports else [])
-        if raw is not None
-    ]
+    cameras = []
+    for raw in lookup.execute() if reports else []:
+        try:
+            cameras.append(CameraHealth.model_validate_json(raw))
+        except ValidationError:  # expired (None) or junk: a camera may write its own key
+            continue
     return StatusReport(
         groups=[_group_status(client, group) for group in groups or known_groups(client)],
         gallery_version=Gallery(client).version(),

@@ -75,6 +75,7 @@ def run_worker(
         settings.limits,
         consumer=name,
         groups=settings.groups,
+        cameras=settings.cameras_by_group(),
         visitors=VisitorBook(client, settings.visitors) if settings.visitors.enabled else None,
     )
 

@@ -1,7 +1,9 @@
 """Ingest: turn video files, image folders and cameras into frames on Redis Streams."""
 
+from facestream.schemas import redact
+
 from .camera import CameraAgent, run_cameras
-from .capture import open_source, redact
+from .capture import open_source
 from .publisher import FramePublisher
 from .replay import ReplayStats, replay
 from .settings import CameraSettings, IngestSettings

@@ -24,7 +24,7 @@ from facestream.schemas.urls import redact, without_userinfo
 
 from .settings import CameraSettings
 
-__all__ = ["FrameSource", "open_source", "redact", "set_transports", "source_kind"]
+__all__ = ["FrameSource", "open_source", "set_transports", "source_kind"]
 
 # OpenCV reads FFmpeg options from this process-wide variable when a capture is opened. When all
 # cameras use one RTSP transport it is set once and opens run in parallel; only a mix of

@@ -15,6 +15,7 @@ from .errors import (
 from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields, jpeg_size
 from .gallery import GalleryExport, Identity
 from .results import CachedRecognition, DeadLetter, Face, Result, clip
+from .urls import redact, redact_event, without_userinfo
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -40,4 +41,7 @@ __all__ = [
     "clip",
     "jpeg_size",
     "keys",
+    "redact",
+    "redact_event",
+    "without_userinfo",
 ]

@@ -165,6 +165,7 @@ def test_status_shows_workers_quarantine_and_skips_hostile_keys(
     client.xadd(keys.frames("hall"), {"v": "1"})
     client.set(keys.results("lobby"), "not a stream")  # WRONGTYPE: the worker quarantines it
     client.xadd(keys.frames("lobby"), {"v": "1"})
+    client.set(keys.camera_health("junk"), "not a health report")  # a camera may write its own
     worker = subprocess.Popen(
         [sys.executable, "-m", "facestream", "worker", "--groups", "hall,lobby",
          "--consumer", "status-test", "--redis-url", redis_server.url],
