@@ -17,7 +17,7 @@ import redis
 from facestream import __version__
 from facestream.cli_options import hoist_shared_options
 from facestream.schemas import keys
-from facestream.server import EmbeddedRedis
+from facestream.server import EmbeddedRedis, free_port
 
 from .helpers import FACES, REPO, wait_for
 
@@ -210,3 +210,30 @@ def test_status_watch_refreshes_until_interrupted(redis_server: EmbeddedRedis) -
     assert watcher.wait(30) == 0
     assert first["groups"][0]["frames"] == 1
     client.close()
+
+
+def test_embedded_redis_has_a_password_only_its_user_can_read(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "facestream", "redis", "--port", str(port),
+         "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stderr is not None
+        assert server.stdout.readline() == f"redis://127.0.0.1:{port}/0\n"  # no secret shown
+        secret = tmp_path / "password"
+        assert server.stderr.readline() == f"FACESTREAM_REDIS__PASSWORD_FILE={secret}\n"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        url = f"redis://127.0.0.1:{port}/0"
+        done = subprocess.run(
+            [sys.executable, "-m", "facestream", "status", "--redis-url", url],
+            env={**os.environ, "FACESTREAM_REDIS__PASSWORD_FILE": str(secret)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
