@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,12 @@ def enrol(engine: FaceEngine, client: redis.Redis, names: list[str] = IDENTITIES
 
 
 def make_worker(
-    client: redis.Redis, engine: FaceEngine, settings: Settings, consumer: str = "test-worker"
+    client: redis.Redis,
+    engine: FaceEngine,
+    settings: Settings,
+    consumer: str = "test-worker",
+    groups: Sequence[str] = ("g1",),
+    cameras: Mapping[str, frozenset[str]] | None = None,
 ) -> Worker:
     return Worker(
         client,
@@ -41,7 +46,8 @@ def make_worker(
         settings.match,
         settings.limits,
         consumer=consumer,
-        groups=["g1"],
+        groups=groups,
+        cameras=cameras,
     )
 
 

@@ -14,7 +14,7 @@ from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine, Worker
 from facestream.schemas import DeadLetter, Result, keys
 
-from .helpers import FACES, drain, enrol
+from .helpers import FACES, drain, enrol, make_worker
 
 PHOTO = FACES / "test" / "obama1.jpg"
 
@@ -23,16 +23,7 @@ def _worker(
     client: redis.Redis, engine: FaceEngine, settings: Settings, groups: list[str]
 ) -> Worker:
     # As workers.py gives it Settings.cameras_by_group(): g1 has camera c1, g2 none listed.
-    return Worker(
-        client,
-        engine,
-        settings.worker,
-        settings.match,
-        settings.limits,
-        consumer="trust",
-        groups=groups,
-        cameras={"g1": frozenset({"c1"})},
-    )
+    return make_worker(client, engine, settings, "trust", groups, cameras={"g1": frozenset({"c1"})})
 
 
 def _send(

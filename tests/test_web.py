@@ -16,13 +16,13 @@ import redis
 
 from facestream.config import Settings
 from facestream.ingest import FramePublisher, iter_frames
-from facestream.recognizer import FaceEngine, Worker
+from facestream.recognizer import FaceEngine
 from facestream.schemas import CameraHealth, DeadLetter, FacestreamError, keys
 from facestream.server import EmbeddedRedis, free_port
 from facestream.web import WebSettings, hash_password, verify_password
 from facestream.web.app import create_app
 
-from .helpers import FACES, enrol, wait_for
+from .helpers import FACES, enrol, make_worker, wait_for
 from .web_support import PASSWORD, TOKEN, NoRedirect, Page, page, serving, web_settings
 
 __all__ = ["page"]  # the fixture, imported so that pytest finds it here
@@ -122,10 +122,7 @@ def test_worker_and_quarantine_gauges(
 ) -> None:
     client.set(keys.results("lobby"), "not a stream")  # WRONGTYPE: the worker quarantines it
     client.xadd(keys.frames("lobby"), {"v": "1"})
-    worker = Worker(
-        client, engine, settings.worker, settings.match, settings.limits,
-        consumer="gauge-test", groups=["g1", "lobby"],
-    )  # fmt: skip
+    worker = make_worker(client, engine, settings, "gauge-test", ["g1", "lobby"])
     worker.step()  # finds both groups, quarantines lobby, writes its heartbeat
 
     def scrape() -> str:
