@@ -154,7 +154,11 @@ class _Supervisor:
             due and not self.stopping.is_set()
         ):
             timeout = max(0.0, min(due.values()) - time.monotonic()) if due else None
-            wait([c.sentinel for c in self.children if c.is_alive()], timeout=timeout)
+            alive = [c.sentinel for c in self.children if c.is_alive()]
+            # The last child may have exited since the loop's test: waiting on no sentinel
+            # without a timeout would block for ever.
+            if alive or timeout is not None:
+                wait(alive, timeout=timeout)
             now = time.monotonic()
             for index, child in enumerate(self.children):
                 if child.is_alive() or index in due or self.stopping.is_set():
