@@ -171,14 +171,20 @@ def test_more_faces_than_the_limit_keeps_the_largest_and_says_so(
         )
 
 
-def test_a_malformed_cache_value_is_recognised_again(
-    engine: FaceEngine, client: redis.Redis, settings: Settings
-) -> None:
+def _serving_after_one_photo(engine: FaceEngine, client: redis.Redis, settings: Settings) -> Worker:
+    """A worker that has answered one photo of an enrolled person (cache filled, gallery in)."""
     enrol(engine, client, ["obama"])
     worker = make_worker(client, engine, settings)
     worker.step()
     _add(client, _fields(OBAMA, 1480, 832))
     _steps_until_done(worker, client, 1)
+    return worker
+
+
+def test_a_malformed_cache_value_is_recognised_again(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    worker = _serving_after_one_photo(engine, client, settings)
     (first,) = _outcomes(client)[0]
     cache_key = keys.cache("g1", first.hash)
     client.set(cache_key, b'{"model": "' + b"x" * 50 + b'", "faces": 7}')
@@ -192,11 +198,7 @@ def test_a_malformed_cache_value_is_recognised_again(
 def test_a_gallery_of_the_wrong_embedding_size_is_refused_and_serving_goes_on(
     engine: FaceEngine, client: redis.Redis, settings: Settings
 ) -> None:
-    enrol(engine, client, ["obama"])
-    worker = make_worker(client, engine, settings)
-    worker.step()
-    _add(client, _fields(OBAMA, 1480, 832))
-    _steps_until_done(worker, client, 1)
+    worker = _serving_after_one_photo(engine, client, settings)
     imported = Identity(
         name="mallory", model=engine.model_id, embeddings=[[0.5] * 64], enrolled_at=1
     )
