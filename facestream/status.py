@@ -113,13 +113,18 @@ def known_groups(client: redis.Redis) -> list[str]:
     return sorted(found)
 
 
-def _workers(client: redis.Redis) -> list[WorkerStatus]:
-    names = sorted(client.scan_iter(match=keys.worker_heartbeat("*")))
+def _values(client: redis.Redis, pattern: str) -> list[tuple[bytes, bytes | None]]:
+    """Every key matching `pattern` with its value (None if it expired since the SCAN)."""
+    names = sorted(client.scan_iter(match=pattern))
     lookup = client.pipeline(transaction=False)  # not MGET: the keys span slots on a cluster
     for name in names:
         lookup.get(name)
+    return list(zip(names, lookup.execute() if names else [], strict=True))
+
+
+def _workers(client: redis.Redis) -> list[WorkerStatus]:
     workers = []
-    for name, raw in zip(names, lookup.execute() if names else [], strict=True):
+    for name, raw in _values(client, keys.worker_heartbeat("*")):
         if raw is None:
             continue  # expired between SCAN and GET
         beat = orjson.loads(raw)
@@ -162,15 +167,13 @@ def _read_group_status(client: redis.Redis, group: str) -> GroupStatus:
 
 def collect_status(client: redis.Redis, groups: list[str] | None = None) -> StatusReport:
     """Every group (or `groups`), the gallery version and every camera's last health report."""
-    reports = sorted(client.scan_iter(match=keys.camera_health("*")))
-    lookup = client.pipeline(transaction=False)  # not MGET: the keys span slots on a cluster
-    for key in reports:
-        lookup.get(key)
     cameras = []
-    for raw in lookup.execute() if reports else []:
+    for _, raw in _values(client, keys.camera_health("*")):
+        if raw is None:
+            continue  # expired between SCAN and GET
         try:
             cameras.append(CameraHealth.model_validate_json(raw))
-        except ValidationError:  # expired (None) or junk: a camera may write its own key
+        except ValidationError:  # junk: a camera may write its own key
             continue
     return StatusReport(
         groups=[_group_status(client, group) for group in groups or known_groups(client)],
