@@ -32,6 +32,7 @@ from .cli_options import (
 )
 from .client import ResultFilter, describe_result, tail_results
 from .connect import connect
+from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
 from .health import Probe, serve_health
 from .server import EmbeddedRedis
 from .status import collect_status, known_groups
@@ -376,11 +377,6 @@ def demo_command(
     from .demo import run_demo
 
     raise typer.Exit(run_demo(cli_settings(), workers=workers))
-
-
-EXIT_INPUT = 2
-EXIT_UNREACHABLE = 3
-EXIT_REFUSED = 4
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -28,9 +28,9 @@ from facestream.recognizer import FaceEngine, VisitorBook, Worker
 from facestream.recognizer.metrics import RESTARTS
 from facestream.schemas import FacestreamError
 
-from .cli import EXIT_INPUT, EXIT_REFUSED
 from .config import Settings
 from .connect import connect
+from .exit_codes import EXIT_INPUT, EXIT_REFUSED
 from .health import Probe, serve_health
 from .logs import configure_logging
 

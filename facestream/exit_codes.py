@@ -1,0 +1,7 @@
+"""The documented exit codes of every facestream command (README, `facestream --help`)."""
+
+__all__ = ["EXIT_INPUT", "EXIT_REFUSED", "EXIT_UNREACHABLE"]
+
+EXIT_INPUT = 2  # bad input or configuration
+EXIT_UNREACHABLE = 3  # Redis could not be reached
+EXIT_REFUSED = 4  # Redis refused the credentials or a command
