@@ -16,7 +16,7 @@ import typer
 from pydantic import BaseModel
 
 from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
-from facestream.schemas import CameraHealth, DeadLetter, FacestreamError, Frame, Result
+from facestream.schemas import CameraHealth, DeadLetter, Event, FacestreamError, Frame, Result
 
 from . import __version__
 from .acl import password_file
@@ -349,6 +349,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "frame": Frame,
     "result": Result,
     "dead-letter": DeadLetter,
+    "event": Event,
 }
 
 

@@ -12,6 +12,7 @@ from .errors import (
     RedisServerError,
     SourceError,
 )
+from .events import Event, EventType, IdentitySource
 from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields, jpeg_size
 from .gallery import GalleryExport, Identity
 from .results import CachedRecognition, DeadLetter, Face, Result, clip
@@ -23,6 +24,8 @@ __all__ = [
     "CameraHealth",
     "CameraState",
     "DeadLetter",
+    "Event",
+    "EventType",
     "Face",
     "FacestreamError",
     "Frame",
@@ -30,6 +33,7 @@ __all__ = [
     "GalleryError",
     "GalleryExport",
     "Identity",
+    "IdentitySource",
     "InvalidFrame",
     "InvalidGroup",
     "InvalidMessage",

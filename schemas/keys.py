@@ -16,6 +16,7 @@ __all__ = [
     "cache",
     "camera_health",
     "dead",
+    "events",
     "frames",
     "group_of",
     "results",
@@ -62,6 +63,11 @@ def results(group: str) -> str:
 def dead(group: str) -> str:
     """Dead-letter stream: frames that could not be processed, with the reason."""
     return f"fs:{{{validate_group(group)}}}:dead"
+
+
+def events(group: str) -> str:
+    """Stream of visit events (tracks appearing, identified, leaving) of one camera group."""
+    return f"fs:{{{validate_group(group)}}}:events"
 
 
 def cache(group: str, image_hash: str) -> str:
