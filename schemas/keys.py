@@ -20,6 +20,8 @@ __all__ = [
     "frames",
     "group_of",
     "results",
+    "seen",
+    "snapshot",
     "validate_group",
     "worker_heartbeat",
 ]
@@ -73,6 +75,19 @@ def events(group: str) -> str:
 def cache(group: str, image_hash: str) -> str:
     """Cached recognition of one image (by content hash), scoped to the group's slot."""
     return f"fs:{{{validate_group(group)}}}:cache:{image_hash}"
+
+
+def snapshot(group: str, track: str) -> str:
+    """The best face crop (JPEG) of one track, kept with a TTL and named in its events."""
+    return f"fs:{{{validate_group(group)}}}:snapshot:{track}"
+
+
+def seen(identity: str) -> str:
+    """Set NX with a TTL when an identity is seen anywhere: one `seen` event per cooldown.
+
+    Its own `{seen}` tag, so on a cluster all of them live in one slot, away from the groups'.
+    """
+    return f"fs:{{seen}}:{identity}"
 
 
 def camera_health(camera: str) -> str:
