@@ -17,11 +17,13 @@ __all__ = [
     "camera_health",
     "dead",
     "events",
+    "events_dead",
     "frames",
     "group_of",
     "results",
     "seen",
     "snapshot",
+    "track",
     "validate_group",
     "worker_heartbeat",
 ]
@@ -70,6 +72,16 @@ def dead(group: str) -> str:
 def events(group: str) -> str:
     """Stream of visit events (tracks appearing, identified, leaving) of one camera group."""
     return f"fs:{{{validate_group(group)}}}:events"
+
+
+def events_dead(group: str) -> str:
+    """Events a bridge (MQTT, webhook) could not deliver, with the reason."""
+    return f"fs:{{{validate_group(group)}}}:events:dead"
+
+
+def track(group: str, camera: str) -> str:
+    """Face-track state of one camera (updated by whichever worker serves its next frame)."""
+    return f"fs:{{{validate_group(group)}}}:track:{camera}"
 
 
 def cache(group: str, image_hash: str) -> str:
