@@ -27,6 +27,7 @@ from facestream.schemas import keys
 from .config import ConfigError, Settings
 
 __all__ = [
+    "SERVICE_SECRETS",
     "AclError",
     "Grant",
     "User",
@@ -35,9 +36,17 @@ __all__ = [
     "plan_users",
     "render_acl",
     "write_passwords",
+    "write_secrets",
 ]
 
 CameraScope = Literal["camera", "group"]
+
+#: Secrets that are not Redis passwords, made next to them: file name → who reads it.
+SERVICE_SECRETS = {
+    "web-login.token": "web.token_file: the operators' login (and bearer) token of the web page",
+    "web-metrics.token": "web.metrics_token_file: lets Prometheus read the web page's /metrics",
+    "grafana-admin.password": "Grafana's admin password (GF_SECURITY_ADMIN_PASSWORD__FILE)",
+}
 
 
 class AclError(ConfigError):
@@ -94,7 +103,7 @@ class User:
 
 # Commands that name no key: merging grants on Redis 6 gives them nothing.
 _KEYLESS = frozenset(
-    {"ping", "client|setinfo", "multi", "exec", "scan", "function|load", "function|list"}
+    {"ping", "client|setinfo", "multi", "exec", "unwatch", "scan", "function|load", "function|list"}
 )
 
 
@@ -119,7 +128,13 @@ def plan_users(
             "(the ACL names each group's keys)"
         )
     version = redis_version
-    users = [_admin(groups, version), _worker(settings, groups, version), _backend(groups, version)]
+    users = [
+        _admin(groups, version),
+        _worker(settings, groups, version),
+        _backend(groups, version),
+        _web(groups, version),
+        _bridge(groups, version),
+    ]
     users += _cameras(settings, camera_scope, version)
     users += [_replay(group, version) for group in sorted(set(replay_groups))]
     # For health checks (compose, Kubernetes probes): PING and nothing else.
@@ -131,9 +146,26 @@ def _each(groups: Iterable[str], *makers: Callable[[str], str]) -> tuple[str, ..
     return tuple(make(group) for group in groups for make in makers)
 
 
+def _caches(group: str) -> str:
+    return keys.cache(group, "*")
+
+
+def _snapshots(group: str) -> str:
+    return keys.snapshot(group, "*")
+
+
+def _tracks(group: str) -> str:
+    return keys.track(group, "*")
+
+
+_GALLERY = (keys.GALLERY_IDENTITIES, keys.GALLERY_VERSION)
+# Enrol, remove, erase: HSET/HDEL and the version bump (redis-py's INCR is INCRBY).
+_GALLERY_WRITES = ("get", "hget", "hgetall", "hset", "hdel", "incrby")
+# Erasing an identity purges its cached recognitions and its tracks' snapshots.
+_ERASE = ("get", "unlink", "del")
+
+
 def _admin(groups: list[str], version: tuple[int, int]) -> User:
-    gallery = (keys.GALLERY_IDENTITIES, keys.GALLERY_VERSION)
-    caches = _each(groups, lambda g: keys.cache(g, "*"))
     # SCAN for `status` and `gallery erase`; FUNCTION LOAD once, for the workers' commit.
     functions = ("function|load", "function|list") if version >= (7, 0) else ()
     root = Grant(_keyless(version, "multi", "exec", "scan", *functions))
@@ -142,10 +174,10 @@ def _admin(groups: list[str], version: tuple[int, int]) -> User:
         "admin",
         (
             root,
-            Grant(("get", "hget", "hgetall", "hset", "hdel", "incrby"), gallery),
+            Grant(_GALLERY_WRITES, _GALLERY),
             # `status`: stream lengths and consumer groups, camera health; reads only.
             Grant(("xinfo|groups", "xinfo|stream", "xlen", "exists", "get"), ("fs:*",), "R"),
-            Grant(("get", "unlink"), caches),  # erasing an identity purges its cached results
+            Grant(_ERASE, _each(groups, _caches, _snapshots)),
             Grant(("zcard", "del"), (keys.VISITOR_SEEN, keys.VISITOR_EMBEDDINGS)),
         ),
     )
@@ -154,22 +186,29 @@ def _admin(groups: list[str], version: tuple[int, int]) -> User:
 def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> User:
     frames = _each(groups, keys.frames)
     outputs = _each(groups, keys.results, keys.dead)
-    caches = _each(groups, lambda g: keys.cache(g, "*"))
+    caches = _each(groups, _caches)
+    visits = _each(groups, _tracks, _snapshots)
     # FCALL names every key of a commit; the function's own calls are checked again, one by
     # one, against the grants below. Without groups in its config a worker discovers them.
     discovery = ("scan",) if not settings.groups else ()
     # Redis 6 has no Functions: the commit script is loaded by the worker itself.
     commit = ("fcall",) if version >= (7, 0) else ("evalsha", "script|load")
+    committed = frames + outputs + caches + _each(groups, keys.events) + visits
     grants = [
-        Grant(_keyless(version, "multi", "exec", *commit, *discovery), frames + outputs + caches),
+        Grant(_keyless(version, "multi", "exec", *commit, *discovery), committed),
         Grant(
             ("xreadgroup", "xack", "xautoclaim", "xpending", "xgroup|create", "xrange"),
             frames,
         ),
         Grant(("xadd", "xpending"), outputs),
         Grant(("get", "set"), caches),
-        Grant(("get", "hgetall"), (keys.GALLERY_IDENTITIES, keys.GALLERY_VERSION), "R"),
+        Grant(("get", "hgetall"), _GALLERY, "R"),
         Grant(("set", "del"), (keys.worker_heartbeat("*"),), "W"),
+        # Visits: events out, per-camera track state and best-face snapshots (with TTLs), and
+        # the site-wide once-per-cooldown `seen` marker (SET NX EX: it never reads one back).
+        Grant(("xadd",), _each(groups, keys.events), "W"),
+        Grant(("get", "set", "del", "expire"), visits),
+        Grant(("set",), (keys.seen("*"),), "W"),
     ]
     if settings.visitors.enabled:
         commands = ("hset", "hdel", "hgetall", "zadd", "zrem", "zrangebyscore", "zcard", "del")
@@ -177,17 +216,66 @@ def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> 
     return User("worker", "worker", tuple(grants))
 
 
+# A reader's own consumer group on a stream: read, ack, claim, create (MKSTREAM). Never XADD.
+_SUBSCRIBE = (
+    "xread", "xreadgroup", "xrange", "xrevrange", "xlen", "xinfo|stream", "xinfo|groups",
+    "xack", "xautoclaim", "xgroup|create",
+)  # fmt: skip
+
+
 def _backend(groups: list[str], version: tuple[int, int]) -> User:
-    results = _each(groups, keys.results)
-    # Its own consumer group on results: read, ack, claim, create (MKSTREAM). Never XADD.
-    reads = ("xread", "xreadgroup", "xrange", "xrevrange", "xlen", "xinfo|stream", "xinfo|groups")
+    # Results and events in one grant: a subscriber may read both in one XREADGROUP, and a
+    # command is allowed only when a single grant covers all of its keys.
+    streams = _each(groups, keys.results, keys.events)
     # SCAN: `results tail` checks the groups exist (key names only, no values).
     return User(
         "backend",
         "backend",
         (
             Grant(_keyless(version, "scan")),
-            Grant((*reads, "xack", "xautoclaim", "xgroup|create"), results),
+            Grant(_SUBSCRIBE, streams),
+            Grant(("get",), _each(groups, _snapshots), "R"),
+        ),
+    )
+
+
+def _web(groups: list[str], version: tuple[int, int]) -> User:
+    """`facestream web`: what facestream/web/*.py sends, and nothing else (tests/test_acl.py
+    runs every page endpoint as this user)."""
+    frames = _each(groups, keys.frames)
+    dead = _each(groups, keys.dead)
+    return User(
+        "web",
+        "web",
+        (
+            # SCAN finds groups, cameras and workers; UNWATCH ends a refused dead-letter retry.
+            Grant(_keyless(version, "multi", "exec", "unwatch", "scan")),
+            # Status samples (XINFO GROUPS, XLEN), frame images for tiles and thumbnails, and
+            # a retried dead letter's frame sent again (its only XADD).
+            Grant(("exists", "xinfo|groups", "xlen", "xrange", "xadd"), frames),
+            # The live feed: one XREAD follows a group's results and events together.
+            Grant(("xread", "xrevrange", "xlen"), _each(groups, keys.results, keys.events), "R"),
+            Grant(("watch", "xrange", "xrevrange", "xlen", "xdel", "del"), dead),
+            Grant(_GALLERY_WRITES, _GALLERY),
+            Grant(_ERASE, _each(groups, _caches, _snapshots)),
+            Grant(("get",), (keys.camera_health("*"), keys.worker_heartbeat("*")), "R"),
+        ),
+    )
+
+
+def _bridge(groups: list[str], version: tuple[int, int]) -> User:
+    """MQTT and webhook bridges: each a consumer group on the events, snapshots to attach,
+    and the events it could not deliver written to the events' dead letters."""
+    claims = ("xgroup|create", "xreadgroup", "xack", "xautoclaim", "xpending")
+    info = ("xinfo|stream", "xinfo|groups", "xinfo|consumers")
+    return User(
+        "bridge",
+        "bridge",
+        (
+            Grant(_keyless(version)),
+            Grant((*claims, *info), _each(groups, keys.events)),
+            Grant(("get",), _each(groups, _snapshots), "R"),
+            Grant(("xadd",), _each(groups, keys.events_dead), "W"),
         ),
     )
 
@@ -271,6 +359,14 @@ def write_passwords(users: Sequence[User], folder: Path) -> dict[str, str]:
         ).hexdigest()
         for user in users
     }
+
+
+def write_secrets(users: Sequence[User], folder: Path) -> dict[str, str]:
+    """`write_passwords`, plus the `SERVICE_SECRETS` (0600, kept if already there)."""
+    hashes = write_passwords(users, folder)
+    for name in SERVICE_SECRETS:
+        password_file(folder / name)
+    return hashes
 
 
 def password_file(path: Path) -> str:

@@ -10,7 +10,15 @@ import typer
 
 from facestream.recognizer.commit import COMMIT_FUNCTION, COMMIT_LIBRARY
 
-from .acl import AclError, CameraScope, check_strength, plan_users, render_acl, write_passwords
+from .acl import (
+    SERVICE_SECRETS,
+    AclError,
+    CameraScope,
+    check_strength,
+    plan_users,
+    render_acl,
+    write_secrets,
+)
 from .cli_options import cli_settings, split_list
 from .connect import connect
 
@@ -31,8 +39,9 @@ def generate_command(
     secrets: Annotated[
         Path,
         typer.Option(
-            help="Folder for the clear passwords, one <user>.password (0600) each; existing "
-            "ones are kept, so regenerating leaves running processes logged in."
+            help="Folder for the clear passwords, one <user>.password (0600) each, and the web "
+            "page's and Grafana's secrets; existing ones are kept, so regenerating leaves "
+            "running processes logged in."
         ),
     ],
     out: Annotated[
@@ -57,8 +66,9 @@ def generate_command(
 ) -> None:
     """Generate the ACL for the groups and cameras of the config (users.acl for --aclfile).
 
-    Users: admin, worker, backend, camera-<id> (or camera-<group>), replay-<group>; the
-    default user is off. Give each process its user and `redis.password_file`.
+    Users: admin, worker, backend, web, bridge, camera-<id> (or camera-<group>),
+    replay-<group>, health; the default user is off. Give each process its user and
+    `redis.password_file`.
     """
     settings = cli_settings()
     if camera_scope not in ("camera", "group"):
@@ -68,13 +78,15 @@ def generate_command(
     users = plan_users(settings, version, scope, split_list(replay) or [])
     # Before any password file is written: a weaker file must be asked for.
     weaker = check_strength(users, version, allow_weaker)
-    text = render_acl(users, write_passwords(users, secrets), version, allow_weaker)
+    text = render_acl(users, write_secrets(users, secrets), version, allow_weaker)
     if out is None:
         typer.echo(text, nl=False)
     else:
         out.write_text(text)
     for user in users:
         typer.echo(f"{user.role:8} {user.name}: {secrets / f'{user.name}.password'}", err=True)
+    for name, purpose in SERVICE_SECRETS.items():
+        typer.echo(f"{'secret':8} {secrets / name}: {purpose}", err=True)
     for line in weaker:
         typer.echo(f"WEAKER than on Redis 7: {line}", err=True)
 

@@ -37,7 +37,7 @@ from facestream.recognizer import FaceEngine
 from facestream.schemas import FacestreamError, GalleryError, keys
 
 from . import admin
-from .auth import COOKIE, CSRF_HEADER, Guard, SessionAuth, Sessions, login, logout
+from .auth import COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Sessions, login, logout
 from .metrics import render_metrics
 from .monitor import Monitor
 from .settings import WebSettings
@@ -103,6 +103,7 @@ def _routes() -> list[Route | Mount]:
         Route("/api/history", history),
         Route("/api/stream", stream),
         Route("/api/frames/{group}/{frame_id}", frame),
+        Route("/api/snapshots/{group}/{track}", snapshot),
         Route("/api/gallery", admin.gallery),
         Route("/api/gallery", admin.enrol, methods=["POST"]),
         Route("/api/gallery/{name}/thumbnail", admin.thumbnail),
@@ -135,7 +136,7 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "not ready", "error": monitor.error}, status_code=503)
 
 
-@requires("authenticated", status_code=401)
+@requires(METRICS, status_code=401)
 def metrics(request: Request) -> Response:
     return Response(render_metrics(request.app.state.monitor), media_type="text/plain")
 
@@ -160,9 +161,11 @@ def history(request: Request) -> JSONResponse:
 
 @requires("authenticated", status_code=401)
 async def stream(request: Request) -> StreamingResponse:
-    """Server-sent events: `recognition` items as they come, `status` after every sample.
+    """Server-sent events: `recognition` and `event` items as they come, `status` after every
+    sample.
 
-    Filters: ?group=, ?camera= and ?identity= (comma-separated lists); ?after= or the
+    Filters: ?group=, ?camera= and ?identity= (comma-separated lists; an event passes on its
+    camera and its track's identity); ?after= or the
     browser's Last-Event-ID resumes after the item of that id while the feed still holds it.
     """
     monitor: Monitor = request.app.state.monitor
@@ -200,6 +203,17 @@ def frame(request: Request) -> Response:
     return Response(jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=60"})
 
 
+@requires("authenticated", status_code=401)
+def snapshot(request: Request) -> Response:
+    """A track's best face crop, named by its events, while its TTL keeps it (404 after)."""
+    group = keys.validate_group(request.path_params["group"])
+    track = request.path_params["track"]
+    jpeg = request.app.state.client.get(keys.snapshot(group, track)) if len(track) <= 200 else None
+    if jpeg is None:
+        return Response(status_code=404)
+    return Response(jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=60"})
+
+
 def _filters(request: Request) -> tuple[str | None, ResultFilter]:
     params = request.query_params
 
@@ -222,7 +236,7 @@ def _overview(monitor: Monitor) -> dict[str, Any]:
         cameras.append(
             {
                 "camera": camera,
-                "group": health[camera].group if camera in health else item and item.result.group,
+                "group": health[camera].group if camera in health else item and item.entry.group,
                 "health": health[camera].model_dump(mode="json") if camera in health else None,
                 "latest": item.to_dict() if item else None,
             }

@@ -2,8 +2,9 @@
 
 A session is a cookie `<expiry>.<nonce>.<mac>` signed with the session secret, so the server
 keeps no session table; its CSRF token is a second MAC over the same cookie, sent back by the
-page in `X-CSRF-Token` on every write. Scripts and Prometheus use `Authorization: Bearer
-<token>` instead: such a header is never sent by a browser on its own, so it needs no CSRF.
+page in `X-CSRF-Token` on every write. Scripts use `Authorization: Bearer <token>` instead:
+such a header is never sent by a browser on its own, so it needs no CSRF. Prometheus gets a
+token of its own, `web.metrics_token`, that reads /metrics and nothing else.
 """
 
 from __future__ import annotations
@@ -30,11 +31,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .settings import WebSettings, verify_password
 
-__all__ = ["COOKIE", "Guard", "SessionAuth", "Sessions", "login", "logout"]
+__all__ = [
+    "COOKIE",
+    "CSRF_HEADER",
+    "METRICS",
+    "Guard",
+    "SessionAuth",
+    "Sessions",
+    "login",
+    "logout",
+]
 
 log = structlog.get_logger("web")
 COOKIE = "facestream_session"
 CSRF_HEADER = "x-csrf-token"
+METRICS = "metrics"  # the scope /metrics asks for: every login has it, the metrics token only it
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What the browser may load and from where: only this origin, nothing inline but images.
 _SECURITY_HEADERS = [
@@ -58,6 +69,9 @@ class Sessions:
         self._key = (
             secret.get_secret_value().encode() if secret is not None else secrets.token_bytes(32)
         )
+        # Read once: a secret file is not read again per request.
+        self._token = _encoded(settings.login_token())
+        self._metrics_token = _encoded(settings.scrape_token())
 
     def issue(self) -> str:
         expiry = int(time.time() + self.settings.session_hours * 3600)
@@ -77,39 +91,39 @@ class Sessions:
         return self._mac("csrf", cookie)
 
     def check_credentials(self, secret: str) -> bool:
-        """A login: the password against its hash, or the token."""
-        token = self.settings.token
-        if token is not None and hmac.compare_digest(
-            secret.encode(), token.get_secret_value().encode()
-        ):
+        """A login: the password against its hash, or the token (never the metrics token)."""
+        if self._token is not None and hmac.compare_digest(secret.encode(), self._token):
             return True
         stored = self.settings.password_hash
         return stored is not None and verify_password(secret, stored)
 
     def bearer_ok(self, authorization: str | None) -> bool:
-        token = self.settings.token
-        scheme, _, value = (authorization or "").partition(" ")
-        return (
-            token is not None
-            and scheme.lower() == "bearer"
-            and hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
-        )
+        """`Authorization: Bearer <web.token>`: everything a login may do."""
+        return _bearer_is(authorization, self._token)
+
+    def metrics_bearer_ok(self, authorization: str | None) -> bool:
+        """`Authorization: Bearer <web.metrics_token>`: /metrics only."""
+        return _bearer_is(authorization, self._metrics_token)
 
     def _mac(self, purpose: str, body: str) -> str:
         return hmac.new(self._key, f"{purpose}:{body}".encode(), hashlib.sha256).hexdigest()
 
 
 class SessionAuth(AuthenticationBackend):
-    """Starlette authentication: a valid session cookie or bearer token is "authenticated"."""
+    """Starlette authentication: a valid session cookie or bearer token is "authenticated";
+    the metrics token has the `metrics` scope alone, which only /metrics asks for."""
 
     def __init__(self, sessions: Sessions) -> None:
         self.sessions = sessions
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
-        if self.sessions.bearer_ok(conn.headers.get("authorization")):
-            return AuthCredentials(["authenticated", "bearer"]), SimpleUser("token")
+        authorization = conn.headers.get("authorization")
+        if self.sessions.bearer_ok(authorization):
+            return AuthCredentials(["authenticated", "bearer", METRICS]), SimpleUser("token")
+        if self.sessions.metrics_bearer_ok(authorization):
+            return AuthCredentials([METRICS]), SimpleUser("scraper")
         if self.sessions.valid(conn.cookies.get(COOKIE)):
-            return AuthCredentials(["authenticated"]), SimpleUser("operator")
+            return AuthCredentials(["authenticated", METRICS]), SimpleUser("operator")
         return AuthCredentials(), UnauthenticatedUser()
 
 
@@ -156,6 +170,19 @@ class Guard:
             await send(message)
 
         return send_with_headers
+
+
+def _encoded(token: str | None) -> bytes | None:
+    return token.encode() if token is not None else None
+
+
+def _bearer_is(authorization: str | None, token: bytes | None) -> bool:
+    scheme, _, value = (authorization or "").partition(" ")
+    return (
+        token is not None
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(value.strip().encode(), token)
+    )
 
 
 def _same_origin(headers: Headers) -> bool:

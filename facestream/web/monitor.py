@@ -1,13 +1,14 @@
 """What the page shows, gathered in the background: status samples, the live feed, sightings.
 
 One thread samples `collect_status` every `sample_s` and keeps `history_s` of samples for the
-charts; one thread per group follows its results stream with `tail_results` (a group found
-later gets its own thread, so no group waits on another's read). Browsers never make the web
-process query Redis for the feed: they read these in-memory copies, however many are open.
+charts; one thread per group follows its results and visit-events streams with one blocking
+XREAD (a group found later gets its own thread, so no group waits on another's read). Browsers
+never make the web process query Redis for the feed: they read these in-memory copies, however
+many are open.
 
-Feed items carry a `kind`; today every item is a `recognition` (a results-stream entry). The
-planned events (`appeared`, `identified`, `left`, with a snapshot key) are meant to become
-items of kind `event` with a `snapshot` URL, read by one more tail thread per group.
+Feed items carry a `kind`: `recognition` (a results-stream entry) or `event` (an entry of
+`fs:{G}:events`: appeared, identified, left, seen), whose snapshot, if it names one, is served
+by `/api/snapshots/{group}/{track}`.
 """
 
 from __future__ import annotations
@@ -15,47 +16,81 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import redis
 import structlog
 
-from facestream.client import ResultFilter, tail_results
+# One way to find where a live tail starts, shared with `tail_results`.
+from facestream.client import ResultFilter, _last_id
 from facestream.recognizer import Gallery
-from facestream.schemas import Face, Identity, InvalidMessage, Result, clip
+from facestream.schemas import Event, Face, Identity, InvalidMessage, Result, clip, keys
+from facestream.schemas.frames import StreamFields
 from facestream.status import StatusReport, collect_status
 
 from .settings import WebSettings
 
-__all__ = ["FeedItem", "Monitor", "Sighting"]
+__all__ = ["FeedItem", "Monitor", "Sighting", "snapshot_url"]
 
 log = structlog.get_logger("web")
 
 
+def snapshot_url(group: str, key: str | None) -> str | None:
+    """The page's URL of a snapshot key, if it is one of the group's snapshots."""
+    prefix = keys.snapshot(group, "")
+    if key is None or not key.startswith(prefix) or key == prefix:
+        return None
+    return f"/api/snapshots/{group}/{quote(key.removeprefix(prefix), safe='')}"
+
+
 @dataclass(frozen=True)
 class FeedItem:
-    """One line of the live feed: a result now, an event once tracks exist."""
+    """One line of the live feed: a recognition or a visit event."""
 
     id: int
-    result: Result
-    kind: str = "recognition"
+    entry: Result | Event
+
+    @property
+    def kind(self) -> str:
+        return "recognition" if isinstance(self.entry, Result) else "event"
+
+    def matches(self, group: str | None, wanted: ResultFilter | None) -> bool:
+        """The feed's filters; an event passes on its camera and its track's identity."""
+        entry = self.entry
+        if group is not None and entry.group != group:
+            return False
+        if wanted is None:
+            return True
+        if isinstance(entry, Result):
+            return wanted(entry)
+        if wanted.cameras is not None and entry.camera not in wanted.cameras:
+            return False
+        return wanted.identities is None or entry.identity in wanted.identities
 
     def to_dict(self) -> dict[str, Any]:
-        result = self.result
-        return {
+        entry = self.entry
+        common = {
             "id": self.id,
             "kind": self.kind,
-            "group": result.group,
-            "camera": result.camera,
-            "seq": result.seq,
-            "ts": result.ts,
-            "frame_id": result.frame_id,
-            "frame_url": f"/api/frames/{result.group}/{result.frame_id}",
-            "cached": result.cached,
-            "faces": [face.model_dump(mode="json") for face in result.faces],
-            "latency_ms": result.latency_ms,
-            "snapshot": None,  # the visits issue's snapshot URL, once events exist
+            "group": entry.group,
+            "camera": entry.camera,
+            "ts": entry.ts,
+            "frame_id": entry.frame_id,
+            "frame_url": f"/api/frames/{entry.group}/{entry.frame_id}",
+        }
+        if isinstance(entry, Event):
+            event = entry.model_dump(exclude={"v", "group", "camera", "ts", "frame_id"})
+            return {**common, **event, "snapshot": snapshot_url(entry.group, entry.snapshot)}
+        return {
+            **common,
+            "seq": entry.seq,
+            "cached": entry.cached,
+            "faces": [face.model_dump(mode="json") for face in entry.faces],
+            "latency_ms": entry.latency_ms,
+            "snapshot": None,
         }
 
 
@@ -99,6 +134,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._tails: dict[str, threading.Thread] = {}
+        self.following: set[str] = set()  # groups whose feed tail is reading (tests wait on it)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -124,12 +160,7 @@ class Monitor:
     ) -> list[FeedItem]:
         with self._lock:
             items = [item for item in self.feed if item.id > after]
-        return [
-            item
-            for item in items
-            if (group is None or item.result.group == group)
-            and (wanted is None or wanted(item.result))
-        ]
+        return [item for item in items if item.matches(group, wanted)]
 
     def forget(self, name: str) -> None:
         """Drop what the page remembers of an identity (on remove and erase)."""
@@ -142,9 +173,11 @@ class Monitor:
         if self.gallery[0] != report.gallery_version:
             self.gallery = Gallery(self.client).identities()
         for status in report.groups:
-            if status.group not in self._tails:
+            # A group whose keys refuse us (another deployment's, WRONGTYPE) is not followed:
+            # its tail would only fail again every second. A later sample may start it.
+            if status.error is None and status.group not in self._tails:
                 self._tails[status.group] = self._spawn(
-                    self._tail, f"web-tail-{status.group}", status.group
+                    self._follow, f"web-tail-{status.group}", status.group
                 )
         now = time.monotonic()
         with self._lock:
@@ -180,27 +213,52 @@ class Monitor:
                 log.warning("status sample failed", error=self.error)
             self._stop.wait(self.settings.sample_s)
 
-    def _tail(self, group: str) -> None:
+    def _follow(self, group: str) -> None:
+        """Feed the group's results and events from the newest entry on, as they come."""
+        streams: dict[str, Callable[[StreamFields], Result | Event]] = {
+            keys.results(group): Result.from_fields,
+            keys.events(group): Event.from_fields,
+        }
         while not self._stop.is_set():
             try:
-                for result in tail_results(self.client, [group], block_ms=500, stop=self._stop):
-                    self._add(result)
-            except (redis.RedisError, InvalidMessage) as exc:
-                # The tail starts again at the newest result (past an invalid one): the feed
-                # is live, not a log.
-                log.warning("results tail interrupted", group=group, error=clip(str(exc), 300))
+                # Start at the newest entries (again after an outage): the feed is live, not
+                # a log.
+                cursors = {stream: _last_id(self.client, stream) for stream in streams}
+                self.following.add(group)
+                while not self._stop.is_set():
+                    response: Any = self.client.xread(cursors, count=100, block=500)  # type: ignore[arg-type]
+                    for stream, entries in response or []:
+                        name = stream.decode()
+                        for entry_id, fields in entries:
+                            cursors[name] = entry_id.decode()
+                            self._parse_and_add(streams[name], fields, name)
+            except redis.RedisError as exc:
+                self.following.discard(group)
+                log.warning("feed tail interrupted", group=group, error=clip(str(exc), 300))
                 self._stop.wait(1.0)
 
-    def _add(self, result: Result) -> None:
+    def _parse_and_add(
+        self, parse: Callable[[StreamFields], Result | Event], fields: StreamFields, stream: str
+    ) -> None:
+        try:
+            entry = parse(fields)
+        except InvalidMessage as exc:  # one bad entry is skipped, never the stream
+            log.warning("feed entry skipped", stream=stream, error=clip(str(exc), 300))
+            return
+        self._add(entry)
+
+    def _add(self, entry: Result | Event) -> None:
         with self._lock:
-            item = FeedItem(self.feed[-1].id + 1 if self.feed else 1, result)
+            item = FeedItem(self.feed[-1].id + 1 if self.feed else 1, entry)
             self.feed.append(item)
-            self.latest[result.camera] = item
-            for face in result.faces:
+            if isinstance(entry, Event):
+                return
+            self.latest[entry.camera] = item
+            for face in entry.faces:
                 if face.identity is not None:
-                    self.sightings[face.identity] = Sighting(result.group, result.frame_id, face)
-            self._interval.results[result.group] += 1
-            for stage, ms in result.latency_ms.items():
+                    self.sightings[face.identity] = Sighting(entry.group, entry.frame_id, face)
+            self._interval.results[entry.group] += 1
+            for stage, ms in entry.latency_ms.items():
                 self._interval.latency_sum[stage] += ms
                 self._interval.latency_count[stage] += 1
 

@@ -13,8 +13,9 @@ import hmac
 import ipaddress
 import re
 import secrets
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from facestream.schemas import FacestreamError
 
@@ -22,6 +23,7 @@ __all__ = ["WebSettings", "hash_password", "verify_password"]
 
 # 2^15 × 8 × 128 bytes = 32 MiB and ~0.1 s per check: slow for a guesser, fine for a login.
 _N, _R, _P, _KEY_BYTES = 2**15, 8, 1, 32
+_MIN_TOKEN = 16
 _HASH_RE = re.compile(r"^scrypt\$(\d+)\$(\d+)\$(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$")
 
 
@@ -41,6 +43,17 @@ class WebSettings(BaseModel):
         None,
         min_length=16,
         description="Bearer token for scripts and Prometheus; also accepted at the login form.",
+    )
+    token_file: Path | None = Field(
+        None, description="File holding the token (Docker/Kubernetes secrets); one line."
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token that may read /metrics and nothing else (for Prometheus).",
+    )
+    metrics_token_file: Path | None = Field(
+        None, description="File holding the metrics token (Prometheus' credentials_file)."
     )
     session_secret: SecretStr | None = Field(
         None,
@@ -69,13 +82,32 @@ class WebSettings(BaseModel):
             raise ValueError("must read scrypt$N$r$p$salt$key (make it with --hash-password)")
         return value
 
+    @model_validator(mode="after")
+    def _one_source_each(self) -> WebSettings:
+        for name in ("token", "metrics_token"):
+            if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
+                raise ValueError(f"set web.{name} or web.{name}_file, not both")
+            path = getattr(self, f"{name}_file")
+            if path is not None and not path.is_file():
+                raise ValueError(f"web.{name}_file {path} is not a readable file")
+        return self
+
     def require_credentials(self) -> None:
         """Refuse to serve faces to anyone: a password hash or a token must be set."""
-        if self.password_hash is None and self.token is None:
+        if self.password_hash is None and self.token is None and self.token_file is None:
             raise FacestreamError(
                 "the web page shows faces and is locked: set web.password_hash "
-                "(facestream web --hash-password) or web.token (FACESTREAM_WEB__TOKEN)"
+                "(facestream web --hash-password), web.token (FACESTREAM_WEB__TOKEN) "
+                "or web.token_file"
             )
+
+    def login_token(self) -> str | None:
+        """The token that logs in and authorises scripts (field, then file), if any."""
+        return _secret(self.token, self.token_file, "web.token_file")
+
+    def scrape_token(self) -> str | None:
+        """The token that may only read /metrics (field, then file), if any."""
+        return _secret(self.metrics_token, self.metrics_token_file, "web.metrics_token_file")
 
     @property
     def loopback(self) -> bool:
@@ -86,6 +118,18 @@ class WebSettings(BaseModel):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+def _secret(value: SecretStr | None, path: Path | None, name: str) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if path is None:
+        return None
+    # One line: a trailing newline from `echo secret > file` is not part of it.
+    text = path.read_text().rstrip("\r\n")
+    if len(text) < _MIN_TOKEN:
+        raise FacestreamError(f"{name} {path} holds fewer than {_MIN_TOKEN} characters")
+    return text
 
 
 def hash_password(password: str) -> str:

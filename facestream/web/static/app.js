@@ -38,6 +38,7 @@ function faceTitle(face) {
   if (face.similarity !== null) parts.push(`similarity ${face.similarity.toFixed(3)}`);
   parts.push(`detection ${face.score.toFixed(2)}`);
   parts.push(`track ${face.track ?? "–"}`);
+  if (face.source) parts.push(`from ${face.source}`);  // model, the track's vote, or the cache
   if (face.visitor) parts.push(`visitor ${face.visitor}`);
   return parts.join(" · ");
 }
@@ -111,6 +112,7 @@ function connect() {
   source.addEventListener("open", () => setConnection("live", "ok"));
   source.addEventListener("error", () => setConnection("reconnecting…", "warn"));
   source.addEventListener("recognition", event => addFeedItem(JSON.parse(event.data)));
+  source.addEventListener("event", event => addVisitItem(JSON.parse(event.data)));
   source.addEventListener("status", event => onStatus(JSON.parse(event.data)));
 }
 
@@ -122,12 +124,34 @@ function setConnection(text, kind) {
 
 function addFeedItem(item) {
   const faces = item.faces.length ? item.faces : null;
-  const line = el("li", { "data-id": item.id, title: `frame ${item.frame_id}` },
+  prependToFeed(el("li", { "data-id": item.id, "data-kind": item.kind, title: `frame ${item.frame_id}` },
     el("span", { text: time(item.ts) }),
     el("span", { text: `${item.group}/${item.camera} #${item.seq}` }),
     el("span", { class: "who", text: faces ? faces.map(faceLabel).join(", ") : "no face" }),
-    el("span", { class: "muted", text: `${item.cached ? "cache" : "model"} ${Math.round(item.latency_ms.e2e ?? 0)} ms` }));
-  if (item.snapshot) line.append(el("img", { src: item.snapshot, alt: "snapshot", width: 32 }));
+    el("span", { class: "muted", text: `${item.cached ? "cache" : "model"} ${Math.round(item.latency_ms.e2e ?? 0)} ms` })));
+}
+
+// A visit event: a track appeared, was identified, left; a person seen (once per cooldown).
+function addVisitItem(item) {
+  const who = item.identity
+    ? `${item.identity}${item.similarity === null ? "" : ` (${item.similarity.toFixed(2)})`}` : "unknown";
+  const details = item.type === "left"
+    ? `${((item.dwell_ms ?? 0) / 1000).toFixed(1)} s · ${item.frames ?? 0} frames` : "";
+  const line = el("li", { "data-id": item.id, "data-kind": item.kind, class: "event",
+                          title: `frame ${item.frame_id} · track ${item.track}` },
+    el("span", { text: time(item.ts) }),
+    el("span", { text: `${item.group}/${item.camera}` }),
+    el("span", { class: "who", text: `${item.type} ${who}` }),
+    el("span", { class: "muted", text: [`track ${item.track}`, details].filter(Boolean).join(" · ") }));
+  if (item.snapshot) {
+    // Snapshots expire: an expired one (404) leaves the line without a picture.
+    line.prepend(el("img", { class: "snapshot", src: item.snapshot, alt: `snapshot of track ${item.track}`,
+                             onerror: event => event.target.remove() }));
+  }
+  prependToFeed(line);
+}
+
+function prependToFeed(line) {
   const feed = $("#feed");
   feed.prepend(line);
   while (feed.children.length > MAX_FEED) feed.lastElementChild.remove();
