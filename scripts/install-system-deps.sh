@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages some tests need: GStreamer's RTSP server for Debian's /usr/bin/python3 (camera
 # tests), Debian's redis-server, built with TLS, plus openssl (TLS tests), and Debian's chromium
-# (the web page's browser test, driven by Playwright). Installs them
+# (the web page's browser test, driven by Playwright), and the mosquitto MQTT broker (bridge
+# tests). Installs them
 # with apt-get when running as root; otherwise says what to install (those tests then skip,
 # unless FACESTREAM_REQUIRE_SYSTEM_DEPS=1, as in CI, makes them fail).
 #
@@ -19,12 +20,13 @@ if [ "${1:-}" = redis-server ]; then
 else
     check='import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer'
     packages=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
-              gstreamer1.0-plugins-good gstreamer1.0-rtsp redis-server openssl chromium)
+              gstreamer1.0-plugins-good gstreamer1.0-rtsp redis-server openssl chromium mosquitto)
     present() {
         /usr/bin/python3 -c "$check" 2>/dev/null && command -v redis-server >/dev/null \
-            && command -v openssl >/dev/null && command -v chromium >/dev/null
+            && command -v openssl >/dev/null && command -v chromium >/dev/null \
+            && { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; }
     }
-    note="note: RTSP, TLS and browser tests will be skipped; install: sudo apt-get install ${packages[*]}"
+    note="note: RTSP, TLS, browser and MQTT tests will be skipped; install: sudo apt-get install ${packages[*]}"
 fi
 
 if present; then

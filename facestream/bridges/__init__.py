@@ -1,0 +1,9 @@
+"""Bridges from `fs:{G}:events` to other systems: MQTT (`mqtt`) and signed webhooks (`webhook`).
+
+Only the config section is imported here, so `facestream.config` can compose `BridgeSettings`
+without importing the bridges (which need the client, paho-mqtt and httpx).
+"""
+
+from .settings import BridgeSettings, MqttSettings, WebhookSettings
+
+__all__ = ["BridgeSettings", "MqttSettings", "WebhookSettings"]
