@@ -1,4 +1,4 @@
-"""The backend's side: read results (plain tail or resumable subscriber), ask for one photo."""
+"""The backend's side: read results and visit events (resumable subscribers), ask for one photo."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import cv2
 import numpy as np
+import orjson
 import redis
 import structlog
 
 from facestream.ingest import EncodedFrame, FramePublisher
 from facestream.ingest.outages import Outages, Stopped
 from facestream.schemas import (
+    Event,
+    EventType,
     Face,
     FacestreamError,
     FrameLimits,
@@ -27,12 +30,18 @@ from facestream.schemas import (
 )
 
 __all__ = [
+    "DeliveredEvent",
     "DeliveredResult",
+    "EventFilter",
+    "EventSubscriber",
     "RecognitionTimeout",
     "ResultFilter",
     "ResultSubscriber",
+    "StreamSubscriber",
     "SubscriberStats",
+    "describe_event",
     "describe_result",
+    "fetch_snapshot",
     "recognise_image",
     "tail_results",
 ]
@@ -95,9 +104,26 @@ class DeliveredResult(Result):
     redelivered: bool = False
 
 
+_DELIVERY_FIELDS = {"entry_id", "redelivered"}
+
+
+class DeliveredEvent(Event):
+    """An event as a subscriber hands it out; `redelivered` as for DeliveredResult.
+
+    Events of a track are identified by (`track`, `type`, `frame_id`): drop duplicates by that.
+    """
+
+    entry_id: str = ""
+    redelivered: bool = False
+
+    def to_json(self) -> bytes:
+        """The event as it is on the stream, without this delivery's own fields."""
+        return orjson.dumps(self.model_dump(exclude_none=True, exclude=_DELIVERY_FIELDS))
+
+
 @dataclass
 class SubscriberStats:
-    """What a subscriber saw; `gaps` counts results removed before anyone read them."""
+    """What a subscriber saw; `gaps` counts entries removed before anyone read them."""
 
     delivered: int = 0
     redelivered: int = 0
@@ -114,17 +140,24 @@ class _Entry(NamedTuple):
     redelivered: bool
 
 
-class ResultSubscriber:
-    """Results for a backend: its own consumer group, so it resumes after a restart.
+D = TypeVar("D")
 
-    Each result is acknowledged when the next one is requested, i.e. after the caller's loop
-    body ran for it; a crash in between means the result is delivered again (marked
-    `redelivered`). Results that `wanted` filters out are acknowledged without being yielded.
-    A new consumer group starts at results published from now on, or at the oldest kept one
-    with `start="oldest"`. Entries left pending by a consumer idle for `claim_idle_ms` are
-    claimed (XAUTOCLAIM). While Redis is unreachable every call is retried; a group lost with
-    a restart or a flush is created again where this subscriber stopped reading.
+
+class StreamSubscriber(Generic[D]):
+    """A consumer group of its own on one stream per camera group, so a reader resumes.
+
+    Each entry is acknowledged when the next one is requested, i.e. after the caller's loop
+    body ran for it; a crash in between means the entry is delivered again (marked
+    `redelivered`). Entries that `wanted` filters out are acknowledged without being yielded.
+    A new consumer group starts at entries added from now on, or at the oldest kept one with
+    `start="oldest"`. Entries left pending by a consumer idle for `claim_idle_ms` are claimed
+    (XAUTOCLAIM). While Redis is unreachable every call is retried; a group lost with a restart
+    or a flush is created again where this subscriber stopped reading. Subclasses name the
+    stream of a camera group and parse its entries.
     """
+
+    #: What the entries are called in log lines ("results", "events").
+    noun = "entries"
 
     def __init__(
         self,
@@ -133,40 +166,49 @@ class ResultSubscriber:
         consumer_group: str = "backend",
         consumer: str = "backend-1",
         block_ms: int = 1000,
-        wanted: ResultFilter | None = None,
+        wanted: Callable[[D], bool] | None = None,
         *,
         start: Literal["new", "oldest"] = "new",
         claim_idle_ms: int = 30_000,
     ) -> None:
         self.client = client
-        self.streams = [keys.results(group) for group in groups]
+        self.streams = [self.stream_of(group) for group in groups]
         self.consumer_group = consumer_group
         self.consumer = consumer
         self.block_ms = block_ms
-        self.wanted = wanted or ResultFilter()
+        self.wanted = wanted
         self.claim_idle_ms = claim_idle_ms
         self.stats = SubscriberStats()
         self._stop = threading.Event()
-        self._outages = Outages(self._stop, f"results subscriber {consumer_group}/{consumer}")
-        # Where to put the group again if it is lost: after the last entry we were handed.
-        self._position = {stream: "0-0" for stream in self.streams}
-        if start == "new":
-            for stream in self.streams:
-                self._position[stream] = self._outages.call(partial(_last_id, client, stream))
+        self._outages = Outages(self._stop, f"{self.noun} subscriber {consumer_group}/{consumer}")
         self._claim_from = dict.fromkeys(self.streams, "0-0")
         self._next_claim = 0.0
         self._claiming = True
         self._gap_seen: dict[str, tuple[bytes, int]] = {}
+        # Where to put the group again if it is lost: after the last entry we were handed.
+        self._position = dict.fromkeys(self.streams, "0-0")
         for stream in self.streams:
             self._outages.call(
                 partial(self._create_group, stream, "0" if start == "oldest" else "$")
             )
+            # Asked of the group rather than the stream (XREVRANGE): a bridge's ACL user may
+            # only XINFO, and an existing group may be behind the stream's end.
+            self._position[stream] = self._outages.call(partial(self._delivered_id, stream))
 
-    def __iter__(self) -> Iterator[DeliveredResult]:
+    @staticmethod
+    def stream_of(group: str) -> str:
+        """The stream this subscriber reads for camera group `group`."""
+        raise NotImplementedError
+
+    def parse(self, stream: str, fields: dict[bytes, bytes], entry_id: str, again: bool) -> D:
+        """One entry as handed out (`again`: redelivered), or InvalidMessage with the reason."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[D]:
         return self.listen()
 
-    def listen(self, stop: threading.Event | None = None) -> Iterator[DeliveredResult]:
-        """Yield results until `stop` is set (the caller's loop may also just break)."""
+    def listen(self, stop: threading.Event | None = None) -> Iterator[D]:
+        """Yield entries until `stop` is set (the caller's loop may also just break)."""
         if stop is not None:
             self._stop = self._outages.stop = stop
         cursor = "0"  # our own unacknowledged entries first (a previous run died mid-way)
@@ -178,17 +220,18 @@ class ResultSubscriber:
                     if cursor == "0" and not batch:
                         cursor = ">"
                 for entry in batch:
-                    result = self._parse(entry)
-                    if result is not None and self.wanted(result):
-                        yield result
-                    ack = partial(
-                        self.client.xack, entry.stream, self.consumer_group, entry.entry_id
-                    )
-                    self._call(ack)
+                    item = self._parse(entry)
+                    if item is not None and (self.wanted is None or self.wanted(item)):
+                        yield item
+                    self.ack(entry.stream, entry.entry_id)
                     if self._stop.is_set():
                         return  # the rest of the batch stays pending: delivered again later
         except Stopped:
             return
+
+    def ack(self, stream: str, entry_id: bytes | str) -> None:
+        """Acknowledge one entry (through outages; the group is put back if it was lost)."""
+        self._call(partial(self.client.xack, stream, self.consumer_group, entry_id))
 
     def _read(self, cursor: str) -> list[_Entry]:
         if cursor == ">":
@@ -223,36 +266,40 @@ class ResultSubscriber:
                 # Redis 7 names the trimmed pending entries it dropped; Redis 6 answers nil.
                 trimmed = len(reply[2]) if len(reply) > 2 else sum(not i for i, _ in reply[1])
                 if trimmed:
-                    self._gap(stream, trimmed, "pending results were trimmed unread")
+                    self._gap(stream, trimmed, f"pending {self.noun} were trimmed unread")
         except redis.exceptions.NoPermissionError as exc:
             self._claiming = False
-            log.warning("cannot claim results of idle consumers (grant XAUTOCLAIM)", error=str(exc))
+            log.warning(
+                f"cannot claim {self.noun} of idle consumers (grant XAUTOCLAIM)", error=str(exc)
+            )
         busy = any(cursor != "0-0" for cursor in self._claim_from.values())
         self._next_claim = time.monotonic() + (0 if busy else self.claim_idle_ms / 2000)
         self.stats.claimed += len(claimed)
         return claimed
 
-    def _parse(self, entry: _Entry) -> DeliveredResult | None:
+    def _parse(self, entry: _Entry) -> D | None:
         if _id_tuple(entry.entry_id) > _id_tuple(self._position[entry.stream].encode()):
             self._position[entry.stream] = entry.entry_id.decode()
         if not entry.fields:  # trimmed after it was handed out, before it was acknowledged
-            self._gap(entry.stream, 1, "a pending result was trimmed unread")
+            self._gap(entry.stream, 1, f"a pending {self.noun[:-1]} was trimmed unread")
             return None
         try:
-            result = Result.from_fields(entry.fields)
+            item = self.parse(
+                entry.stream, entry.fields, entry.entry_id.decode(), entry.redelivered
+            )
         except InvalidMessage as exc:
             # Not ours to fix; acknowledged by the caller so it does not come back forever.
             self.stats.invalid += 1
-            log.warning("skipping invalid result", entry_id=entry.entry_id, error=exc.reason)
+            log.warning(
+                f"skipping invalid {self.noun[:-1]}", entry_id=entry.entry_id, error=exc.reason
+            )
             return None
         self.stats.delivered += 1
         self.stats.redelivered += entry.redelivered
-        return DeliveredResult.model_construct(
-            **dict(result), entry_id=entry.entry_id.decode(), redelivered=entry.redelivered
-        )
+        return item
 
     def _count_gaps(self) -> None:
-        """Count results trimmed before the group was handed them (needs Redis 7's `lag`).
+        """Count entries trimmed before the group was handed them (needs Redis 7's `lag`).
 
         While the oldest kept entry is newer than the last one handed out, everything the group
         has yet to read is in the stream, except what trimming took: lag minus length.
@@ -277,7 +324,7 @@ class ResultSubscriber:
             seen_at, counted = self._gap_seen.get(stream, (b"", 0))
             already = counted if seen_at == delivered else 0
             if missing > already:
-                self._gap(stream, missing - already, "results were trimmed before delivery")
+                self._gap(stream, missing - already, f"{self.noun} were trimmed before delivery")
                 self._gap_seen[stream] = (delivered, missing)
 
     def _gap(self, stream: str, count: int, why: str) -> None:
@@ -310,7 +357,46 @@ class ResultSubscriber:
         if lost:
             self.stats.regrouped += 1
             self._gap_seen.pop(stream, None)
-            log.warning("results group was missing, created again", stream=stream, at=at)
+            log.warning(f"{self.noun} group was missing, created again", stream=stream, at=at)
+
+    def _delivered_id(self, stream: str) -> str:
+        groups: Any = self.client.xinfo_groups(stream)
+        ours = next(g for g in groups if g["name"] == self.consumer_group.encode())
+        delivered: bytes = ours["last-delivered-id"]
+        return delivered.decode()
+
+
+class ResultSubscriber(StreamSubscriber[DeliveredResult]):
+    """Results for a backend (`fs:{G}:results`), as StreamSubscriber describes."""
+
+    noun = "results"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        groups: Sequence[str],
+        consumer_group: str = "backend",
+        consumer: str = "backend-1",
+        block_ms: int = 1000,
+        wanted: ResultFilter | None = None,
+        *,
+        start: Literal["new", "oldest"] = "new",
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        super().__init__(
+            client, groups, consumer_group, consumer, block_ms, wanted or ResultFilter(),
+            start=start, claim_idle_ms=claim_idle_ms,
+        )  # fmt: skip
+
+    @staticmethod
+    def stream_of(group: str) -> str:
+        return keys.results(group)
+
+    def parse(
+        self, stream: str, fields: dict[bytes, bytes], entry_id: str, again: bool
+    ) -> DeliveredResult:
+        result = Result.from_fields(fields)
+        return DeliveredResult.model_construct(**dict(result), entry_id=entry_id, redelivered=again)
 
 
 @dataclass(frozen=True)
@@ -335,6 +421,88 @@ class ResultFilter:
         if self.min_similarity is not None:
             return face.similarity is not None and face.similarity >= self.min_similarity
         return True
+
+
+class EventSubscriber(StreamSubscriber[DeliveredEvent]):
+    """Visit events (`fs:{G}:events`) for a backend or a bridge, as StreamSubscriber describes.
+
+    An event that names another group than its stream, or a snapshot key outside its group's
+    snapshots, is skipped as invalid (counted in `stats.invalid`): a bridge or `fetch_snapshot`
+    must never be pointed at an arbitrary key.
+    """
+
+    noun = "events"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        groups: Sequence[str],
+        consumer_group: str = "backend",
+        consumer: str = "backend-1",
+        block_ms: int = 1000,
+        wanted: EventFilter | None = None,
+        *,
+        start: Literal["new", "oldest"] = "new",
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        super().__init__(
+            client, groups, consumer_group, consumer, block_ms, wanted or EventFilter(),
+            start=start, claim_idle_ms=claim_idle_ms,
+        )  # fmt: skip
+
+    @staticmethod
+    def stream_of(group: str) -> str:
+        return keys.events(group)
+
+    def parse(
+        self, stream: str, fields: dict[bytes, bytes], entry_id: str, again: bool
+    ) -> DeliveredEvent:
+        event = Event.from_fields(fields)
+        if event.group != keys.group_of(stream):
+            raise InvalidMessage(f"event of group {event.group[:64]!r} on {stream}")
+        _check_snapshot_key(event)
+        return DeliveredEvent.model_construct(**dict(event), entry_id=entry_id, redelivered=again)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a reader wants: of these groups, cameras, identities and types. Unset parts
+    let everything through; with `identities` set, events of unknown faces are left out."""
+
+    groups: frozenset[str] | None = None
+    cameras: frozenset[str] | None = None
+    identities: frozenset[str] | None = None
+    types: frozenset[EventType] | None = None
+
+    def __call__(self, event: Event) -> bool:
+        return (
+            (self.groups is None or event.group in self.groups)
+            and (self.cameras is None or event.camera in self.cameras)
+            and (self.identities is None or event.identity in self.identities)
+            and (self.types is None or event.type in self.types)
+        )
+
+
+def fetch_snapshot(client: redis.Redis, event: Event) -> bytes | None:
+    """The JPEG of the best face crop an event names; None if it names none or it expired.
+
+    Raises InvalidMessage for a snapshot key outside the event's group's snapshots.
+    """
+    if event.snapshot is None:
+        return None
+    _check_snapshot_key(event)
+    jpeg: Any = client.get(event.snapshot)
+    return bytes(jpeg) if jpeg is not None else None
+
+
+def _check_snapshot_key(event: Event) -> None:
+    prefix = keys.snapshot(event.group, "")
+    if event.snapshot is not None and not (
+        event.snapshot.startswith(prefix) and len(event.snapshot) > len(prefix)
+    ):
+        raise InvalidMessage(
+            f"snapshot key {event.snapshot[:100]!r} is not a snapshot of group {event.group}"
+        )
 
 
 class RecognitionTimeout(FacestreamError, TimeoutError):
@@ -387,6 +555,16 @@ def describe_result(result: Result) -> str:
     source = "cache" if result.cached else "model"
     e2e = result.latency_ms.get("e2e", 0.0)
     return f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
+
+
+def describe_event(event: Event) -> str:
+    """One human line per event: camera, type, track, who, how long."""
+    who = event.identity or "unknown"
+    if event.similarity is not None:
+        who += f" ({event.similarity:.2f})"
+    if event.dwell_ms is not None:
+        who += f", {event.dwell_ms / 1000:.1f} s in {event.frames} frames"
+    return f"{event.camera:>12} {event.type:<10} {event.track:<14} {who}"
 
 
 def _last_id(client: redis.Redis, stream: str) -> str:
