@@ -62,7 +62,7 @@ def sweep_point(
     ]
     stop = threading.Event()
     runner = threading.Thread(
-        target=run_cameras, args=(cameras, client, FrameLimits(), 100_000, stop)
+        target=run_cameras, args=(cameras, lambda _group: client, FrameLimits(), 100_000, stop)
     )
     runner.start()
     time.sleep(1.0)  # let every camera open and settle

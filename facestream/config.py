@@ -25,15 +25,42 @@ from pydantic_settings import (
 )
 
 from facestream.ingest import CameraSettings, IngestSettings
-from facestream.recognizer import MatchSettings, ModelSettings, VisitorSettings, WorkerSettings
+from facestream.recognizer import (
+    MatchSettings,
+    ModelSettings,
+    VisitorSettings,
+    WorkerSettings,
+)
 from facestream.schemas import FacestreamError, FrameLimits, keys
 from facestream.web.settings import WebSettings
 
-__all__ = ["ConfigError", "LogSettings", "RedisSettings", "Settings", "load_settings"]
+__all__ = [
+    "ClusterSettings",
+    "ConfigError",
+    "LogSettings",
+    "NodeSettings",
+    "RedisSettings",
+    "Settings",
+    "load_settings",
+]
 
 
 class ConfigError(FacestreamError, ValueError):
     """The configuration is invalid; the message names each bad field."""
+
+
+def parsable_redis_url(url: str) -> str:
+    """`url` if redis-py can use it; else a ValueError that never echoes it (a password)."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    try:
+        urlsplit(url).port  # noqa: B018  # raises on a host part that is not host:port
+    except ValueError:
+        raise ValueError(
+            "cannot be parsed: percent-encode '/', '?', '#' and '%' in a password, or set "
+            "redis.password / redis.password_file instead"
+        ) from None
+    return url
 
 
 class RedisSettings(BaseModel):
@@ -60,17 +87,7 @@ class RedisSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _parsable_url(cls, url: str) -> str:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        try:
-            urlsplit(url).port  # noqa: B018  # raises on a host part that is not host:port
-        except ValueError:
-            # Never echo the URL: what broke it is most likely a password.
-            raise ValueError(
-                "cannot be parsed: percent-encode '/', '?', '#' and '%' in a password, or set "
-                "redis.password / redis.password_file instead"
-            ) from None
-        return url
+        return parsable_redis_url(url)
 
     @model_validator(mode="after")
     def _one_password_source(self) -> RedisSettings:
@@ -92,6 +109,50 @@ class RedisSettings(BaseModel):
         return None
 
 
+class NodeSettings(BaseModel):
+    """One independent Redis node and the camera groups whose keys live on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="redis:// or rediss:// URL; logs in with `redis:`'s user/TLS.")
+    groups: list[str] = Field(min_length=1, description="Camera groups kept on this node.")
+
+    @field_validator("url")
+    @classmethod
+    def _parsable_url(cls, url: str) -> str:
+        return parsable_redis_url(url)
+
+    @field_validator("groups")
+    @classmethod
+    def _valid_groups(cls, groups: list[str]) -> list[str]:
+        return [keys.validate_group(group) for group in groups]
+
+
+class ClusterSettings(BaseModel):
+    """One Redis Cluster: where to find it; each group's `{G}` hash tag picks its slot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] = Field(
+        min_length=1, description="Seed nodes (any masters or replicas); the rest is discovered."
+    )
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="After each commit, WAIT for this many replicas to have it (0: do not "
+        "wait). Closes most of what a failover can lose, at a latency cost (docs/topology.md).",
+    )
+    wait_timeout_ms: int = Field(
+        100, ge=1, le=60_000, description="Longest a commit waits for its replicas."
+    )
+
+    @field_validator("urls")
+    @classmethod
+    def _parsable_urls(cls, urls: list[str]) -> list[str]:
+        return [parsable_redis_url(url) for url in urls]
+
+
 class LogSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -109,6 +170,14 @@ class Settings(BaseSettings):
     )
 
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    nodes: dict[str, NodeSettings] = Field(
+        default_factory=dict,
+        description="Independent Redis nodes by name, each with its camera groups (instead of "
+        "redis.url, whose user, password and TLS settings every node uses).",
+    )
+    cluster: ClusterSettings | None = Field(
+        None, description="A Redis Cluster instead of redis.url (same user, password, TLS)."
+    )
     groups: list[str] = Field(
         default_factory=list, description="Camera groups a worker serves (empty: discover)."
     )
@@ -133,6 +202,26 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_groups(cls, groups: list[str]) -> list[str]:
         return [keys.validate_group(group) for group in groups]
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> Settings:
+        if self.nodes and self.cluster is not None:
+            raise ValueError("set nodes or cluster, not both")
+        homes: dict[str, str] = {}
+        for name, node in self.nodes.items():
+            keys.validate_group(name)  # node names follow the group-name rules
+            for group in node.groups:
+                if group in homes:
+                    raise ValueError(f"group {group} is on two nodes: {homes[group]} and {name}")
+                homes[group] = name
+        if self.nodes:
+            unmapped = sorted({c.group for c in self.cameras} - homes.keys())
+            if unmapped:
+                raise ValueError(
+                    f"camera group(s) {', '.join(unmapped)} are on no node: add them to a "
+                    "node's groups"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> Settings:

@@ -3,22 +3,81 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from facestream.schemas.urls import without_userinfo
 
 from .config import RedisSettings
+from .topology import Node, Topology
 
-__all__ = ["connect"]
+__all__ = ["Connections", "connect", "connect_node"]
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
     """A client for binary-safe stream work (responses stay bytes); bad credentials raise."""
+    client = redis.Redis.from_url(without_userinfo(settings.url), **_options(settings))
+    _refuse_bad_credentials(client)
+    return client
+
+
+def connect_node(node: Node) -> redis.Redis:
+    """A client for one node of the topology: a plain one, or a RedisCluster for a cluster.
+
+    redis-py types RedisCluster apart from Redis although it offers the same command methods;
+    the few callers that must differ on a cluster (a blocking read over several groups) check
+    `isinstance(client, RedisCluster)`.
+    """
+    if not node.is_cluster:
+        return connect(node.redis)
+    options = _options(node.redis)
+    # Cluster-level retries follow MOVED/ASK and failovers; the per-connection ones stay off.
+    options.pop("retry_on_error")
+    options["retry"] = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=6)
+    if node.redis.url.startswith("rediss://"):
+        options["ssl"] = True  # from_url reads it off the scheme; the constructor must be told
+    seeds = [urlsplit(url) for url in node.cluster_urls]
+    startup = [
+        ClusterNode(seed.hostname or "127.0.0.1", seed.port or 6379)  # type: ignore[no-untyped-call]
+        for seed in seeds
+    ]
+    cluster = RedisCluster(startup_nodes=startup, **options)
+    client = cast(redis.Redis, cluster)
+    _refuse_bad_credentials(client)
+    return client
+
+
+class Connections:
+    """One client per node of the topology, made when first needed (a down node waits)."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self._clients: dict[str, redis.Redis] = {}
+
+    def node(self, node: Node) -> redis.Redis:
+        if node.name not in self._clients:
+            self._clients[node.name] = connect_node(node)
+        return self._clients[node.name]
+
+    def for_group(self, group: str) -> redis.Redis:
+        """The client of the node that holds `group` (UnmappedGroup if none does)."""
+        return self.node(self.topology.node_for(group))
+
+    def every_node(self) -> list[tuple[Node, redis.Redis]]:
+        return [(node, self.node(node)) for node in self.topology.nodes.values()]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
+def _options(settings: RedisSettings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout_s,
         "socket_connect_timeout": 5.0,
@@ -37,9 +96,7 @@ def connect(settings: RedisSettings) -> redis.Redis:
         options["password"] = password
     if settings.url.startswith("rediss://"):
         options.update(_tls_options(settings))
-    client = redis.Redis.from_url(without_userinfo(settings.url), **options)
-    _refuse_bad_credentials(client)
-    return client
+    return options
 
 
 def _tls_options(settings: RedisSettings) -> dict[str, Any]:

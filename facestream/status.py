@@ -1,4 +1,4 @@
-"""What `facestream status` reports: each group's streams and each camera's health, from Redis."""
+"""What `facestream status` reports: each node, each group's streams, workers and cameras."""
 
 from __future__ import annotations
 
@@ -8,11 +8,23 @@ from typing import Any
 import orjson
 import redis
 from pydantic import ValidationError
+from redis.exceptions import RedisClusterException
 
 from facestream.recognizer import Gallery
 from facestream.schemas import CameraHealth, InvalidGroup, clip, keys
 
-__all__ = ["GroupStatus", "StatusReport", "WorkerStatus", "collect_status", "known_groups"]
+from .connect import Connections
+from .topology import SINGLE_NODE
+
+__all__ = [
+    "GroupStatus",
+    "NodeStatus",
+    "StatusReport",
+    "WorkerStatus",
+    "collect_site_status",
+    "collect_status",
+    "known_groups",
+]
 
 
 @dataclass(frozen=True)
@@ -26,7 +38,8 @@ class GroupStatus:
     consumers: int
     results: int
     dead: int
-    error: str | None = None  # a key of the group refuses our reads (WRONGTYPE, NOPERM)
+    error: str | None = None  # a key of the group refuses our reads, or its node is down
+    node: str = SINGLE_NODE
 
 
 @dataclass(frozen=True)
@@ -38,14 +51,48 @@ class WorkerStatus:
     quarantined: dict[str, str]  # group -> why its keys refuse our commands
     at: int  # epoch ms of the heartbeat
     counts: dict[str, int]  # frames read, recognised, cached, dead-lettered, lost to trimming
+    node: str = SINGLE_NODE
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One node of the topology: reachable or not, and the gallery version it holds."""
+
+    node: str
+    gallery_version: int | None  # None: not reachable
+    error: str | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True)
 class StatusReport:
     groups: list[GroupStatus]
-    gallery_version: int
     cameras: list[CameraHealth]
     workers: list[WorkerStatus]
+    nodes: list[NodeStatus]
+
+    @property
+    def gallery_version(self) -> int:
+        """The newest gallery version any reachable node holds."""
+        return max((n.gallery_version or 0 for n in self.nodes), default=0)
+
+    @property
+    def gallery_in_sync(self) -> bool:
+        """Every reachable node holds the same gallery version (replicated enrolments)."""
+        return len({n.gallery_version for n in self.nodes if n.up}) <= 1
+
+    @classmethod
+    def merge(cls, reports: list[StatusReport]) -> StatusReport:
+        """One report for the site from one per node."""
+        return cls(
+            groups=[group for report in reports for group in report.groups],
+            cameras=[camera for report in reports for camera in report.cameras],
+            workers=[worker for report in reports for worker in report.workers],
+            nodes=[node for report in reports for node in report.nodes],
+        )
 
     @property
     def quarantined(self) -> dict[str, str]:
@@ -54,18 +101,31 @@ class StatusReport:
 
     def render(self) -> str:
         """The report as `facestream status` prints it: aligned tables."""
-        lines = [
-            f"{'group':<16}{'frames':>8}{'pending':>9}{'lag':>7}{'consumers':>11}{'results':>9}"
-            f"{'dead':>7}"
-        ]
+        several = len(self.nodes) > 1
+        lines = []
+        if several:
+            lines += [f"{'node':<16}{'gallery':>8}  state"]
+            lines += [
+                f"{n.node:<16}{'-' if n.gallery_version is None else n.gallery_version:>8}  "
+                + ("up" if n.up else f"DOWN: {n.error}")
+                for n in self.nodes
+            ]
+            lines.append("")
+        node_column = f"{'node':<12}" if several else ""
+        lines.append(
+            f"{'group':<16}{node_column}{'frames':>8}{'pending':>9}{'lag':>7}{'consumers':>11}"
+            f"{'results':>9}{'dead':>7}"
+        )
         for group in self.groups:
             lag = "?" if group.lag is None else group.lag
             lines.append(
-                f"{group.group:<16}{group.frames:>8}{group.pending:>9}{lag:>7}"
-                f"{group.consumers:>11}{group.results:>9}{group.dead:>7}"
+                f"{group.group:<16}{f'{group.node:<12}' if several else ''}{group.frames:>8}"
+                f"{group.pending:>9}{lag:>7}{group.consumers:>11}{group.results:>9}{group.dead:>7}"
                 + (f"  {group.error}" if group.error else "")
             )
         lines.append(f"gallery version {self.gallery_version}")
+        if not self.gallery_in_sync:
+            lines.append("GALLERY OUT OF SYNC between nodes: run `facestream gallery sync`")
         lines += [f"QUARANTINED {group}: {why}" for group, why in sorted(self.quarantined.items())]
         if self.workers:
             lines.append(
@@ -90,8 +150,10 @@ class StatusReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "nodes": [{**asdict(node), "up": node.up} for node in self.nodes],
             "groups": [asdict(group) for group in self.groups],
             "gallery_version": self.gallery_version,
+            "gallery_in_sync": self.gallery_in_sync,
             "cameras": [camera.model_dump(mode="json") for camera in self.cameras],
             "workers": [asdict(worker) for worker in self.workers],
             "quarantined": self.quarantined,
@@ -122,7 +184,7 @@ def _values(client: redis.Redis, pattern: str) -> list[tuple[bytes, bytes | None
     return list(zip(names, lookup.execute() if names else [], strict=True))
 
 
-def _workers(client: redis.Redis) -> list[WorkerStatus]:
+def _workers(client: redis.Redis, node: str) -> list[WorkerStatus]:
     workers = []
     for name, raw in _values(client, keys.worker_heartbeat("*")):
         if raw is None:
@@ -136,19 +198,20 @@ def _workers(client: redis.Redis) -> list[WorkerStatus]:
                 quarantined=dict(beat.get("quarantined", {})),
                 at=int(beat.get("at", 0)),
                 counts=counts,
+                node=node,
             )
         )
     return workers
 
 
-def _group_status(client: redis.Redis, group: str) -> GroupStatus:
+def _group_status(client: redis.Redis, group: str, node: str) -> GroupStatus:
     try:
-        return _read_group_status(client, group)
+        return _read_group_status(client, group, node)
     except redis.ResponseError as exc:  # one broken group must not hide the others
-        return GroupStatus(group, 0, 0, None, 0, 0, 0, error=clip(str(exc), 200))
+        return GroupStatus(group, 0, 0, None, 0, 0, 0, error=clip(str(exc), 200), node=node)
 
 
-def _read_group_status(client: redis.Redis, group: str) -> GroupStatus:
+def _read_group_status(client: redis.Redis, group: str, node: str) -> GroupStatus:
     stream = keys.frames(group)
     groups_info = client.xinfo_groups(stream) if client.exists(stream) else []
     recognizers = next(
@@ -162,11 +225,14 @@ def _read_group_status(client: redis.Redis, group: str) -> GroupStatus:
         consumers=int(recognizers.get("consumers", 0)),
         results=client.xlen(keys.results(group)),
         dead=client.xlen(keys.dead(group)),
+        node=node,
     )
 
 
-def collect_status(client: redis.Redis, groups: list[str] | None = None) -> StatusReport:
-    """Every group (or `groups`), the gallery version and every camera's last health report."""
+def collect_status(
+    client: redis.Redis, groups: list[str] | None = None, node: str = SINGLE_NODE
+) -> StatusReport:
+    """One node's groups (or `groups`), gallery version, workers and cameras' last health."""
     cameras = []
     for _, raw in _values(client, keys.camera_health("*")):
         if raw is None:
@@ -176,8 +242,36 @@ def collect_status(client: redis.Redis, groups: list[str] | None = None) -> Stat
         except ValidationError:  # junk: a camera may write its own key
             continue
     return StatusReport(
-        groups=[_group_status(client, group) for group in groups or known_groups(client)],
-        gallery_version=Gallery(client).version(),
+        groups=[_group_status(client, group, node) for group in groups or known_groups(client)],
         cameras=cameras,
-        workers=_workers(client),
+        workers=_workers(client, node),
+        nodes=[NodeStatus(node, Gallery(client).version())],
     )
+
+
+def collect_site_status(connections: Connections, groups: list[str] | None = None) -> StatusReport:
+    """Every node of the topology in one report; a node that does not answer says so, with
+    the groups the config puts on it, and hides nothing of the others. When no node answers,
+    the last error is raised: there is nothing to report."""
+    topology = connections.topology
+    placed = topology.by_node(groups) if groups and topology.kind == "nodes" else {}
+    reports = []
+    unreachable: Exception | None = None
+    for node in topology.nodes.values():
+        wanted = placed.get(node.name, []) if placed else groups
+        if placed and not wanted:
+            continue
+        try:
+            reports.append(collect_status(connections.node(node), wanted, node.name))
+        except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
+            unreachable = exc
+            error = clip(f"unreachable: {exc}", 200)
+            down = [
+                GroupStatus(group, 0, 0, None, 0, 0, 0, error=error, node=node.name)
+                for group in wanted or node.groups
+            ]
+            reports.append(StatusReport(down, [], [], [NodeStatus(node.name, None, error)]))
+    site = StatusReport.merge(reports)
+    if unreachable is not None and not any(node.up for node in site.nodes):
+        raise unreachable
+    return site

@@ -1,4 +1,7 @@
-"""Run recogniser workers: one in this process, or N child processes under a supervisor.
+"""Run recogniser workers: one in this process, or N child processes per node under a supervisor.
+
+Each child serves one node of the topology (a Redis server and its groups, or a whole Redis
+Cluster), so `--concurrency 2` on three nodes starts six processes.
 
 The supervisor restarts a child that dies (with back-off) and stops them all on SIGTERM/SIGINT.
 A child that meets an error no restart can fix exits with the CLI's code for it (a refused
@@ -14,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -28,11 +32,12 @@ from facestream.recognizer import FaceEngine, VisitorBook, Worker
 from facestream.recognizer.metrics import RESTARTS
 from facestream.schemas import FacestreamError
 
-from .config import Settings
-from .connect import connect
+from .config import ConfigError, Settings
+from .connect import connect_node
 from .exit_codes import EXIT_INPUT, EXIT_REFUSED
 from .health import Probe, serve_health
 from .logs import configure_logging
+from .topology import Topology
 
 __all__ = ["run_worker", "run_workers"]
 
@@ -66,7 +71,8 @@ def run_worker(
         serve_health(metrics_port, str(settings.metrics_address), probe)
     name = consumer or settings.worker.consumer or f"{socket.gethostname()}-{os.getpid()}"
     engine = FaceEngine.from_settings(settings.models, settings.match)
-    client = connect(settings.redis)
+    (node,) = Topology(settings).select([])  # run_workers hands each process one node
+    client = connect_node(node)
     worker = Worker(
         client,
         engine,
@@ -77,6 +83,7 @@ def run_worker(
         groups=settings.groups,
         cameras=settings.cameras_by_group(),
         visitors=VisitorBook(client, settings.visitors) if settings.visitors.enabled else None,
+        tracks=settings.tracks,
     )
 
     def on_round(problem: str | None) -> None:
@@ -110,10 +117,11 @@ def _child(settings_json: str, index: int, restarts: int) -> None:
 
 
 class _Supervisor:
-    """Keeps `count` worker processes running until told to stop."""
+    """Keeps one worker process per given settings (one node's each) running until stopped."""
 
-    def __init__(self, settings: Settings, count: int) -> None:
-        self.payload = _settings_json(settings)
+    def __init__(self, plan: list[Settings]) -> None:
+        self.payloads = [_settings_json(settings) for settings in plan]
+        count = len(plan)
         self.context = get_context("spawn")
         self.children: list[BaseProcess] = []
         self.started_at = [0.0] * count
@@ -132,7 +140,7 @@ class _Supervisor:
     def start(self, index: int) -> BaseProcess:
         child = self.context.Process(
             target=_child,
-            args=(self.payload, index, self.restarts[index]),
+            args=(self.payloads[index], index, self.restarts[index]),
             name=f"worker-{index}",
         )
         child.start()
@@ -194,15 +202,38 @@ class _Supervisor:
         due[index] = now + delay
 
 
-def run_workers(settings: Settings, concurrency: int) -> int:
-    """Start `concurrency` worker processes, restart any that dies, return the exit code."""
-    if concurrency == 1:
-        run_worker(settings, metrics_port=settings.worker.metrics_port)
+def run_workers(settings: Settings, concurrency: int, nodes: Sequence[str] = ()) -> int:
+    """Start `concurrency` worker processes for each node (all, or those named), restart any
+    that dies, return the exit code."""
+    plan = [
+        node_settings
+        for node_settings in _node_settings(settings, nodes)
+        for _ in range(concurrency)
+    ]
+    if len(plan) == 1:
+        run_worker(plan[0], metrics_port=settings.worker.metrics_port)
         return 0
-    supervisor = _Supervisor(settings, concurrency)
+    supervisor = _Supervisor(plan)
     signal.signal(signal.SIGTERM, supervisor.forward)
     signal.signal(signal.SIGINT, supervisor.forward)
     return supervisor.run()
+
+
+def _node_settings(settings: Settings, names: Sequence[str]) -> list[Settings]:
+    """One worker's settings per node to serve; a node left without groups is not served."""
+    topology = Topology(settings)
+    plan = []
+    for node in topology.select(names):
+        node_settings = topology.settings_for(node)
+        if node.groups and not node_settings.groups:
+            continue  # --groups named none of this node's groups
+        plan.append(node_settings)
+    if not plan:
+        raise ConfigError(
+            f"no node holds the groups asked for ({', '.join(settings.groups)}); "
+            "check --groups and the nodes' groups in the config"
+        )
+    return plan
 
 
 def _settings_json(settings: Settings) -> str:

@@ -285,7 +285,7 @@ def _scaled_pixels(width: int, height: int, max_side: int) -> int:
 
 def run_cameras(
     cameras: Sequence[CameraSettings],
-    client: redis.Redis,
+    client_for: Callable[[str], redis.Redis],
     limits: FrameLimits,
     maxlen: int,
     stop: threading.Event,
@@ -293,14 +293,20 @@ def run_cameras(
 ) -> None:
     """Run one agent per camera until `stop`, supervising them; report health every 2 s.
 
-    `on_tick` gets every camera's health after each supervision round (liveness, readiness).
+    `client_for(group)` is the client of the node holding that group: each camera's frames and
+    health go there. `on_tick` gets every camera's health after each supervision round
+    (liveness, readiness).
     """
     set_transports(cameras)
-    agents = [CameraAgent(camera, client, limits, maxlen, stop) for camera in cameras]
+    clients = {camera.group: client_for(camera.group) for camera in cameras}
+    agents = [CameraAgent(c, clients[c.group], limits, maxlen, stop) for c in cameras]
     for agent in agents:
         agent.start()
     log = structlog.get_logger("camera")
-    reporter = single_shot(client)  # a report is soon stale: never hold the supervisor for it
+    # A report is soon stale: never hold the supervisor for it. One reporter per node.
+    reporters: dict[int, redis.Redis] = {}
+    for client in clients.values():
+        reporters.setdefault(id(client), single_shot(client))
     previous = {agent.camera.id: (0, 0) for agent in agents}
     last = time.monotonic()
     while not stop.wait(_SUPERVISE_EVERY_S):
@@ -312,8 +318,9 @@ def run_cameras(
         if now - last < _HEALTH_EVERY_S:
             continue
         elapsed, last = now - last, now
-        pipe = reporter.pipeline(transaction=False)
+        pipes = {key: reporter.pipeline(transaction=False) for key, reporter in reporters.items()}
         for agent in agents:
+            pipe = pipes[id(clients[agent.camera.group])]
             health = agent.health
             before_in, before_out = previous[health.camera]
             health.fps_in = round((health.frames_in - before_in) / elapsed, 2)
@@ -321,10 +328,11 @@ def run_cameras(
             previous[health.camera] = (health.frames_in, health.frames_out)
             health.updated_at = int(time.time() * 1000)
             pipe.set(keys.camera_health(health.camera), health.model_dump_json(), ex=_HEALTH_TTL_S)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:  # down, or refused: the cameras carry on regardless
-            log.warning("cannot report camera health", error=str(exc))
+        for pipe in pipes.values():
+            try:
+                pipe.execute()
+            except redis.RedisError as exc:  # down, or refused: the cameras carry on regardless
+                log.warning("cannot report camera health", error=str(exc))
     for agent in agents:
         agent.join(timeout_s=2.0 / max(len(agents), 1) + 0.5)
     log.info("cameras stopped", cameras=[a.camera.id for a in agents])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis
 import structlog
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 __all__ = ["Outages", "Stopped", "single_shot"]
@@ -58,6 +59,16 @@ def single_shot(client: redis.Redis) -> redis.Redis:
     added twice (FramePublisher.send decides about resending instead), and a loop that has
     other work (the camera supervisor) would wait out every retry.
     """
+    if isinstance(client, RedisCluster):
+        # MOVED and ASK are still followed (they are not retries); failovers are not retried.
+        kwargs = {
+            key: value
+            for key, value in client.get_connection_kwargs().items()
+            if key not in ("host", "port", "retry", "maint_notifications_pool_handler")
+        }
+        nodes = [ClusterNode(node.host, node.port) for node in client.get_nodes()]
+        cluster = RedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), 0), **kwargs)
+        return cast(redis.Redis, cluster)
     pool = client.connection_pool
     options = {
         key: value

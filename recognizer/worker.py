@@ -19,6 +19,7 @@ import orjson
 import redis
 import structlog
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
 
 from facestream.schemas import FacestreamError, FrameLimits, InvalidGroup, clip, keys
 
@@ -36,6 +37,9 @@ __all__ = ["Worker"]
 _DISCOVER_EVERY_S = 5.0
 _SKIPPED_KEPT = 1000  # hostile stream names remembered (to warn once each)
 _HEARTBEAT_EVERY_S = 5
+# How long one blocking read on a cluster waits on one group while the others may get frames:
+# the most an idle group's first frame waits for a read.
+_CLUSTER_BLOCK_MS = 100
 # Answers of a group check that only mean "nothing there yet" or "already done".
 _HARMLESS = ("BUSYGROUP", "NOGROUP")
 
@@ -81,6 +85,8 @@ class Worker:
         self._beat = -float("inf")
         self._claim_cursor: dict[str, str] = {}
         self._seconds_per_frame = 0.0
+        self.cluster = isinstance(client, RedisCluster)
+        self._blocking_turn = 0
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -320,14 +326,18 @@ class Worker:
             return deliveries
         if errors:
             raise errors[0]
-        # Nothing waiting anywhere: block on every group at once until something comes.
+        # Nothing waiting anywhere: block until something comes, on every group at once; on a
+        # cluster a read may not span slots, so on one group at a time, briefly, in turn.
+        if self.cluster:
+            self._blocking_turn = (self._blocking_turn + 1) % len(serving)
+            waiting_on: dict[Any, Any] = {keys.frames(serving[self._blocking_turn]): ">"}
+            block_ms = min(self.settings.block_ms, _CLUSTER_BLOCK_MS)
+        else:
+            waiting_on = {keys.frames(g): ">" for g in serving}
+            block_ms = self.settings.block_ms
         try:
             response: Any = self.client.xreadgroup(
-                keys.RECOGNIZERS,
-                self.consumer,
-                {keys.frames(g): ">" for g in serving},
-                count=count,
-                block=self.settings.block_ms,
+                keys.RECOGNIZERS, self.consumer, waiting_on, count=count, block=block_ms
             )
         except redis.ResponseError as exc:
             if not is_group_fault(exc):

@@ -117,7 +117,9 @@ def agents(cameras: list[CameraSettings], url: str, settings: Settings) -> Itera
     stop = threading.Event()
     client = redis.Redis.from_url(url, socket_timeout=2)
     runner = threading.Thread(
-        target=run_cameras, args=(cameras, client, settings.limits, 10_000, stop), daemon=True
+        target=run_cameras,
+        args=(cameras, lambda _group: client, settings.limits, 10_000, stop),
+        daemon=True,
     )
     runner.start()
     try:
