@@ -7,6 +7,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -31,11 +33,13 @@ from .cli_options import (
     split_list,
 )
 from .client import ResultFilter, describe_result, tail_results
-from .connect import connect
+from .connect import Connections
 from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
+from .feed import MergedFeed, read_sources
 from .health import Probe, serve_health
 from .server import EmbeddedRedis
-from .status import collect_status, known_groups
+from .status import collect_site_status, known_groups
+from .topology import Topology
 
 __all__ = ["app", "main"]
 
@@ -130,7 +134,7 @@ def recognise_command(
 
     settings = cli_settings()
     result = recognise_image(
-        connect(settings.redis),
+        Connections(Topology(settings)).for_group(group),
         group,
         photo.read_bytes(),
         timeout_s=timeout,
@@ -153,7 +157,11 @@ def replay_command(
     """Feed a recorded video or an image folder into a camera group's frames stream."""
     settings = cli_settings()
     publisher = FramePublisher(
-        connect(settings.redis), group, camera_id, settings.ingest.frames_maxlen, settings.limits
+        Connections(Topology(settings)).for_group(group),
+        group,
+        camera_id,
+        settings.ingest.frames_maxlen,
+        settings.limits,
     )
     rate = fps if fps is not None else (native_fps(path) or 5.0)
     stop = threading.Event()
@@ -231,7 +239,7 @@ def camera_command(
         signal.signal(signum, lambda *_: stop.set())
     run_cameras(
         cameras,
-        connect(settings.redis),
+        Connections(Topology(settings)).for_group,
         settings.limits,
         settings.ingest.frames_maxlen,
         stop,
@@ -248,15 +256,22 @@ def worker_command(
         typer.Option(help="Port of /metrics, /healthz, /readyz (process N: port + N)."),
     ] = None,
     consumer: Annotated[str | None, typer.Option(help="Consumer name.")] = None,
+    node: Annotated[
+        str | None, typer.Option(help="Serve only these nodes of the config's nodes: (a,b).")
+    ] = None,
 ) -> None:
-    """Recognise faces in the frames of every group (or --groups) until SIGTERM/Ctrl-C."""
+    """Recognise faces in the frames of every group (or --groups) until SIGTERM/Ctrl-C.
+
+    With nodes: in the config, --concurrency processes serve each node (or each --node).
+    """
     from .workers import run_workers
 
     settings = cli_settings(
         groups=split_list(groups),
         worker={"concurrency": concurrency, "metrics_port": metrics_port, "consumer": consumer},
     )
-    raise typer.Exit(run_workers(settings, settings.worker.concurrency))
+    nodes = split_list(node) or []
+    raise typer.Exit(run_workers(settings, settings.worker.concurrency, nodes))
 
 
 @results_app.command("tail")
@@ -271,31 +286,45 @@ def results_tail(
 ) -> None:
     """Print results as they are published (filters take comma-separated lists)."""
     settings = cli_settings()
-    client = connect(settings.redis)
+    connections = Connections(Topology(settings))
     names = split_list(group) or []
-    known = known_groups(client)
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise FacestreamError(
-            f"no group {', '.join(unknown)} on this Redis yet (known: "
-            f"{', '.join(known) or 'none'}); start a camera or replay for it first"
-        )
+    sources = read_sources(connections, names)
+    for client, node_groups in sources.values():
+        known = known_groups(client)
+        unknown = sorted(set(node_groups) - set(known))
+        if unknown:
+            raise FacestreamError(
+                f"no group {', '.join(unknown)} on its Redis yet (known there: "
+                f"{', '.join(known) or 'none'}); start a camera or replay for it first"
+            )
     wanted = ResultFilter(
         identities=frozenset(split_list(identity) or []) if identity else None,
         cameras=frozenset(split_list(camera) or []) if camera else None,
         min_similarity=min_similarity,
     )
+    feed = MergedFeed(
+        {
+            name: partial(_tail, client, node_groups, from_start, wanted)
+            for name, (client, node_groups) in sources.items()
+        }
+    )
     try:
-        for result in tail_results(
-            client,
-            names,
-            from_start=from_start,
-            count=count,
-            wanted=wanted,
-        ):
+        for shown, result in enumerate(feed, start=1):
             typer.echo(result.to_json().decode() if json_output else describe_result(result))
+            if count is not None and shown >= count:
+                break
     except KeyboardInterrupt:
         pass
+
+
+def _tail(
+    client: redis.Redis,
+    groups: list[str],
+    from_start: bool,
+    wanted: ResultFilter,
+    stop: threading.Event,
+) -> Iterator[Result]:
+    return tail_results(client, groups, from_start=from_start, stop=stop, wanted=wanted)
 
 
 @app.command("status")
@@ -307,10 +336,10 @@ def status_command(
     ] = None,
 ) -> None:
     """Show each group's streams (frames, pending, lag, results, dead letters), workers, cameras."""
-    client = connect(cli_settings().redis)
+    connections = Connections(Topology(cli_settings()))
     try:
         while True:
-            report = collect_status(client, split_list(groups))
+            report = collect_site_status(connections, split_list(groups))
             if json_output:  # with --watch: one JSON document per line
                 typer.echo(
                     orjson.dumps(report.to_dict(), option=0 if watch else orjson.OPT_INDENT_2)
