@@ -4,7 +4,13 @@ from .batch import Delivery, WorkerStats, content_hash
 from .engine import FaceEngine, Recognition, current_model_id, decode_jpeg
 from .gallery import Gallery, embed_photos
 from .matcher import Match, Matcher
-from .settings import MatchSettings, ModelSettings, VisitorSettings, WorkerSettings
+from .settings import (
+    MatchSettings,
+    ModelSettings,
+    TrackSettings,
+    VisitorSettings,
+    WorkerSettings,
+)
 from .visitors import VisitorBook
 from .worker import Worker
 
@@ -17,6 +23,7 @@ __all__ = [
     "Matcher",
     "ModelSettings",
     "Recognition",
+    "TrackSettings",
     "VisitorBook",
     "VisitorSettings",
     "Worker",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import redis
@@ -21,6 +21,8 @@ from structlog.typing import FilteringBoundLogger
 from facestream.schemas import (
     CachedRecognition,
     DeadLetter,
+    Event,
+    Face,
     Frame,
     FrameLimits,
     InvalidFrame,
@@ -30,16 +32,28 @@ from facestream.schemas import (
     keys,
 )
 
-from .commit import Commit, Committer
+from .commit import CONFLICT, Commit, Committer, TrackWrite
 from .embedder import EMBEDDING_SIZE
 from .engine import FaceEngine, Recognition, decode_jpeg, label
 from .metrics import COMMITS_LOST, faces_counter, frames_counter, stage_histogram
-from .settings import WorkerSettings
+from .settings import TrackSettings, WorkerSettings
+from .tracks import (
+    FrameRef,
+    Sighting,
+    TrackBook,
+    advance,
+    face_quality,
+    is_after,
+    plan_embeddings,
+)
 from .visitors import VisitorBook
 
 __all__ = ["TRIMMED_REASON", "BatchProcessor", "Delivery", "WorkerStats", "content_hash"]
 
 TRIMMED_REASON = "entry was trimmed from the frames stream (MAXLEN) before it was processed"
+# Commits refused because another worker moved a camera's tracks on are re-applied this often;
+# after that the frame is published without touching its tracks (two workers racing forever).
+_TRACK_ATTEMPTS = 5
 
 
 def content_hash(data: bytes) -> str:
@@ -81,6 +95,7 @@ class _Outgoing:
     group: str
     outcome: str  # recognised | cached | dead
     result: Result | None
+    events: Sequence[Event] = ()
 
 
 @dataclass
@@ -95,6 +110,8 @@ class _Pending:
     cached: bool = False
     latency_ms: dict[str, float] = field(default_factory=dict)
     outgoing: _Outgoing | None = None  # set once ready to commit
+    untracked: _Outgoing | None = None  # the commit before its tracks were applied
+    image: NDArray[np.uint8] | None = None  # decoded, for the tracks' snapshots
 
     def frame_or_fail(self) -> Frame:
         assert self.frame is not None, "only accepted entries are recognised"
@@ -114,6 +131,7 @@ class BatchProcessor:
         log: FilteringBoundLogger,
         visitors: VisitorBook | None = None,
         cameras: Mapping[str, frozenset[str]] | None = None,
+        tracks: TrackSettings | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
@@ -124,6 +142,8 @@ class BatchProcessor:
         self.visitors = visitors
         self.cameras = cameras or {}
         self.committer = Committer(client, keys.RECOGNIZERS)
+        self.track_settings = tracks if tracks is not None and tracks.enabled else None
+        self.tracks = TrackBook(client) if self.track_settings is not None else None
 
     def process(self, deliveries: Sequence[Delivery]) -> dict[str, redis.ResponseError]:
         """Finish a batch: every entry ends with one result or one dead letter.
@@ -231,7 +251,7 @@ class BatchProcessor:
         hits: dict[str, tuple[Recognition, int]] = {}
         cursor = 0
         for digest, cached, matrix in found:
-            faces = label(cached.faces, matches[cursor : cursor + len(cached.faces)])
+            faces = label(cached.faces, matches[cursor : cursor + len(cached.faces)], "cache")
             cursor += len(cached.faces)
             hits[digest] = (Recognition(faces, matrix), cached.faces_dropped)
         return hits
@@ -246,9 +266,17 @@ class BatchProcessor:
                 self._fail(misses[item.digest], exc, "decode")
                 continue
             item.latency_ms["decode"] = (time.perf_counter() - start) * 1000
+        plan = None
+        if self.tracks is not None and self.track_settings is not None:
+            book, settings = self.tracks, self.track_settings
+            states = [book.state(i.delivery.group, i.frame_or_fail().camera) for i, _ in decoded]
+
+            def plan(index: int, faces: Sequence[Face]) -> list[bool]:
+                return plan_embeddings(states[index][1], [f.box for f in faces], settings)
+
         try:
             recognitions = self.engine.recognise(
-                [image for _, image in decoded], self.limits.max_faces
+                [image for _, image in decoded], self.limits.max_faces, plan
             )
         except Exception as exc:
             if len(decoded) > 1:  # find the frame that breaks the model: run each alone
@@ -257,15 +285,26 @@ class BatchProcessor:
             elif decoded:
                 self._fail(misses[decoded[0][0].digest], exc, "recognition")
             return
-        for (item, _), recognition in zip(decoded, recognitions, strict=True):
-            self._finish_miss(item, recognition, misses[item.digest])
+        for (item, image), recognition in zip(decoded, recognitions, strict=True):
+            self._finish_miss(item, recognition, misses[item.digest], image)
 
-    def _finish_miss(self, item: _Pending, recognition: Recognition, same: list[_Pending]) -> None:
+    def _finish_miss(
+        self,
+        item: _Pending,
+        recognition: Recognition,
+        same: list[_Pending],
+        image: NDArray[np.uint8],
+    ) -> None:
         try:
             dropped = recognition.dropped
-            cache_value = CachedRecognition.build(
-                self.engine.model_id, recognition.faces, recognition.embeddings, dropped
-            ).dumps()
+            # Faces their tracks spared have no embedding: such an image is not cached.
+            cache_value = (
+                b""
+                if recognition.embedded and not all(recognition.embedded)
+                else CachedRecognition.build(
+                    self.engine.model_id, recognition.faces, recognition.embeddings, dropped
+                ).dumps()
+            )
         except Exception as exc:
             self._fail(same, exc, "recognition")
             return
@@ -273,6 +312,7 @@ class BatchProcessor:
         for index, copy in enumerate(same):
             copy.recognition, copy.dropped = recognition, dropped
             copy.cached = index > 0
+            copy.image = image if self.tracks is not None else None
             self._settle(copy, cache_value if index == 0 else b"")
 
     def _settle(self, item: _Pending, cache_value: bytes = b"") -> None:
@@ -287,7 +327,9 @@ class BatchProcessor:
         frame, delivery = item.frame_or_fail(), item.delivery
         faces = item.recognition.faces
         if self.visitors is not None:
-            faces = self.visitors.label(faces, item.recognition.embeddings)
+            faces = self.visitors.label(
+                faces, item.recognition.embeddings, item.recognition.embedded
+            )
         latency = {name: round(ms, 3) for name, ms in item.latency_ms.items()}
         latency["queue"] = round(max(delivery.read_at * 1000 - _entry_ms(delivery.entry_id), 0), 3)
         latency["e2e"] = round(max(time.time() * 1000 - frame.ts, 0.0), 3)
@@ -362,21 +404,123 @@ class BatchProcessor:
         ready = 0
         while ready < len(slots) and slots[ready].outgoing is not None:
             ready += 1
-        if ready:
-            # A commit thread was tried: the GIL hand-back after each socket read (up to the
-            # 5 ms switch interval) made cache hits 4x slower than committing inline.
-            outgoing = [slot.outgoing for slot in slots[:ready] if slot.outgoing is not None]
-            outcomes = self.committer.commit([o.commit for o in outgoing])
-            for item, outcome in zip(outgoing, outcomes, strict=True):
-                if isinstance(outcome, redis.ResponseError):
-                    refused.setdefault(item.group, outcome)  # it stays pending
-                elif not outcome:
-                    # Another worker claimed this entry meanwhile and answers for it.
-                    self.stats.lost += 1
-                    COMMITS_LOST.inc()
-                else:
-                    self._count(item)
+        todo = slots[:ready]
+        # Each pass re-applies the frames whose tracks another worker moved on meanwhile.
+        for attempt in range(_TRACK_ATTEMPTS + 1):
+            if not todo:
+                break
+            if self.tracks is not None:
+                for item in todo:
+                    self._apply_tracks(item, attempt < _TRACK_ATTEMPTS)
+            todo = self._send(todo, refused)
         return slots[ready:]
+
+    def _send(
+        self, items: list[_Pending], refused: dict[str, redis.ResponseError]
+    ) -> list[_Pending]:
+        """Commit `items` in one round trip; return those refused by a track conflict."""
+        # A commit thread was tried: the GIL hand-back after each socket read (up to the
+        # 5 ms switch interval) made cache hits 4x slower than committing inline.
+        outgoing = [item.outgoing for item in items if item.outgoing is not None]
+        outcomes = self.committer.commit([o.commit for o in outgoing])
+        conflicts: list[_Pending] = []
+        published: list[_Outgoing] = []
+        for item, out, outcome in zip(items, outgoing, outcomes, strict=True):
+            if outcome is True:
+                self._count(out)
+                published.append(out)
+                continue
+            if out.commit.tracks is not None and self.tracks is not None:
+                self.tracks.forget(out.group, item.frame_or_fail().camera)
+            if outcome == CONFLICT:
+                conflicts.append(item)
+            elif isinstance(outcome, redis.ResponseError):
+                refused.setdefault(out.group, outcome)  # it stays pending
+            else:
+                # Another worker claimed this entry meanwhile and answers for it.
+                self.stats.lost += 1
+                COMMITS_LOST.inc()
+        if self.tracks is not None:
+            self._announce_seen(published)
+        return conflicts
+
+    def _apply_tracks(self, item: _Pending, update: bool) -> None:
+        """Label the item's faces from its camera's tracks; with `update`, move them on."""
+        base = item.untracked = item.untracked or item.outgoing
+        if base is None or base.result is None or item.recognition is None:
+            return
+        assert self.tracks is not None and self.track_settings is not None
+        settings, frame, recognition = self.track_settings, item.frame_or_fail(), item.recognition
+        token, state = self.tracks.state(base.group, frame.camera)
+        sightings = []
+        for index, face in enumerate(base.result.faces):
+            quality, crop = face_quality(item.image, face) if item.image is not None else (0, None)
+            embedding = recognition.embeddings[index] if recognition.was_embedded(index) else None
+            sightings.append(Sighting(face, embedding, quality, crop))
+        ref = FrameRef(base.group, frame.camera, item.delivery.entry_id, frame.ts)
+        try:
+            step = advance(state, ref, sightings, settings, "cache" if item.cached else "model")
+        except Exception as exc:  # a bug of ours must not hold the frame back: publish it as is
+            self.log.exception("tracks not applied", camera=frame.camera, error=repr(exc))
+            item.outgoing = base
+            return
+        result = base.result.model_copy(update={"faces": step.faces})
+        tracks = None
+        if update and is_after(ref.entry_id, token):
+            tracks = TrackWrite(
+                key=keys.track(base.group, frame.camera),
+                expect=token,
+                token=ref.entry_id,
+                state=step.state.dumps(),
+                state_ttl_s=settings.state_ttl_s,
+                events_key=keys.events(base.group),
+                events=[event.to_fields() for event in step.events],
+                events_maxlen=settings.events_maxlen,
+                snapshots=step.snapshots,
+                snapshot_ttl_s=settings.snapshot_ttl_s,
+            )
+            self.tracks.remember(base.group, frame.camera, ref.entry_id, step.state)
+        # A late frame (its camera's tracks are past it) is labelled from them, changes nothing.
+        commit = replace(base.commit, fields=result.to_fields(), tracks=tracks)
+        item.outgoing = _Outgoing(commit, base.group, base.outcome, result, step.events)
+
+    def _announce_seen(self, published: list[_Outgoing]) -> None:
+        """One site-wide `seen` per identity per cooldown, after the commits that identified.
+
+        The marker lives in its own slot (`fs:{seen}:…`), so it cannot share the commit's
+        script: it is set (NX) only after the commit published the `identified` event, and the
+        `seen` event follows only where this worker set it. A crash between the two loses that
+        one `seen` (at most once per cooldown, never twice).
+        """
+        assert self.track_settings is not None
+        identified = [
+            (out.group, event)
+            for out in published
+            for event in out.events
+            if event.type == "identified" and event.identity is not None
+        ]
+        if not identified:
+            return
+        markers = self.client.pipeline(transaction=False)
+        for _, event in identified:
+            assert event.identity is not None
+            markers.set(
+                keys.seen(event.identity),
+                event.frame_id,
+                nx=True,
+                ex=self.track_settings.cooldown_s,
+            )
+        announce = self.client.pipeline(transaction=False)
+        for (group, event), fresh in zip(identified, markers.execute(), strict=True):
+            if fresh:
+                seen = event.model_copy(update={"type": "seen"})
+                announce.xadd(
+                    keys.events(group),
+                    seen.to_fields(),  # type: ignore[arg-type]
+                    maxlen=self.track_settings.events_maxlen,
+                    approximate=True,
+                )
+        announce.execute()
 
     def _count(self, item: _Outgoing) -> None:
         setattr(self.stats, item.outcome, getattr(self.stats, item.outcome) + 1)

@@ -9,6 +9,13 @@ entry pending for XAUTOCLAIM, so it never gets none. All keys carry the group's 
 slot, works on Redis Cluster.
 Because of the gate, running a commit twice is harmless, which makes reloading the code simple.
 
+With tracking, the same call also writes the camera's track state (only if nobody changed it
+since the worker read it: a compare-and-set on its token, else nothing is written and the entry
+stays pending), the frame's visit events and its tracks' new snapshots: a result and its events
+are published together or not at all, and a redelivered frame whose gate is closed writes none
+of them. Keys that must take a write are type-checked before anything is written, so no write
+can fail half-way.
+
 Inside the script the gate is checked first (XPENDING of that one id: would XACK ack it?), then
 the output is added, and only then is the entry acknowledged. Nothing can come between in one
 script, so this is the XACK-then-XADD gate; but Lua does not roll back, and in this order an
@@ -23,9 +30,10 @@ its own. Without an ACL the worker loads it itself; on Redis 6 it is a script (E
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+import orjson
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
@@ -43,9 +51,11 @@ from redis.retry import Retry
 __all__ = [
     "COMMIT_FUNCTION",
     "COMMIT_LIBRARY",
+    "CONFLICT",
     "Commit",
     "Committer",
     "Outcome",
+    "TrackWrite",
     "is_group_fault",
     "is_transient",
 ]
@@ -83,11 +93,32 @@ def is_group_fault(exc: BaseException) -> bool:
     )
 
 
+# KEYS: frames, output stream, cache, then with tracking: track state, events, snapshots...
+# ARGV: 1 consumer group, 2 entry id, 3 output MAXLEN, 4 cache TTL, 5 cache value ('' none),
+# 6 gated, 7 tracking, 8 expected state token, 9 new token, 10 state, 11 state TTL,
+# 12 events (JSON list of field lists), 13 events MAXLEN, 14 snapshot TTL, then one value per
+# snapshot key, then the output's fields.
 _ACK_THEN_PUBLISH = """
+local snapshots = math.max(#KEYS - 5, 0)
 if ARGV[6] == '1' and #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
     return 0
 end
-local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 7))
+if ARGV[7] == '1' then
+    if (redis.call('HGET', KEYS[4], 'v') or '') ~= ARGV[8] then
+        return 2
+    end
+    local kinds = {[5] = 'stream'}
+    for i = 6, #KEYS do kinds[i] = 'string' end
+    for i, kind in pairs(kinds) do
+        local found = redis.call('TYPE', KEYS[i]).ok
+        if found ~= 'none' and found ~= kind then
+            return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind '
+                .. 'of value: ' .. KEYS[i])
+        end
+    end
+end
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
+    unpack(ARGV, 15 + snapshots))
 if type(added) == 'table' and added.err then
     return redis.error_reply(added.err .. ': ' .. KEYS[2])
 end
@@ -95,20 +126,62 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[5] ~= '' then
     redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
 end
+if ARGV[7] == '1' then
+    redis.call('HSET', KEYS[4], 'v', ARGV[9], 'state', ARGV[10])
+    redis.call('EXPIRE', KEYS[4], ARGV[11])
+    for _, event in ipairs(cjson.decode(ARGV[12])) do
+        redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[13], '*', unpack(event))
+    end
+    for i = 1, snapshots do
+        redis.call('SET', KEYS[5 + i], ARGV[14 + i], 'EX', ARGV[14])
+    end
+end
 return 1
 """
 
-COMMIT_FUNCTION = "facestream_commit"
+# Versioned: a library of the same name with other code would answer with the old protocol.
+COMMIT_FUNCTION = "facestream_commit_v2"
 #: The commit as a Redis 7 Function library, for `FUNCTION LOAD REPLACE`.
 COMMIT_LIBRARY = (
-    "#!lua name=facestream\n"
+    "#!lua name=facestream_v2\n"
     f"redis.register_function('{COMMIT_FUNCTION}', function(KEYS, ARGV)\n"
     f"{_ACK_THEN_PUBLISH}end)\n"
 )
 
+#: A commit refused because another worker moved the camera's tracks on since we read them.
+CONFLICT: Literal["conflict"] = "conflict"
 
-#: What one commit came to: published, answered by another worker, or the server's refusal.
-Outcome = bool | redis.ResponseError
+
+@dataclass(frozen=True)
+class TrackWrite:
+    """The tracking part of a commit: a camera's new track state, its events and snapshots.
+
+    Written only if the state's token is still `expect` (compare-and-set); else the commit
+    writes nothing, acknowledges nothing, and comes back as CONFLICT.
+    """
+
+    key: str
+    expect: str
+    token: str
+    state: bytes
+    state_ttl_s: int
+    events_key: str
+    events: Sequence[Mapping[str, str | int]]
+    events_maxlen: int
+    snapshots: Mapping[str, bytes] = field(default_factory=dict)
+    snapshot_ttl_s: int = 1
+
+    def events_json(self) -> bytes:
+        return orjson.dumps(
+            [
+                [part for name, value in e.items() for part in (name, str(value))]
+                for e in self.events
+            ]
+        )
+
+
+#: What one commit came to: published, answered by another worker, CONFLICT, or the refusal.
+Outcome = bool | Literal["conflict"] | redis.ResponseError
 
 
 @dataclass(frozen=True)
@@ -129,6 +202,13 @@ class Commit:
     cache_value: bytes = b""  # empty: leave the cache alone
     cache_ttl_s: int = 0
     gated: bool = True
+    tracks: TrackWrite | None = None
+
+    def keys(self) -> list[str]:
+        names = [self.source, self.target, self.cache_key]
+        if self.tracks is not None:
+            names += [self.tracks.key, self.tracks.events_key, *self.tracks.snapshots]
+        return names
 
     def arguments(self, consumer_group: str) -> list[Any]:
         args: list[Any] = [
@@ -139,6 +219,12 @@ class Commit:
             self.cache_value,
             "1" if self.gated else "0",
         ]
+        t = self.tracks
+        if t is None:
+            args += ["0", "", "", "", 1, "[]", 1, 1]
+        else:
+            args += ["1", t.expect, t.token, t.state, t.state_ttl_s, t.events_json()]
+            args += [t.events_maxlen, t.snapshot_ttl_s, *t.snapshots.values()]
         for name, value in self.fields.items():
             args.extend((name, value))
         return args
@@ -162,7 +248,9 @@ class Committer:
         """Run `commits` in one round trip; one outcome each, in order.
 
         True: it acknowledged its entry, and so published; False: another worker had, and
-        answers for it; an error: the server refused that commit for good. Commits refused for
+        answers for it; CONFLICT: its track state moved on meanwhile (nothing written, the
+        entry still pending: apply the frame to the new state and commit again); an error:
+        the server refused that commit for good. Commits refused for
         now (OOM, BUSY, READONLY...) are sent again with back-off, which the gate makes safe;
         if they still are after the retries, or the connection is lost, this raises.
         """
@@ -195,9 +283,7 @@ class Committer:
             redone = self._run([commits[i] for i in missing])
             for index, reply in zip(missing, redone, strict=True):
                 replies[index] = reply
-        return [
-            reply if isinstance(reply, redis.ResponseError) else bool(reply) for reply in replies
-        ]
+        return [_outcome(reply) for reply in replies]
 
     def _load(self, error: redis.ResponseError) -> None:
         if self._function and not _no_fcall(error):
@@ -215,13 +301,21 @@ class Committer:
     def _run(self, commits: Sequence[Commit]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for commit in commits:
-            keys = (commit.source, commit.target, commit.cache_key)
+            keys = commit.keys()
             args = commit.arguments(self.consumer_group)
             if self._function:
-                pipe.fcall(COMMIT_FUNCTION, 3, *keys, *args)
+                pipe.fcall(COMMIT_FUNCTION, len(keys), *keys, *args)
             else:
-                pipe.evalsha(self._sha or "-", 3, *keys, *args)
+                pipe.evalsha(self._sha or "-", len(keys), *keys, *args)
         return list(pipe.execute(raise_on_error=False))
+
+
+def _outcome(reply: object) -> Outcome:
+    if isinstance(reply, redis.ResponseError):
+        return reply
+    if reply == 2:
+        return "conflict"
+    return bool(reply)
 
 
 def _lacks_code(reply: object) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -11,15 +11,25 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from facestream.schemas import Face, InvalidFrame
+from facestream.schemas import Face, IdentitySource, InvalidFrame
 
 from .detector import Detection, YuNetDetector
-from .embedder import SFaceEmbedder, align
+from .embedder import EMBEDDING_SIZE, SFaceEmbedder, align
 from .matcher import Match, Matcher
 from .models import SFACE, YUNET, create_session, prepare
 from .settings import MatchSettings, ModelSettings
 
-__all__ = ["FaceEngine", "Recognition", "current_model_id", "decode_jpeg", "label"]
+__all__ = [
+    "EmbedPlan",
+    "FaceEngine",
+    "Recognition",
+    "current_model_id",
+    "decode_jpeg",
+    "label",
+]
+
+#: Given an image's index in the batch and its faces, which of them to embed (True).
+EmbedPlan = Callable[[int, Sequence[Face]], Sequence[bool]]
 
 
 @cache  # a constant, asked for several times per frame
@@ -44,6 +54,11 @@ class Recognition:
     embeddings: NDArray[np.float32]
     latency_ms: dict[str, float] = field(default_factory=dict)
     dropped: int = 0  # faces found beyond max_faces, left out before they were embedded
+    # Which faces were embedded (empty: all); the others' rows are zero, their identity unset.
+    embedded: list[bool] = field(default_factory=list)
+
+    def was_embedded(self, index: int) -> bool:
+        return not self.embedded or self.embedded[index]
 
 
 class FaceEngine:
@@ -79,29 +94,37 @@ class FaceEngine:
         return detections, self.embedder.embed(crops)
 
     def recognise(
-        self, images: Sequence[NDArray[np.uint8]], max_faces: int | None = None
+        self,
+        images: Sequence[NDArray[np.uint8]],
+        max_faces: int | None = None,
+        plan: EmbedPlan | None = None,
     ) -> list[Recognition]:
         """Recognise several decoded images, embedding all their faces in one batch.
 
         With `max_faces`, an image keeps only its largest faces: a frame full of faces costs
-        at most that many alignments and embeddings.
+        at most that many alignments and embeddings. With `plan`, only the faces it picks are
+        aligned and embedded (the others' tracks already know who they are).
         """
         recognitions: list[Recognition] = []
         detections: list[list[Detection]] = []
         crops: list[NDArray[np.uint8]] = []
-        for image in images:
+        for index, image in enumerate(images):
             start = time.perf_counter()
             found = self.detector.detect(image)
             dropped = max(len(found) - max_faces, 0) if max_faces is not None else 0
             if dropped:
                 found = _largest(found, len(found) - dropped)
+            faces = [_face(detection) for detection in found]
+            wanted = list(plan(index, faces)) if plan is not None else [True] * len(found)
             detect_ms = (time.perf_counter() - start) * 1000
             start = time.perf_counter()
-            crops.extend(align(image, d.landmarks) for d in found)
+            crops.extend(align(image, d.landmarks) for d, w in zip(found, wanted, strict=True) if w)
             align_ms = (time.perf_counter() - start) * 1000
             detections.append(found)
             latency = {"detect": detect_ms, "align": align_ms}
-            recognitions.append(Recognition([], np.zeros((0, 0), np.float32), latency, dropped))
+            recognitions.append(
+                Recognition(faces, np.zeros((0, 0), np.float32), latency, dropped, wanted)
+            )
 
         start = time.perf_counter()
         embeddings = self.embedder.embed(crops)
@@ -110,26 +133,35 @@ class FaceEngine:
         matches = self.matcher.match(embeddings)
         match_ms = (time.perf_counter() - start) * 1000
 
-        # Batch-wide stages are charged to each image in proportion to its faces.
+        # Batch-wide stages are charged to each image in proportion to its embedded faces.
         total_faces = max(len(crops), 1)
         cursor = 0
-        for found, recognition in zip(detections, recognitions, strict=True):
-            share = len(found) / total_faces
+        for recognition in recognitions:
+            count = sum(recognition.embedded)
+            share = count / total_faces
             recognition.latency_ms["embed"] = embed_ms * share
             recognition.latency_ms["match"] = match_ms * share
-            end = cursor + len(found)
-            recognition.embeddings = embeddings[cursor:end]
+            rows = np.zeros((len(recognition.faces), EMBEDDING_SIZE), dtype=np.float32)
+            mask = np.array(recognition.embedded, dtype=bool)
+            rows[mask] = embeddings[cursor : cursor + count]
+            verdicts = iter(matches[cursor : cursor + count])
+            recognition.embeddings = rows
             recognition.faces = label(
-                [_face(detection) for detection in found], matches[cursor:end]
+                recognition.faces,
+                [next(verdicts) if w else Match(None, None) for w in recognition.embedded],
             )
-            cursor = end
+            cursor += count
         return recognitions
 
 
-def label(faces: Sequence[Face], matches: Sequence[Match]) -> list[Face]:
+def label(
+    faces: Sequence[Face], matches: Sequence[Match], source: IdentitySource = "model"
+) -> list[Face]:
     """The faces with identity and similarity filled in from the matcher's verdicts."""
     return [
-        face.model_copy(update={"identity": m.identity, "similarity": m.similarity})
+        face.model_copy(
+            update={"identity": m.identity, "similarity": m.similarity, "source": source}
+        )
         for face, m in zip(faces, matches, strict=True)
     ]
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["MatchSettings", "ModelSettings", "VisitorSettings", "WorkerSettings"]
+__all__ = [
+    "MatchSettings",
+    "ModelSettings",
+    "TrackSettings",
+    "VisitorSettings",
+    "WorkerSettings",
+]
 
 
 class ModelSettings(BaseModel):
@@ -100,3 +106,77 @@ class WorkerSettings(BaseModel):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve Prometheus metrics on 127.0.0.1:PORT."
     )
+
+
+class TrackSettings(BaseModel):
+    """Face tracks per camera: the identity vote, re-embedding back-off, events, snapshots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True, description="Link faces of consecutive frames into tracks and publish events."
+    )
+    link_iou: float = Field(
+        0.2, gt=0.0, le=1.0, description="Least box overlap (IoU) that links a face to a track."
+    )
+    link_similarity: float = Field(
+        0.3,
+        ge=-1.0,
+        le=1.0,
+        description="Two embeddings less similar than this are different faces, whatever the "
+        "boxes say (two people crossing).",
+    )
+    relink_similarity: float = Field(
+        0.5,
+        ge=-1.0,
+        le=1.0,
+        description="Embeddings this similar link a face to a track even without box overlap "
+        "(a fast move, a dropped frame).",
+    )
+    instant_similarity: float = Field(
+        0.55,
+        ge=-1.0,
+        le=1.0,
+        description="A match this sure names a new track at once; weaker ones need the vote.",
+    )
+    min_votes: int = Field(
+        2, ge=1, le=50, description="Agreeing frames before a track's identity settles or changes."
+    )
+    max_reembed_frames: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="Longest gap between embeddings of a face on a settled track (back-off 1, "
+        "2, 4… up to this).",
+    )
+    grow_ratio: float = Field(
+        1.2, ge=1.0, le=10.0, description="Re-embed when the face area grows by this factor."
+    )
+    jump_iou: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Re-embed when the box overlaps the track's last box less than this.",
+    )
+    lost_after_s: float = Field(
+        2.0, gt=0.0, le=3600.0, description="A track unseen for this long (frame time) has left."
+    )
+    lost_after_frames: int = Field(
+        10, ge=1, le=10_000, description="... or after this many frames of its camera without it."
+    )
+    state_ttl_s: int = Field(
+        3600, ge=10, description="Track state of a camera that stopped sending expires after this."
+    )
+    cooldown_s: int = Field(
+        300, ge=1, description="At most one site-wide `seen` event per identity in this time."
+    )
+    snapshot_ttl_s: int = Field(
+        24 * 3600, ge=10, description="Lifetime of a track's best face crop (JPEG)."
+    )
+    events_maxlen: int = Field(100_000, ge=100, description="Approximate cap of the events.")
+
+    @model_validator(mode="after")
+    def _overlap_order(self) -> TrackSettings:
+        if self.jump_iou < self.link_iou:
+            raise ValueError("tracks.jump_iou must not be below tracks.link_iou")
+        return self

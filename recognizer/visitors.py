@@ -34,9 +34,22 @@ class VisitorBook:
         self._embeddings = np.zeros((0, 0), dtype=np.float32)
         self._loaded = -float("inf")
 
-    def label(self, faces: Sequence[Face], embeddings: NDArray[np.float32]) -> list[Face]:
-        """The faces, with a visitor id on each one that has no identity."""
-        unknown = [i for i, face in enumerate(faces) if face.identity is None]
+    def label(
+        self,
+        faces: Sequence[Face],
+        embeddings: NDArray[np.float32],
+        embedded: Sequence[bool] = (),
+    ) -> list[Face]:
+        """The faces, with a visitor id on each one that has no identity.
+
+        `embedded`, if given, says which faces have an embedding; the others (spared by their
+        track) get no visitor id on that frame.
+        """
+        unknown = [
+            i
+            for i, face in enumerate(faces)
+            if face.identity is None and (not embedded or embedded[i])
+        ]
         if not unknown:
             return list(faces)
         self._refresh()

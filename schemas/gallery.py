@@ -13,7 +13,7 @@ IDENTITY_NAME_PATTERN = r"^[A-Za-z0-9_.' -]{1,64}$"
 
 
 class Identity(BaseModel):
-    """An enrolled person: name, one embedding per photo, and the model that made them."""
+    """An enrolled person: name, one embedding per photo, the model that made them, negatives."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -22,6 +22,14 @@ class Identity(BaseModel):
     embeddings: list[list[float]] = Field(min_length=1)
     photos: list[str] = Field(default_factory=list, description="Photo file names, for audit.")
     enrolled_at: int = Field(description="Epoch milliseconds.")
+    negatives: list[list[float]] = Field(
+        default_factory=list,
+        description="Embeddings of faces that are NOT this person (`gallery reject`): a face "
+        "closer to one of them than to this identity is never given its name.",
+    )
+    negative_photos: list[str] = Field(
+        default_factory=list, description="Photo file names of the negatives, for audit."
+    )
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.model_dump())

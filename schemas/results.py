@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from .errors import InvalidMessage
+from .events import IdentitySource
 from .frames import SCHEMA_VERSION, StreamFields
 
 __all__ = ["CachedRecognition", "DeadLetter", "Face", "Result", "clip"]
@@ -41,6 +42,14 @@ class Face(BaseModel):
     visitor: str | None = Field(
         None, description="Pseudonymous id of an unknown face (only with visitors enabled)."
     )
+    track: str | None = Field(
+        None, description="Face track this face belongs to (None: tracking off, or a late frame)."
+    )
+    source: IdentitySource = Field(
+        "model",
+        description="Where the identity came from: this frame's embedding (model), the track's "
+        "vote (track), or a cached embedding of the same image (cache).",
+    )
 
 
 _FACES: TypeAdapter[list[Face]] = TypeAdapter(list[Face])
@@ -69,7 +78,15 @@ class CachedRecognition(BaseModel):
         cls, model: str, faces: list[Face], embeddings: NDArray[np.float32], faces_dropped: int = 0
     ) -> CachedRecognition:
         anonymous = [
-            face.model_copy(update={"identity": None, "similarity": None, "visitor": None})
+            face.model_copy(
+                update={
+                    "identity": None,
+                    "similarity": None,
+                    "visitor": None,
+                    "track": None,
+                    "source": "model",
+                }
+            )
             for face in faces
         ]
         encoded = base64.b64encode(np.ascontiguousarray(embeddings, dtype="<f4").tobytes())

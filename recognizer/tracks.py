@@ -1,0 +1,430 @@
+"""Face tracks of one camera: link faces of consecutive frames, vote identities, emit events.
+
+A camera's tracks live in Redis (`fs:{G}:track:<camera>`, a hash: `v` the stream id of the last
+frame applied, `state` the JSON below), because the frames of one camera are served by
+whichever worker reads them. A worker applies a frame to the state it last read and writes the
+new state in the frame's ack-gated commit only if `v` is still what it read (compare-and-set);
+if another worker got there first, it reads the state again and re-applies the frame. A frame
+older than the state (`v` already past its stream id) is late: it is labelled from the state
+but changes nothing. Stream ids, not `seq`, order the frames: they grow within the frames
+stream even when a camera agent restarts its `seq` at 0.
+
+The identity of a track is a vote over its embedded frames: each casts one vote for the name
+the matcher gave it (or for "unknown"). The identity settles, or changes, when one choice has
+`min_votes` votes and more than half of all of them; a single frame this sure
+(`instant_similarity`) names a new track at once. So one bad frame neither names a stranger
+nor drops a known person.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import redis
+import structlog
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from facestream.schemas import Event, Face, IdentitySource, clip, keys
+
+from .settings import TrackSettings
+
+__all__ = [
+    "CameraTracks",
+    "FrameRef",
+    "Sighting",
+    "Step",
+    "Track",
+    "TrackBook",
+    "advance",
+    "face_quality",
+    "is_after",
+    "plan_embeddings",
+]
+
+log = structlog.get_logger("tracks")
+Box = tuple[float, float, float, float]
+_UNKNOWN = ""  # the vote for "no enrolled identity"
+_SNAPSHOT_SIDE = 256  # longest side of a stored face crop
+_SNAPSHOT_GAIN = 1.1  # a crop replaces the stored one only when this much better
+
+
+class Vote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = 0
+    best: float | None = None  # highest similarity among these frames
+
+
+class Track(BaseModel):
+    """One face followed across frames of a camera."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    box: Box
+    embedding: str = ""  # base64 float32: running mean of its embeddings (unit length)
+    first_ts: int
+    last_ts: int
+    frames: int = 1
+    misses: int = 0  # frames of the camera since it was last seen
+    votes: dict[str, Vote] = {}
+    settled: bool = False
+    identity: str | None = None
+    similarity: float | None = None
+    gap: int = 1  # frames between embeddings (doubles while the identity holds)
+    since_embed: int = 0
+    embed_area: float = 0.0
+    quality: float = 0.0  # of the stored snapshot
+    snapshot: str | None = None
+
+    def vector(self) -> NDArray[np.float32] | None:
+        if not self.embedding:
+            return None
+        return np.frombuffer(base64.b64decode(self.embedding), dtype="<f4")
+
+
+class CameraTracks(BaseModel):
+    """The live tracks of one camera and the last frame applied to them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracks: list[Track] = []
+
+    def dumps(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    group: str
+    camera: str
+    entry_id: str
+    ts: int
+
+
+@dataclass
+class Sighting:
+    """One face of a frame: its labelled detection and, if it was embedded, its embedding."""
+
+    face: Face
+    embedding: NDArray[np.float32] | None
+    quality: float = 0.0  # face_quality(); 0 when the image is not at hand (a cache hit)
+    crop: NDArray[np.uint8] | None = None
+
+
+@dataclass
+class Step:
+    """What applying one frame produced."""
+
+    state: CameraTracks
+    faces: list[Face]
+    events: list[Event] = field(default_factory=list)
+    snapshots: dict[str, bytes] = field(default_factory=dict)  # key -> JPEG
+
+
+def is_after(entry_id: str, last: str) -> bool:
+    """Whether stream id `entry_id` comes after `last` ('' comes before everything)."""
+    if not last:
+        return True
+    return _id_tuple(entry_id) > _id_tuple(last)
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def iou(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = min(ax + aw, bx + bw) - max(ax, bx)
+    h = min(ay + ah, by + bh) - max(ay, by)
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / (aw * ah + bw * bh - inter)
+
+
+def face_quality(image: NDArray[np.uint8], face: Face) -> tuple[float, NDArray[np.uint8] | None]:
+    """Snapshot measure of a face: detection score × sharpness × area, and its crop.
+
+    Sharpness is the variance of the Laplacian of the face resized to 112×112 (blur lowers it
+    whatever the face's size); area favours the closest view.
+    """
+    x, y, w, h = face.box
+    margin = 0.2
+    left, top = max(int(x - margin * w), 0), max(int(y - margin * h), 0)
+    right = min(int(x + w * (1 + margin)), image.shape[1])
+    bottom = min(int(y + h * (1 + margin)), image.shape[0])
+    if right - left < 2 or bottom - top < 2:
+        return 0.0, None
+    crop = image[top:bottom, left:right]
+    grey = cv2.cvtColor(cv2.resize(crop, (112, 112)), cv2.COLOR_BGR2GRAY)
+    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    return face.score * sharpness * w * h, np.ascontiguousarray(crop)
+
+
+def plan_embeddings(
+    state: CameraTracks, boxes: Sequence[Box], settings: TrackSettings
+) -> list[bool]:
+    """Which faces of a frame need an embedding (True) given the camera's tracks.
+
+    A face is spared only when it plainly continues one settled track: it overlaps that track
+    alone (and the track no other face) by at least `jump_iou`, has not grown by `grow_ratio`
+    since the track's last embedding, and the track's back-off gap has not run out.
+    """
+    needed = []
+    for box in boxes:
+        near = [t for t in state.tracks if iou(t.box, box) >= settings.link_iou]
+        spare = False
+        if len(near) == 1:
+            track = near[0]
+            rivals = sum(1 for other in boxes if iou(track.box, other) >= settings.link_iou)
+            spare = (
+                rivals == 1
+                and track.settled
+                and bool(track.embedding)
+                and iou(track.box, box) >= settings.jump_iou
+                and box[2] * box[3] <= settings.grow_ratio * track.embed_area
+                and track.since_embed + 1 < track.gap
+            )
+        needed.append(not spare)
+    return needed
+
+
+def advance(
+    state: CameraTracks,
+    frame: FrameRef,
+    sightings: Sequence[Sighting],
+    settings: TrackSettings,
+    source: IdentitySource,
+) -> Step:
+    """Apply one frame to a camera's tracks: link, vote, end lost tracks; events on the way."""
+    tracks = [track.model_copy(deep=True) for track in state.tracks]
+    step = Step(CameraTracks(), [])
+    links = _associate(tracks, sightings, settings)
+    seen: set[str] = set()
+    for index, sighting in enumerate(sightings):
+        linked = links.get(index)
+        if linked is None:
+            track = _start(frame, sighting)
+            tracks.append(track)
+            step.events.append(_event("appeared", frame, track))
+        else:
+            track = linked
+            track.box, track.last_ts, track.misses = sighting.face.box, frame.ts, 0
+            track.frames += 1
+        seen.add(track.id)
+        step.faces.append(_observe(track, frame, sighting, settings, source, step))
+    for track in tracks:
+        if track.id not in seen:
+            track.misses += 1
+            lost = track.misses >= settings.lost_after_frames or (
+                frame.ts - track.last_ts >= settings.lost_after_s * 1000
+            )
+            if lost:
+                step.events.append(_left(frame, track))
+                continue
+        step.state.tracks.append(track)
+    return step
+
+
+def _associate(
+    tracks: list[Track], sightings: Sequence[Sighting], settings: TrackSettings
+) -> dict[int, Track]:
+    """Greedy best-first pairing of faces with tracks by overlap plus embedding similarity."""
+    pairs: list[tuple[float, int, int]] = []
+    for t_index, track in enumerate(tracks):
+        vector = track.vector()
+        for s_index, sighting in enumerate(sightings):
+            overlap = iou(track.box, sighting.face.box)
+            similarity = None
+            if vector is not None and sighting.embedding is not None:
+                similarity = float(vector @ sighting.embedding)
+                if similarity < settings.link_similarity:
+                    continue  # another person, however the boxes lie
+            if overlap >= settings.link_iou or (
+                similarity is not None and similarity >= settings.relink_similarity
+            ):
+                pairs.append((overlap + (similarity or 0.0), t_index, s_index))
+    links: dict[int, Track] = {}
+    used: set[int] = set()
+    for _, t_index, s_index in sorted(pairs, reverse=True):
+        if t_index in used or s_index in links:
+            continue
+        used.add(t_index)
+        links[s_index] = tracks[t_index]
+    return links
+
+
+def _start(frame: FrameRef, sighting: Sighting) -> Track:
+    return Track(
+        id=f"t{secrets.token_hex(8)}",
+        box=sighting.face.box,
+        first_ts=frame.ts,
+        last_ts=frame.ts,
+        frames=1,
+    )
+
+
+def _observe(
+    track: Track,
+    frame: FrameRef,
+    sighting: Sighting,
+    settings: TrackSettings,
+    source: IdentitySource,
+    step: Step,
+) -> Face:
+    """Fold one face into its track; the face as published (the track's identity)."""
+    face, embedding = sighting.face, sighting.embedding
+    was_settled, was = track.settled, track.identity
+    if embedding is None:
+        track.since_embed += 1
+    else:
+        _vote(track, face, settings)
+        track.since_embed = 0
+        track.embed_area = face.box[2] * face.box[3]
+        vector = track.vector()
+        mean = embedding if vector is None else 0.7 * vector + 0.3 * embedding
+        mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype("<f4")
+        track.embedding = base64.b64encode(mean.tobytes()).decode()
+        agrees = track.settled and face.identity == track.identity
+        track.gap = min(track.gap * 2, settings.max_reembed_frames) if agrees else 1
+    if sighting.crop is not None and sighting.quality > track.quality * _SNAPSHOT_GAIN:
+        encoded = _jpeg(sighting.crop)
+        if encoded is not None:
+            track.quality = sighting.quality
+            track.snapshot = keys.snapshot(frame.group, track.id)
+            step.snapshots[track.snapshot] = encoded
+    changed = track.settled and (not was_settled or track.identity != was)
+    if changed and (track.identity is not None or was is not None):
+        step.events.append(_event("identified", frame, track))
+    shown = track.identity if track.settled else None
+    own = embedding is not None and face.identity == shown
+    return face.model_copy(
+        update={
+            "identity": shown,
+            "similarity": face.similarity if embedding is not None else track.similarity,
+            "track": track.id,
+            "source": source if own else "track",
+        }
+    )
+
+
+def _vote(track: Track, face: Face, settings: TrackSettings) -> None:
+    choice = face.identity or _UNKNOWN
+    vote = track.votes.setdefault(choice, Vote())
+    vote.count += 1
+    if face.similarity is not None:
+        vote.best = face.similarity if vote.best is None else max(vote.best, face.similarity)
+    if face.identity == track.identity and face.similarity is not None:
+        track.similarity = face.similarity
+    if (
+        not track.settled
+        and face.identity is not None
+        and (face.similarity or 0.0) >= settings.instant_similarity
+    ):
+        track.settled, track.identity, track.similarity = True, face.identity, face.similarity
+        return
+    total = sum(v.count for v in track.votes.values())
+    leader, best = max(track.votes.items(), key=lambda item: item[1].count)
+    if best.count >= settings.min_votes and best.count * 2 > total:
+        identity = leader or None
+        if not track.settled or identity != track.identity:
+            track.settled, track.identity = True, identity
+            track.similarity = face.similarity if face.identity == identity else best.best
+
+
+def _jpeg(crop: NDArray[np.uint8]) -> bytes | None:
+    scale = _SNAPSHOT_SIDE / max(crop.shape[:2])
+    small = crop
+    if scale < 1:
+        small = np.asarray(
+            cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), np.uint8
+        )
+    ok, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return encoded.tobytes() if ok else None
+
+
+def _event(kind: str, frame: FrameRef, track: Track) -> Event:
+    return Event.model_validate(
+        {
+            "type": kind,
+            "group": frame.group,
+            "camera": frame.camera,
+            "track": track.id,
+            "ts": frame.ts,
+            "frame_id": frame.entry_id,
+            "identity": track.identity,
+            "similarity": track.similarity if kind == "identified" else None,
+            "snapshot": track.snapshot if kind == "identified" else None,
+        }
+    )
+
+
+def _left(frame: FrameRef, track: Track) -> Event:
+    vote = track.votes.get(track.identity or _UNKNOWN)
+    return Event(
+        type="left",
+        group=frame.group,
+        camera=frame.camera,
+        track=track.id,
+        ts=frame.ts,
+        frame_id=frame.entry_id,
+        identity=track.identity,
+        similarity=track.similarity,
+        first_ts=track.first_ts,
+        last_ts=track.last_ts,
+        dwell_ms=max(track.last_ts - track.first_ts, 0),
+        frames=track.frames,
+        best_similarity=vote.best if vote is not None else None,
+        snapshot=track.snapshot,
+    )
+
+
+class TrackBook:
+    """The track state of each camera as this worker last read or wrote it, with its token."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._states: dict[tuple[str, str], tuple[str, CameraTracks]] = {}
+
+    def state(self, group: str, camera: str) -> tuple[str, CameraTracks]:
+        """The camera's token and tracks: as this worker left them, else read from Redis."""
+        found = self._states.get((group, camera))
+        if found is None:
+            token, raw = self.client.hmget(keys.track(group, camera), ["v", "state"])
+            assert token is None or isinstance(token, bytes), "a client without decoding"
+            assert raw is None or isinstance(raw, bytes), "a client without decoding"
+            found = (token.decode() if token else "", _parse(raw, group, camera))
+            self._states[(group, camera)] = found
+        return found
+
+    def remember(self, group: str, camera: str, token: str, state: CameraTracks) -> None:
+        self._states[(group, camera)] = (token, state)
+
+    def forget(self, group: str, camera: str) -> None:
+        """Drop what we know: another worker may have moved the camera's tracks on."""
+        self._states.pop((group, camera), None)
+
+
+def _parse(raw: bytes | None, group: str, camera: str) -> CameraTracks:
+    """Stored tracks; unreadable ones are dropped (the next commit overwrites them)."""
+    if not raw:
+        return CameraTracks()
+    try:
+        return CameraTracks.model_validate_json(raw)
+    except ValidationError as exc:
+        log.warning(
+            "unreadable track state, starting afresh",
+            group=group,
+            camera=camera,
+            error=clip(str(exc), 200),
+        )
+        return CameraTracks()
