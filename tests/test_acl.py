@@ -10,30 +10,43 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 import redis
 import yaml
 from redis.exceptions import NoPermissionError
 
-from facestream.acl import AclError, check_strength, plan_users, render_acl, write_passwords
+from facestream.acl import (
+    SERVICE_SECRETS,
+    AclError,
+    check_strength,
+    plan_users,
+    render_acl,
+    write_passwords,
+)
 from facestream.client import ResultSubscriber
 from facestream.config import RedisSettings, Settings, load_settings
 from facestream.connect import connect
 from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine, Gallery, Worker
 from facestream.recognizer.commit import COMMIT_LIBRARY, Commit, Committer
-from facestream.schemas import CameraHealth, keys
-from facestream.server import EmbeddedRedis, find_redis_server
+from facestream.schemas import CameraHealth, DeadLetter, Event, keys
+from facestream.server import EmbeddedRedis, find_redis_server, free_port
+from facestream.web.app import create_app
 
-from .helpers import FACES, REPO, enrol, require_system_dependency, wait_for
+from .helpers import FACES, REPO, enrol, make_worker, require_system_dependency, wait_for
+from .web_support import TOKEN, Page, multipart, serving, snapshot_jpeg, web_settings
 
 Command = tuple[str, ...]
 FRAMES_1, FRAMES_2 = keys.frames("g1"), keys.frames("g2")
 RESULTS_1, DEAD_1, CACHE_1 = keys.results("g1"), keys.dead("g1"), keys.cache("g1", "00")
+EVENTS_1, SNAPSHOT_1, TRACK_1 = keys.events("g1"), keys.snapshot("g1", "t1"), keys.track("g1", "c1")
 GALLERY = keys.GALLERY_IDENTITIES
 LUA = "return redis.call('FLUSHALL')"
 
@@ -93,6 +106,10 @@ REFUSED: dict[str, list[Command]] = {
         ("HGETALL", GALLERY),
         ("GET", CACHE_1),
         ("FCALL", "facestream_commit", "0"),
+        ("XADD", EVENTS_1, "*", "type", "seen"),
+        ("SET", SNAPSHOT_1, "jpeg"),
+        ("DEL", SNAPSHOT_1),
+        ("GET", TRACK_1),
     ],
     "worker": [
         ("HSET", GALLERY, "mallory", "{}"),  # only admin changes the gallery
@@ -110,6 +127,57 @@ REFUSED: dict[str, list[Command]] = {
         ("SET", keys.camera_health("c1"), "{}"),
         ("GET", keys.worker_heartbeat("other")),
         ("XREADGROUP", "GROUP", keys.RECOGNIZERS, "w", "STREAMS", keys.frames("g3"), ">"),
+        ("XRANGE", EVENTS_1, "-", "+"),  # it writes visits, never reads them back
+        ("DEL", EVENTS_1),
+        ("XADD", keys.events_dead("g1"), "*", "event", "0-1"),
+        ("GET", keys.seen("obama")),
+        ("DEL", keys.seen("obama")),
+        ("SET", keys.track("g3", "c1"), "{}"),
+        ("SET", keys.snapshot("g3", "t1"), "jpeg"),
+    ],
+    "web": [
+        ("FCALL", "facestream_commit", "0"),
+        ("XADD", RESULTS_1, "*", "frame_id", "0-1"),  # a forged recognition
+        ("SET", CACHE_1, "{}"),  # a poisoned cache entry
+        ("XADD", EVENTS_1, "*", "type", "seen"),  # a forged visit
+        ("XADD", DEAD_1, "*", "frame_id", "0-1"),
+        ("SET", SNAPSHOT_1, "jpeg"),
+        ("SET", TRACK_1, "{}"),
+        ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() end)"),
+        ("FUNCTION", "DELETE", "facestream"),
+        ("XREADGROUP", "GROUP", keys.RECOGNIZERS, "web", "STREAMS", FRAMES_1, ">"),
+        ("XACK", FRAMES_1, keys.RECOGNIZERS, "0-1"),  # frames that never get a result
+        ("XGROUP", "DESTROY", FRAMES_1, keys.RECOGNIZERS),
+        ("XTRIM", FRAMES_1, "MAXLEN", "0"),
+        ("DEL", FRAMES_1),
+        ("DEL", RESULTS_1),
+        ("XDEL", RESULTS_1, "0-1"),
+        ("XGROUP", "CREATE", RESULTS_1, "web", "$", "MKSTREAM"),  # another reader's place
+        ("SET", keys.camera_health("c1"), "{}"),
+        ("SET", keys.worker_heartbeat("w"), "{}"),
+        ("SET", keys.seen("obama"), "1"),
+        ("HGETALL", keys.VISITOR_EMBEDDINGS),
+        ("XRANGE", keys.frames("g3"), "-", "+"),
+    ],
+    "bridge": [
+        ("XADD", EVENTS_1, "*", "type", "seen"),  # forged visits for the other bridges
+        ("XTRIM", EVENTS_1, "MAXLEN", "0"),
+        ("DEL", EVENTS_1),
+        ("XGROUP", "DESTROY", EVENTS_1, "mqtt"),
+        ("XDEL", EVENTS_1, "0-1"),
+        ("SET", SNAPSHOT_1, "jpeg"),
+        ("DEL", SNAPSHOT_1),
+        ("XRANGE", keys.events_dead("g1"), "-", "+"),
+        ("XRANGE", RESULTS_1, "-", "+"),
+        ("XREADGROUP", "GROUP", "mall", "b", "STREAMS", RESULTS_1, ">"),
+        ("XRANGE", FRAMES_1, "-", "+"),
+        ("GET", CACHE_1),
+        ("GET", TRACK_1),
+        ("HGETALL", GALLERY),
+        ("GET", keys.camera_health("c1")),
+        ("SCAN", "0"),
+        ("FCALL", "facestream_commit", "0"),
+        ("XREADGROUP", "GROUP", "mqtt", "b", "STREAMS", keys.events("g3"), ">"),
     ],
     "health": [
         ("GET", keys.camera_health("c1")),
@@ -123,6 +191,8 @@ REFUSED: dict[str, list[Command]] = {
         ("SET", FRAMES_1, "x"),
         ("XRANGE", FRAMES_1, "-", "+"),
         ("SET", keys.camera_health("c1"), "{}"),
+        ("SET", SNAPSHOT_1, "jpeg"),
+        ("XADD", EVENTS_1, "*", "type", "seen"),
     ],
 }
 
@@ -257,6 +327,124 @@ def test_every_role_does_its_job(deployment: Deployment, engine: FaceEngine) -> 
     assert Gallery(admin).version() == 2 and admin.get(keys.cache("g1", result.hash)) is None
 
 
+def test_visits_each_role_its_part(deployment: Deployment) -> None:
+    """The worker writes events, track state, snapshots and `seen` markers; a bridge and the
+    backend read events in their own consumer groups; admin's erase can purge a snapshot."""
+    worker, backend, bridge, admin = (
+        deployment.login(user) for user in ("worker", "backend", "bridge", "admin")
+    )
+    events, snapshot, track = keys.events("g2"), keys.snapshot("g2", "t7"), keys.track("g2", "c2")
+    jpeg = snapshot_jpeg()
+    assert worker.set(snapshot, jpeg, ex=60) and worker.get(snapshot) == jpeg
+    assert worker.expire(snapshot, 120)
+    assert worker.set(track, b"{}", ex=60) and worker.get(track) == b"{}"
+    assert worker.expire(track, 120) and worker.delete(track) == 1
+    assert worker.set(keys.seen("obama"), "t7", nx=True, ex=60)
+    assert worker.set(keys.seen("obama"), "t7", nx=True, ex=60) is None  # once per cooldown
+    bridge.xgroup_create(events, "mqtt", id="0", mkstream=True)
+    backend.xgroup_create(events, "mall", id="0")
+    backend.xgroup_create(keys.results("g2"), "mall", id="$", mkstream=True)
+    left = Event(type="left", group="g2", camera="c2", track="t7", ts=2, frame_id="1-0",
+                 identity="obama", similarity=0.8, dwell_ms=900, snapshot=snapshot)  # fmt: skip
+    worker.xadd(events, left.to_fields())
+
+    [[_, [(entry_id, fields)]]] = bridge.xreadgroup("mqtt", "m1", {events: ">"}, count=1)
+    assert Event.from_fields(fields) == left
+    assert bridge.get(snapshot) == jpeg  # attached to the message it sends
+    assert bridge.xpending(events, "mqtt")["pending"] == 1
+    assert bridge.xautoclaim(events, "mqtt", "m2", min_idle_time=0)[1][0][0] == entry_id
+    assert bridge.xinfo_stream(events)["length"] == 1
+    assert [g["name"] for g in bridge.xinfo_groups(events)] == [b"mall", b"mqtt"]
+    assert [c["name"] for c in bridge.xinfo_consumers(events, "mqtt")] == [b"m1", b"m2"]
+    bridge.xadd(keys.events_dead("g2"), {"entry": entry_id, "reason": "broker refused"})
+    assert bridge.xack(events, "mqtt", entry_id) == 1
+
+    # The backend reads results and events of a group in one call, in one consumer group.
+    read = backend.xreadgroup("mall", "b1", {keys.results("g2"): ">", events: ">"})
+    assert [(stream, [e[0] for e in entries]) for stream, entries in read] == [
+        (events.encode(), [entry_id])
+    ]
+    assert backend.xack(events, "mall", entry_id) == 1
+    assert backend.get(snapshot) == jpeg
+    assert admin.unlink(snapshot) == 1  # `gallery erase` purges the person's snapshots
+
+
+def test_the_web_page_runs_as_web(deployment: Deployment, engine: FaceEngine) -> None:
+    """Every endpoint of the page, served with the `web` user's rights and nothing more."""
+    settings = deployment.settings
+    admin, camera, worker = (deployment.login(user) for user in ("admin", "camera-c2", "worker"))
+    admin.function_load(COMMIT_LIBRARY, replace=True)
+    enrol(engine, admin, ["obama"])
+    publisher = FramePublisher(camera, "g2", "c2", 100, settings.limits)
+    frame_id = publisher.publish(next(iter_frames(FACES / "test" / "obama1.jpg")))
+    web = web_settings(free_port())
+    app = create_app(settings, web, client=deployment.login("web"), engine=engine)
+    monitor, jpeg = app.state.monitor, snapshot_jpeg()
+    with serving(app, web) as page:
+        wait_for(lambda: "g2" in monitor.following, 20, "the feed to follow g2")
+        recogniser = make_worker(worker, engine, settings, "w2", ["g2"])
+        wait_for(lambda: recogniser.step() is not None and monitor.latest.get("c2"), 60, "result")
+        worker.set(keys.snapshot("g2", "t9"), jpeg, ex=60)
+        seen = Event(type="appeared", group="g2", camera="c2", track="t9", ts=1, frame_id=frame_id,
+                     snapshot=keys.snapshot("g2", "t9"))  # fmt: skip
+        worker.xadd(keys.events("g2"), seen.to_fields())
+        wait_for(lambda: any(item.kind == "event" for item in monitor.feed), 20, "the event")
+
+        def get(path: str) -> bytes:
+            status, body, _ = page.call("GET", path, Authorization=f"Bearer {TOKEN}")
+            assert status == 200, (path, body)
+            return body
+
+        def post(method: str, path: str, body: bytes | None = None, **headers: str) -> Any:
+            headers["Authorization"] = f"Bearer {TOKEN}"
+            status, answer, _ = page.call(method, path, body, **headers)
+            assert status == 200, (path, answer)
+            return orjson.loads(answer)
+
+        overview = orjson.loads(get("/api/overview"))
+        assert overview["error"] is None and "g2" in [g["group"] for g in overview["groups"]]
+        assert orjson.loads(get("/api/history"))
+        assert 'facestream_stream_length{group="g2"}' in get("/metrics").decode()
+        assert get(f"/api/frames/g2/{frame_id}")[:2] == b"\xff\xd8"
+        assert get("/api/snapshots/g2/t9") == jpeg
+        assert _stream_kinds(page, "g2") >= {"recognition", "event", "status"}
+        # Gallery: list, thumbnail from the camera's frame, enrol, remove, erase.
+        assert [i["name"] for i in orjson.loads(get("/api/gallery"))["identities"]] == ["obama"]
+        assert get("/api/gallery/obama/thumbnail")[:2] == b"\xff\xd8"
+        photos = [(p.name, p.read_bytes()) for p in sorted((FACES / "train" / "biden").iterdir())]
+        body, content_type = multipart({"name": "biden"}, photos)
+        assert post("POST", "/api/gallery", body, **{"Content-Type": content_type})["photos"] == 2
+        assert post("DELETE", "/api/gallery/biden") == {"removed": "biden"}
+        assert post("POST", "/api/gallery/obama/erase")["purged"] >= 1  # the frame's cache entry
+        # Dead letters (written by the worker, the role that makes them): list, retry, purge.
+        letters = [
+            worker.xadd(keys.dead("g2"), DeadLetter(frame_id=kept, group="g2", reason="r",
+                                                    deliveries=5).to_fields()).decode()
+            for kept in (frame_id, "1-1", "1-2")
+        ]  # fmt: skip
+        assert orjson.loads(get("/api/dead"))["total"]["g2"] == 3
+        retried = post("POST", f"/api/dead/g2/{letters[0]}/retry")
+        assert retried == {"retried": letters[0], "frame_id": frame_id}
+        assert post("POST", f"/api/dead/g2/{letters[1]}/purge") == {"purged": 1}
+        assert post("POST", "/api/dead/g2/purge") == {"purged": 1}
+        assert monitor.error is None  # every status sample passed under the web user's rights
+
+
+def _stream_kinds(page: Page, group: str) -> set[str]:
+    """The kinds of the first server-sent events of the page's feed, from its start."""
+    request = urllib.request.Request(
+        f"{page.url}/api/stream?group={group}&after=0", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    kinds: set[str] = set()
+    with urllib.request.urlopen(request, timeout=10) as response:
+        for line in response:
+            if line.startswith(b"event: "):
+                kinds.add(line.removeprefix(b"event: ").strip().decode())
+            if line == b"\n" and "status" in kinds:  # the status follows the items kept
+                return kinds
+    return kinds
+
+
 def _facestream(deployment: Deployment, user: str, *args: str) -> subprocess.CompletedProcess[str]:
     login = deployment.redis_settings(user)
     environment = {
@@ -301,10 +489,13 @@ def test_generate_command(tmp_path: Path) -> None:
     done = _acl("generate", "--secrets", str(secrets), "--out", str(out), **config)
     assert done.returncode == 0, done.stderr
     assert [line.split()[1] for line in out.read_text().splitlines()] == [
-        "default", "admin", "worker", "backend", "camera-c1", "health",
+        "default", "admin", "worker", "backend", "web", "bridge", "camera-c1", "health",
     ]  # fmt: skip
-    users = ("admin", "backend", "camera-c1", "health", "worker")
-    assert sorted(p.name for p in secrets.iterdir()) == [f"{u}.password" for u in users]
+    users = ("admin", "backend", "bridge", "camera-c1", "health", "web", "worker")
+    made = sorted(p.name for p in secrets.iterdir())
+    assert made == sorted([*(f"{u}.password" for u in users), *SERVICE_SECRETS])
+    assert all((secrets / name).stat().st_mode & 0o777 == 0o600 for name in made)
+    assert f"{secrets / 'web-metrics.token'}: web.metrics_token_file" in done.stderr
 
     weaker = _acl("generate", "--secrets", str(tmp_path / "s6"), "--redis-version", "6.2", **config)
     assert weaker.returncode != 0 and "Redis 6 has no ACL selectors" in weaker.stderr

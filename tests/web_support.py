@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import secrets
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import cv2
 import orjson
 import pytest
 import redis
@@ -21,9 +24,19 @@ from facestream.server import free_port
 from facestream.web import WebSettings, hash_password
 from facestream.web.app import build_server, create_app
 
-from .helpers import wait_for
+from .helpers import FACES, wait_for
 
-__all__ = ["PASSWORD", "TOKEN", "NoRedirect", "Page", "page", "serving", "web_settings"]
+__all__ = [
+    "PASSWORD",
+    "TOKEN",
+    "NoRedirect",
+    "Page",
+    "multipart",
+    "page",
+    "serving",
+    "snapshot_jpeg",
+    "web_settings",
+]
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "t" * 24
@@ -60,6 +73,30 @@ class Page:
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any) -> None:
         return None  # let the test see the 303 itself
+
+
+def multipart(fields: dict[str, str], files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body (fields, then `photos` files) and its content type."""
+    boundary = secrets.token_hex(16)
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    for filename, data in files:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="photos"; '
+            f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n'
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def snapshot_jpeg(photo: Path = FACES / "test" / "obama1.jpg", side: int = 96) -> bytes:
+    """A real JPEG the size of a track's snapshot, made from one of the bundled photos."""
+    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    encoded = cv2.imencode(".jpg", cv2.resize(image, (side, side)))[1]
+    return bytes(encoded.tobytes())
 
 
 def web_settings(port: int) -> WebSettings:
