@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from facestream.server import EmbeddedRedis, find_redis_server, free_port
 from facestream.web.app import create_app
 
 from .helpers import FACES, REPO, enrol, make_worker, require_system_dependency, wait_for
-from .web_support import TOKEN, Page, multipart, serving, snapshot_jpeg, web_settings
+from .web_support import TOKEN, multipart, serving, snapshot_jpeg, web_settings
 
 Command = tuple[str, ...]
 FRAMES_1, FRAMES_2 = keys.frames("g1"), keys.frames("g2")
@@ -407,7 +406,8 @@ def test_the_web_page_runs_as_web(deployment: Deployment, engine: FaceEngine) ->
         assert 'facestream_stream_length{group="g2"}' in get("/metrics").decode()
         assert get(f"/api/frames/g2/{frame_id}")[:2] == b"\xff\xd8"
         assert get("/api/snapshots/g2/t9") == jpeg
-        assert _stream_kinds(page, "g2") >= {"recognition", "event", "status"}
+        kinds = {kind for kind, _ in page.stream("?group=g2", TOKEN)}
+        assert kinds >= {"recognition", "event", "status"}
         # Gallery: list, thumbnail from the camera's frame, enrol, remove, erase.
         assert [i["name"] for i in orjson.loads(get("/api/gallery"))["identities"]] == ["obama"]
         assert get("/api/gallery/obama/thumbnail")[:2] == b"\xff\xd8"
@@ -428,21 +428,6 @@ def test_the_web_page_runs_as_web(deployment: Deployment, engine: FaceEngine) ->
         assert post("POST", f"/api/dead/g2/{letters[1]}/purge") == {"purged": 1}
         assert post("POST", "/api/dead/g2/purge") == {"purged": 1}
         assert monitor.error is None  # every status sample passed under the web user's rights
-
-
-def _stream_kinds(page: Page, group: str) -> set[str]:
-    """The kinds of the first server-sent events of the page's feed, from its start."""
-    request = urllib.request.Request(
-        f"{page.url}/api/stream?group={group}&after=0", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    kinds: set[str] = set()
-    with urllib.request.urlopen(request, timeout=10) as response:
-        for line in response:
-            if line.startswith(b"event: "):
-                kinds.add(line.removeprefix(b"event: ").strip().decode())
-            if line == b"\n" and "status" in kinds:  # the status follows the items kept
-                return kinds
-    return kinds
 
 
 def _facestream(deployment: Deployment, user: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,21 +9,32 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import orjson
 import pytest
 import redis
+from pydantic import ValidationError
 
 from facestream.config import Settings
 from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine
-from facestream.schemas import CameraHealth, DeadLetter, FacestreamError, keys
+from facestream.schemas import CameraHealth, DeadLetter, Event, FacestreamError, keys
 from facestream.server import EmbeddedRedis, free_port
 from facestream.web import WebSettings, hash_password, verify_password
 from facestream.web.app import create_app
 
 from .helpers import FACES, enrol, make_worker, wait_for
-from .web_support import PASSWORD, TOKEN, NoRedirect, Page, page, serving, web_settings
+from .web_support import (
+    PASSWORD,
+    TOKEN,
+    NoRedirect,
+    Page,
+    page,
+    serving,
+    snapshot_jpeg,
+    web_settings,
+)
 
 __all__ = ["page"]  # the fixture, imported so that pytest finds it here
 
@@ -227,3 +238,86 @@ def test_dead_letter_retry_resends_the_frame_once(page: Page, client: redis.Redi
     assert client.xlen(keys.dead("g1")) == 0
     status, body, _ = page.call("POST", "/api/dead/g1/9x/purge", **csrf)
     assert (status, orjson.loads(body)) == (422, {"error": "invalid entry id '9x'"})
+
+
+def test_visit_events_in_the_feed_with_their_snapshots(page: Page, client: redis.Redis) -> None:
+    """Events of fs:{G}:events reach the feed, filtered like results; snapshots are served
+    while their key lives."""
+    publisher = FramePublisher(client, "g1", "cam-a", 1000, Settings().limits)
+    frame_id = publisher.publish(next(iter(iter_frames(FACES / "test"))))  # the group exists
+    monitor = page.app.state.monitor
+    wait_for(lambda: "g1" in monitor.following, 20, "the feed to follow g1")
+    jpeg = snapshot_jpeg()
+    client.set(keys.snapshot("g1", "t1"), jpeg, ex=60)
+    track = {
+        "group": "g1",
+        "track": "t1",
+        "frame_id": frame_id,
+        "snapshot": keys.snapshot("g1", "t1"),
+    }
+    events = [
+        Event(type="appeared", camera="cam-a", ts=1, **track),
+        Event(type="identified", camera="cam-a", ts=2, identity="obama", similarity=0.71, **track),
+        Event(type="left", camera="cam-b", ts=3, identity="obama", similarity=0.71, dwell_ms=2000,
+              frames=20, best_similarity=0.8, **{**track, "snapshot": keys.snapshot("g1", "t2")}),
+    ]  # fmt: skip
+    client.xadd(keys.events("g1"), {"v": "1", "type": "exploded"})  # skipped, not the stream
+    for event in events:
+        client.xadd(keys.events("g1"), event.to_fields())
+    wait_for(lambda: len(monitor.items_after(0)) == 3, 20, "three events in the feed")
+
+    feed = [data for kind, data in page.stream() if kind == "event"]
+    assert [(e["type"], e["identity"], e["snapshot"]) for e in feed] == [
+        ("appeared", None, "/api/snapshots/g1/t1"),
+        ("identified", "obama", "/api/snapshots/g1/t1"),
+        ("left", "obama", "/api/snapshots/g1/t2"),
+    ]
+    assert (feed[2]["dwell_ms"], feed[2]["frames"], feed[2]["camera"]) == (2000, 20, "cam-b")
+    obama = [data["type"] for kind, data in page.stream("?identity=obama") if kind == "event"]
+    assert obama == ["identified", "left"]
+    at_a = [data["type"] for kind, data in page.stream("?camera=cam-a") if kind == "event"]
+    assert at_a == ["appeared", "identified"]
+    assert page.stream("?group=g2")[0][0] == "status"  # no item of another group
+
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    status, body, headers = page.call("GET", "/api/snapshots/g1/t1", **bearer)
+    assert (status, body, headers["content-type"]) == (200, jpeg, "image/jpeg")
+    assert headers["cache-control"].startswith("private")
+    assert page.call("GET", "/api/snapshots/g1/t1")[0] == 401  # not logged in
+    assert page.call("GET", "/api/snapshots/g1/t2", **bearer)[0] == 404  # expired (never kept)
+    client.delete(keys.snapshot("g1", "t1"))  # what its TTL does
+    assert page.call("GET", "/api/snapshots/g1/t1", **bearer)[0] == 404
+
+
+def test_metrics_token_reads_metrics_only(
+    settings: Settings, client: redis.Redis, tmp_path: Path
+) -> None:
+    """Prometheus' token (from a file, as compose mounts it) reads /metrics and nothing else;
+    the login token can come from a file too."""
+    login, scrape = "l" * 24, "m" * 24
+    (tmp_path / "login.token").write_text(login + "\n")
+    (tmp_path / "metrics.token").write_text(scrape + "\n")
+    web = WebSettings(port=free_port(), token_file=tmp_path / "login.token",
+                      metrics_token_file=tmp_path / "metrics.token", sample_s=0.2)  # fmt: skip
+    with serving(create_app(settings, web, client=client), web) as page:
+        metrics = {"Authorization": f"Bearer {scrape}"}
+        status, body, _ = page.call("GET", "/metrics", **metrics)
+        assert status == 200 and "facestream_status_up" in body.decode()
+        for path in ("/api/overview", "/api/gallery", "/api/snapshots/g1/t1", "/api/frames/g1/1-0"):
+            assert page.call("GET", path, **metrics)[0] == 401, path
+        assert page.call("POST", "/api/dead/g1/purge", **metrics)[0] == 403
+        form = urllib.parse.urlencode({"password": scrape}).encode()
+        assert page.call("POST", "/login", form)[2]["location"] == "/login?failed=1"
+        page.login(login)
+        assert page.call("GET", "/api/overview")[0] == 200
+        assert page.call("GET", "/metrics")[0] == 200  # a login reads metrics too
+
+    with pytest.raises(ValidationError, match=r"set web\.token or web\.token_file, not both"):
+        WebSettings(token=login, token_file=tmp_path / "login.token")
+    with pytest.raises(ValidationError, match=r"web\.metrics_token_file .* is not a readable file"):
+        WebSettings(token=login, metrics_token_file=tmp_path / "missing")
+    (tmp_path / "short.token").write_text("short\n")
+    with pytest.raises(
+        FacestreamError, match=r"^web\.token_file .*short\.token holds fewer than 16"
+    ):
+        create_app(settings, WebSettings(token_file=tmp_path / "short.token"), client=client)

@@ -60,6 +60,24 @@ class Page:
         except urllib.error.HTTPError as error:
             return error.code, error.read(), dict(error.headers)
 
+    def stream(self, query: str = "", token: str = TOKEN) -> list[tuple[str, Any]]:
+        """The feed's server-sent events from its start, up to the first `status` (which
+        follows the items the feed keeps): (kind, data) each."""
+        request = urllib.request.Request(
+            f"{self.url}/api/stream{query}", headers={"Authorization": f"Bearer {token}"}
+        )
+        events: list[tuple[str, Any]] = []
+        kind = ""
+        with self.opener.open(request, timeout=10) as response:
+            for line in response:
+                if line.startswith(b"event: "):
+                    kind = line.removeprefix(b"event: ").strip().decode()
+                elif line.startswith(b"data: "):
+                    events.append((kind, orjson.loads(line.removeprefix(b"data: "))))
+                    if kind == "status":
+                        break
+        return events
+
     def login(self, secret: str = PASSWORD) -> str:
         """Log in with the form; returns the CSRF token of the new session."""
         form = urllib.parse.urlencode({"password": secret}).encode()
