@@ -85,6 +85,7 @@ class WorkerStats:
     cached: int = 0
     dead: int = 0
     lost: int = 0
+    retracked: int = 0  # commits refused because another worker had moved the tracks on
 
 
 @dataclass(frozen=True)
@@ -433,6 +434,7 @@ class BatchProcessor:
             if out.commit.tracks is not None and self.tracks is not None:
                 self.tracks.forget(out.group, item.frame_or_fail().camera)
             if outcome == CONFLICT:
+                self.stats.retracked += 1
                 conflicts.append(item)
             elif isinstance(outcome, redis.ResponseError):
                 refused.setdefault(out.group, outcome)  # it stays pending
@@ -464,9 +466,17 @@ class BatchProcessor:
             self.log.exception("tracks not applied", camera=frame.camera, error=repr(exc))
             item.outgoing = base
             return
-        result = base.result.model_copy(update={"faces": step.faces})
+        faces = step.faces
         tracks = None
-        if update and is_after(ref.entry_id, token):
+        if not (update and is_after(ref.entry_id, token)):
+            # A late frame (its camera's tracks are past it), or one we gave up re-applying:
+            # labelled from the live tracks it continues, changing nothing.
+            live = {track.id for track in state.tracks}
+            faces = [
+                face if face.track in live else own
+                for face, own in zip(step.faces, base.result.faces, strict=True)
+            ]
+        else:
             tracks = TrackWrite(
                 key=keys.track(base.group, frame.camera),
                 expect=token,
@@ -480,7 +490,7 @@ class BatchProcessor:
                 snapshot_ttl_s=settings.snapshot_ttl_s,
             )
             self.tracks.remember(base.group, frame.camera, ref.entry_id, step.state)
-        # A late frame (its camera's tracks are past it) is labelled from them, changes nothing.
+        result = base.result.model_copy(update={"faces": faces})
         commit = replace(base.commit, fields=result.to_fields(), tracks=tracks)
         item.outgoing = _Outgoing(commit, base.group, base.outcome, result, step.events)
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from facestream.config import Settings
-from facestream.recognizer import FaceEngine, Gallery, Worker, embed_photos
+from facestream.recognizer import FaceEngine, Gallery, TrackSettings, Worker, embed_photos
 from facestream.schemas import keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +38,7 @@ def make_worker(
     consumer: str = "test-worker",
     groups: Sequence[str] = ("g1",),
     cameras: Mapping[str, frozenset[str]] | None = None,
+    tracks: TrackSettings | None = None,
 ) -> Worker:
     return Worker(
         client,
@@ -48,6 +49,7 @@ def make_worker(
         consumer=consumer,
         groups=groups,
         cameras=cameras,
+        tracks=tracks,
     )
 
 

@@ -1,0 +1,126 @@
+"""Visit events: redelivered and late frames change nothing twice; the Redis 6 script path."""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from facestream.config import Settings
+from facestream.recognizer import Delivery, FaceEngine, TrackSettings
+from facestream.schemas import Event, Result, keys
+from facestream.server import EmbeddedRedis
+
+from .helpers import FACES, drain, enrol, make_worker
+from .walks import Walker, publish_clip, record, render
+
+FPS = 5.0
+TRACKS = TrackSettings(lost_after_frames=5)
+ONE_VISIT = {"appeared": 1, "identified": 1, "seen": 1, "left": 1}
+
+
+@pytest.fixture(scope="module")
+def walk(engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    walker = Walker(FACES / "test" / "obama1.jpg", start=0, end=20, x=(0.2, 0.8))
+    folder = tmp_path_factory.mktemp("events")
+    return record(render(engine, [walker], 28), folder / "walk.mp4", FPS)
+
+
+def _kinds(client: redis.Redis) -> Counter[str]:
+    return Counter(Event.from_fields(f).type for _, f in client.xrange(keys.events("g1")))
+
+
+def _take(client: redis.Redis, consumer: str, count: int) -> list[Delivery]:
+    """Entries handed to a worker that then stalls (or is SIGKILLed) before its commit."""
+    reply = client.xreadgroup(keys.RECOGNIZERS, consumer, {keys.frames("g1"): ">"}, count=count)
+    ((_, entries),) = reply  # type: ignore[misc]
+    return [Delivery("g1", entry_id.decode(), fields, 1) for entry_id, fields in entries]
+
+
+def _walk_published(client: redis.Redis, walk: list[bytes]) -> None:
+    client.xgroup_create(keys.frames("g1"), keys.RECOGNIZERS, id="0", mkstream=True)
+    publish_clip(client, "g1", "east", walk, FPS, 1_800_000_000_000)
+
+
+def test_a_frame_redelivered_after_a_claim_writes_its_events_once(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, walk: list[bytes]
+) -> None:
+    enrol(engine, client, ["obama"])
+    _walk_published(client, walk)
+    stalled = _take(client, "stalled", 6)  # the visit's first frames
+    survivor = make_worker(client, engine, settings, consumer="survivor", tracks=TRACKS)
+    drain(survivor, client, "g1", len(walk))  # claims the six after claim_idle_ms
+    assert _kinds(client) == ONE_VISIT
+
+    # The stalled worker wakes up and commits what it had: every XACK returns 0.
+    late = make_worker(client, engine, settings, consumer="stalled", tracks=TRACKS)
+    late.process(stalled)
+    assert late.stats.lost == len(stalled) and late.stats.recognised == 0
+    assert client.xlen(keys.results("g1")) == len(walk)
+    assert _kinds(client) == ONE_VISIT
+
+
+def test_a_late_frame_is_labelled_from_its_track_and_changes_nothing(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, walk: list[bytes]
+) -> None:
+    enrol(engine, client, ["obama"])
+    _walk_published(client, walk)
+    patient = settings.worker.model_copy(update={"batch_size": 8, "claim_idle_ms": 600_000})
+    survivor = make_worker(
+        client,
+        engine,
+        settings.model_copy(update={"worker": patient}),
+        consumer="survivor",
+        tracks=TRACKS,
+    )
+    survivor.step()  # frames 0-7
+    slow = _take(client, "slow", 1)  # frame 8, held while the others go on
+    survivor.step()  # frames 9-16: the track moved on past frame 8
+    state_before = client.hgetall(keys.track("g1", "east"))
+
+    make_worker(client, engine, settings, consumer="slow", tracks=TRACKS).process(slow)
+    assert client.hgetall(keys.track("g1", "east")) == state_before
+    drain(survivor, client, "g1", len(walk))
+    results = [Result.from_fields(f) for _, f in client.xrange(keys.results("g1"))]
+    (eighth,) = (r for r in results if r.seq == 8)
+    tracks = {face.track for r in results if r.seq != 8 for face in r.faces}
+    assert len(tracks) == 1
+    assert [(f.identity, f.track in tracks) for f in eighth.faces] == [("obama", True)]
+    assert _kinds(client) == ONE_VISIT
+
+
+@pytest.fixture()
+def fcall_refused(redis_server: EmbeddedRedis, client: redis.Redis) -> Iterator[redis.Redis]:
+    """A client whose ACL was written for Redis 6: EVALSHA and SCRIPT LOAD, no FCALL."""
+    name, password = f"redis6-{secrets.token_hex(4)}", secrets.token_hex(16)
+    client.acl_setuser(
+        name,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        commands=["+@all", "-fcall", "-function"],
+    )
+    limited = redis.Redis.from_url(redis_server.url, username=name, password=password)
+    yield limited
+    limited.close()
+    client.acl_deluser(name)
+
+
+def test_tracks_and_events_through_the_redis_6_script(
+    engine: FaceEngine,
+    client: redis.Redis,
+    settings: Settings,
+    walk: list[bytes],
+    fcall_refused: redis.Redis,
+) -> None:
+    enrol(engine, client, ["obama"])
+    _walk_published(client, walk)
+    worker = make_worker(fcall_refused, engine, settings, tracks=TRACKS)
+    drain(worker, client, "g1", len(walk))
+    assert not worker.batches.committer._function  # it fell back to EVALSHA
+    assert _kinds(client) == ONE_VISIT
+    faces = [f for _, e in client.xrange(keys.results("g1")) for f in Result.from_fields(e).faces]
+    assert len({face.track for face in faces}) == 1

@@ -1,0 +1,158 @@
+"""Face tracks on real video (synthetic walks of the bundled photos, encoded with OpenCV)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+
+from facestream.config import Settings
+from facestream.recognizer import FaceEngine, TrackSettings
+from facestream.schemas import Event, Result, keys
+
+from .helpers import FACES, drain, enrol, make_worker
+from .walks import Walker, publish_clip, record, render
+
+FPS = 5.0
+START_MS = 1_800_000_000_000
+# A track ends after 5 frames of its camera without it (1 s at 5 fps), so short clips end them.
+TRACKS = TrackSettings(lost_after_frames=5)
+OBAMA = FACES / "test" / "obama1.jpg"
+KIT = FACES / "test" / "johnsnow_test1.jpg"
+ALEX = FACES / "test" / "alex_lacamoire1.jpg"
+
+
+def clip(engine: FaceEngine, folder: Path, walkers: list[Walker], frames: int) -> list[bytes]:
+    return record(render(engine, walkers, frames), folder / "clip.mp4", FPS)
+
+
+@pytest.fixture(scope="module")
+def walk(engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """Obama crosses the picture in 28 frames, growing, blurred for five; then 8 empty frames."""
+    walker = Walker(OBAMA, start=2, end=30, blur=(12, 17))
+    return clip(engine, tmp_path_factory.mktemp("walk"), [walker], 38)
+
+
+def results(client: redis.Redis, group: str = "g1") -> list[Result]:
+    return [Result.from_fields(fields) for _, fields in client.xrange(keys.results(group))]
+
+
+def events(client: redis.Redis, group: str = "g1") -> list[Event]:
+    return [Event.from_fields(fields) for _, fields in client.xrange(keys.events(group))]
+
+
+def test_a_known_person_past_two_cameras_is_one_visit_each_and_seen_once(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, walk: list[bytes]
+) -> None:
+    enrol(engine, client)
+    # Two cameras in two groups: `seen` is site-wide, across groups.
+    publish_clip(client, "g1", "east", walk, FPS, START_MS)
+    publish_clip(client, "g2", "west", walk, FPS, START_MS + 20_000)
+    worker = make_worker(client, engine, settings, groups=("g1", "g2"), tracks=TRACKS)
+    embedded_before = engine.embedder.faces
+    drain(worker, client, "g1", len(walk))
+    drain(worker, client, "g2", len(walk))
+    embedded = engine.embedder.faces - embedded_before
+
+    seen = []
+    for group in ("g1", "g2"):
+        shown = [r for r in results(client, group) if r.faces]
+        faces = [face for r in shown for face in r.faces]
+        assert len({face.track for face in faces}) == 1, "one track per camera"
+        assert {face.identity for face in faces} <= {"obama", None}
+        assert sum(face.identity == "obama" for face in faces) >= 0.9 * len(faces)
+        kinds = Counter(event.type for event in events(client, group))
+        assert kinds["appeared"] == kinds["identified"] == kinds["left"] == 1
+        (left,) = (e for e in events(client, group) if e.type == "left")
+        assert left.identity == "obama" and left.frames == len(shown)
+        assert left.first_ts == shown[0].ts and left.last_ts == shown[-1].ts
+        assert left.dwell_ms == shown[-1].ts - shown[0].ts
+        assert left.best_similarity is not None and left.best_similarity > 0.6
+        assert left.snapshot == keys.snapshot(group, left.track)
+        snapshot = client.get(left.snapshot)
+        assert snapshot is not None and snapshot.startswith(b"\xff\xd8")  # a JPEG
+        assert 0 < client.ttl(left.snapshot) <= TRACKS.snapshot_ttl_s
+        seen += [e for e in events(client, group) if e.type == "seen"]
+    assert [(e.identity, e.camera) for e in seen] == [("obama", "east")]
+    assert client.ttl(keys.seen("obama")) > 0
+    # Settled tracks are embedded on a back-off schedule, not on every frame.
+    face_count = sum(len(r.faces) for g in ("g1", "g2") for r in results(client, g))
+    assert embedded * 3 <= face_count
+
+
+def test_a_stranger_is_never_named(
+    engine: FaceEngine,
+    client: redis.Redis,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    enrol(engine, client, ["obama", "biden", "kit_harington", "rose_leslie"])  # no alex
+    frames = clip(engine, tmp_path, [Walker(ALEX, start=0, end=24, x=(0.9, 0.2))], 30)
+    publish_clip(client, "g1", "door", frames, FPS, START_MS)
+    drain(make_worker(client, engine, settings, tracks=TRACKS), client, "g1", len(frames))
+
+    faces = [face for r in results(client) for face in r.faces]
+    assert len(faces) >= 20 and len({face.track for face in faces}) == 1
+    assert all(face.identity is None for face in faces)
+    assert [e.type for e in events(client)] == ["appeared", "left"]
+    assert not client.exists(keys.seen("alex_lacamoire"))
+
+
+def test_two_people_crossing_keep_their_own_tracks_and_names(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    enrol(engine, client)
+    walkers = [
+        Walker(OBAMA, start=0, end=30, x=(0.15, 0.85), y=0.35),
+        Walker(KIT, start=0, end=30, x=(0.85, 0.15), y=0.5, face_px=(90.0, 70.0)),
+    ]
+    frames = clip(engine, tmp_path, walkers, 38)
+    publish_clip(client, "g1", "hall", frames, FPS, START_MS)
+    drain(make_worker(client, engine, settings, tracks=TRACKS), client, "g1", len(frames))
+
+    names: dict[str | None, set[str | None]] = {}
+    sides: dict[str | None, list[float]] = {}
+    for result in results(client):
+        for face in result.faces:
+            names.setdefault(face.track, set()).add(face.identity)
+            sides.setdefault(face.track, []).append(face.box[0])
+    assert len(names) == 2
+    by_name = {next(n for n in found if n is not None): track for track, found in names.items()}
+    assert set(by_name) == {"obama", "kit_harington"}
+    for track, found in names.items():
+        assert len(found - {None}) == 1, f"track {track} changed identity: {found}"
+    # Obama walks left to right, Kit right to left: each track follows its own person.
+    obama, kit = sides[by_name["obama"]], sides[by_name["kit_harington"]]
+    assert obama[-1] > obama[0] and kit[-1] < kit[0]
+    left = [e for e in events(client) if e.type == "left"]
+    assert sorted(e.identity or "" for e in left) == ["kit_harington", "obama"]
+
+
+def test_two_workers_serving_one_camera_keep_one_track(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, walk: list[bytes]
+) -> None:
+    enrol(engine, client, ["obama"])
+    publish_clip(client, "g1", "east", walk, FPS, START_MS)
+    small = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"batch_size": 3})}
+    )
+    workers = [
+        make_worker(client, engine, small, consumer=f"w{i}", tracks=TRACKS) for i in range(2)
+    ]
+    turn = 0
+    while client.xlen(keys.results("g1")) < len(walk):
+        workers[turn % 2].step()  # each reads the next few frames: they alternate
+        turn += 1
+        assert turn < 200, "the two workers stopped making progress"
+
+    # Each worker's view of the camera went stale whenever the other served it: re-applied.
+    assert sum(worker.stats.retracked for worker in workers) > 0
+    shown = [r for r in results(client) if r.faces]
+    assert len({face.track for r in shown for face in r.faces}) == 1
+    assert sorted(r.seq for r in results(client)) == list(range(len(walk)))
+    kinds = Counter(event.type for event in events(client))
+    assert kinds == {"appeared": 1, "identified": 1, "seen": 1, "left": 1}
+    (left,) = (e for e in events(client) if e.type == "left")
+    assert left.frames == len(shown)
