@@ -28,6 +28,7 @@ from facestream.ingest import CameraSettings, IngestSettings
 from facestream.recognizer import (
     MatchSettings,
     ModelSettings,
+    TrackSettings,
     VisitorSettings,
     WorkerSettings,
 )
@@ -187,6 +188,7 @@ class Settings(BaseSettings):
     match: MatchSettings = Field(default_factory=MatchSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     visitors: VisitorSettings = Field(default_factory=VisitorSettings)
+    tracks: TrackSettings = Field(default_factory=TrackSettings)
     cameras: list[CameraSettings] = Field(
         default_factory=list, description="Live cameras run by `facestream camera --config`."
     )

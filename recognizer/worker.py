@@ -29,7 +29,7 @@ from .embedder import EMBEDDING_SIZE
 from .engine import FaceEngine
 from .gallery import Gallery
 from .metrics import quarantine_gauge, redis_errors_counter
-from .settings import MatchSettings, WorkerSettings
+from .settings import MatchSettings, TrackSettings, WorkerSettings
 from .visitors import VisitorBook
 
 __all__ = ["Worker"]
@@ -58,9 +58,11 @@ class Worker:
         groups: Sequence[str] = (),
         visitors: VisitorBook | None = None,
         cameras: Mapping[str, frozenset[str]] | None = None,
+        tracks: TrackSettings | None = None,
     ) -> None:
         """`cameras`: each group's camera ids from the config; a frame naming another camera of
-        a listed group is dead-lettered (groups not listed take any camera)."""
+        a listed group is dead-lettered (groups not listed take any camera). `tracks`: face
+        tracks and visit events (None: off)."""
         self.client = client
         self.engine = engine
         self.settings = settings
@@ -74,7 +76,7 @@ class Worker:
         self.gallery = Gallery(client)
         self.log = structlog.get_logger("worker").bind(consumer=consumer)
         self.batches = BatchProcessor(
-            client, engine, settings, limits, self.stats, self.log, visitors, cameras
+            client, engine, settings, limits, self.stats, self.log, visitors, cameras, tracks
         )
         self._gallery_checked = -float("inf")
         self._gallery_seen: int | None = None
