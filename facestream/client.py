@@ -43,12 +43,14 @@ __all__ = [
     "describe_result",
     "fetch_snapshot",
     "recognise_image",
+    "tail_events",
     "tail_results",
 ]
 
 log = structlog.get_logger("client")
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 def tail_results(
@@ -66,13 +68,55 @@ def tail_results(
     `count` counts the results yielded, i.e. those that pass `wanted`. While Redis is
     unreachable it waits (and logs) rather than ending the tail.
     """
+    streams = [keys.results(group) for group in groups]
+    return _tail(
+        client, streams, lambda _stream, fields: Result.from_fields(fields), "results",
+        from_start=from_start, count=count, block_ms=block_ms, stop=stop, wanted=wanted,
+    )  # fmt: skip
+
+
+def tail_events(
+    client: redis.Redis,
+    groups: Sequence[str],
+    *,
+    from_start: bool = False,
+    count: int | None = None,
+    block_ms: int = 1000,
+    stop: threading.Event | None = None,
+    wanted: EventFilter | None = None,
+) -> Iterator[Event]:
+    """Yield visit events of `groups` as they are published, as `tail_results` does results.
+
+    Invalid events (see EventSubscriber) are logged and skipped.
+    """
+    streams = [keys.events(group) for group in groups]
+    return _tail(
+        client, streams, _parse_event, "events",
+        from_start=from_start, count=count, block_ms=block_ms, stop=stop, wanted=wanted,
+        skip_invalid=True,
+    )  # fmt: skip
+
+
+def _tail(
+    client: redis.Redis,
+    streams: list[str],
+    parse: Callable[[str, dict[bytes, bytes]], P],
+    noun: str,
+    *,
+    from_start: bool,
+    count: int | None,
+    block_ms: int,
+    stop: threading.Event | None,
+    wanted: Callable[[P], bool] | None,
+    skip_invalid: bool = False,
+) -> Iterator[P]:
     stop = stop or threading.Event()
-    outages = Outages(stop, "results tail")
-    cursors = {keys.results(group): "0-0" for group in groups}
+    outages = Outages(stop, f"{noun} tail")
+    cursors = dict.fromkeys(streams, "0-0")
     seen = 0
     try:
         if not from_start:
-            # Resolve "$" once, so results published between two reads are not skipped.
+            # Resolve "$" once, so entries added between two reads are not skipped.
             for stream in cursors:
                 cursors[stream] = outages.call(partial(_last_id, client, stream))
         while not stop.is_set() and (count is None or seen < count):
@@ -81,15 +125,27 @@ def tail_results(
             for stream, entries in response or []:
                 for entry_id, fields in entries:
                     cursors[stream.decode()] = entry_id.decode()
-                    result = Result.from_fields(fields)
-                    if wanted is not None and not wanted(result):
+                    try:
+                        item = parse(stream.decode(), fields)
+                    except InvalidMessage as exc:
+                        if not skip_invalid:
+                            raise
+                        log.warning(
+                            f"skipping invalid {noun[:-1]}", entry_id=entry_id, error=exc.reason
+                        )
                         continue
-                    yield result
+                    if wanted is not None and not wanted(item):
+                        continue
+                    yield item
                     seen += 1
                     if count is not None and seen >= count:
                         return
     except Stopped:
         return
+
+
+# What a subscriber adds to an entry; never part of what is passed on.
+_DELIVERY_FIELDS = {"entry_id", "redelivered"}
 
 
 class DeliveredResult(Result):
@@ -103,8 +159,9 @@ class DeliveredResult(Result):
     entry_id: str = ""
     redelivered: bool = False
 
-
-_DELIVERY_FIELDS = {"entry_id", "redelivered"}
+    def to_json(self) -> bytes:
+        """The result as it is on the stream, without this delivery's own fields."""
+        return orjson.dumps(self.model_dump(exclude=_DELIVERY_FIELDS))
 
 
 class DeliveredEvent(Event):
@@ -152,8 +209,9 @@ class StreamSubscriber(Generic[D]):
     A new consumer group starts at entries added from now on, or at the oldest kept one with
     `start="oldest"`. Entries left pending by a consumer idle for `claim_idle_ms` are claimed
     (XAUTOCLAIM). While Redis is unreachable every call is retried; a group lost with a restart
-    or a flush is created again where this subscriber stopped reading. Subclasses name the
-    stream of a camera group and parse its entries.
+    or a flush is created again where this subscriber stopped reading. `on_round`, if set, is
+    called each time the loop goes round (a liveness beat). Subclasses name the stream of a
+    camera group and parse its entries.
     """
 
     #: What the entries are called in log lines ("results", "events").
@@ -179,6 +237,7 @@ class StreamSubscriber(Generic[D]):
         self.wanted = wanted
         self.claim_idle_ms = claim_idle_ms
         self.stats = SubscriberStats()
+        self.on_round: Callable[[], None] | None = None
         self._stop = threading.Event()
         self._outages = Outages(self._stop, f"{self.noun} subscriber {consumer_group}/{consumer}")
         self._claim_from = dict.fromkeys(self.streams, "0-0")
@@ -214,6 +273,8 @@ class StreamSubscriber(Generic[D]):
         cursor = "0"  # our own unacknowledged entries first (a previous run died mid-way)
         try:
             while not self._stop.is_set():
+                if self.on_round is not None:
+                    self.on_round()
                 batch = self._call(self._claim) if self._claim_due() else []
                 if not batch:
                     batch = self._call(partial(self._read, cursor))
@@ -457,10 +518,7 @@ class EventSubscriber(StreamSubscriber[DeliveredEvent]):
     def parse(
         self, stream: str, fields: dict[bytes, bytes], entry_id: str, again: bool
     ) -> DeliveredEvent:
-        event = Event.from_fields(fields)
-        if event.group != keys.group_of(stream):
-            raise InvalidMessage(f"event of group {event.group[:64]!r} on {stream}")
-        _check_snapshot_key(event)
+        event = _parse_event(stream, fields)
         return DeliveredEvent.model_construct(**dict(event), entry_id=entry_id, redelivered=again)
 
 
@@ -493,6 +551,15 @@ def fetch_snapshot(client: redis.Redis, event: Event) -> bytes | None:
     _check_snapshot_key(event)
     jpeg: Any = client.get(event.snapshot)
     return bytes(jpeg) if jpeg is not None else None
+
+
+def _parse_event(stream: str, fields: dict[bytes, bytes]) -> Event:
+    """An event of `stream`; InvalidMessage if it names another group or a foreign snapshot."""
+    event = Event.from_fields(fields)
+    if event.group != keys.group_of(stream):
+        raise InvalidMessage(f"event of group {event.group[:64]!r} on {stream}")
+    _check_snapshot_key(event)
+    return event
 
 
 def _check_snapshot_key(event: Event) -> None:

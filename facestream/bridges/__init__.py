@@ -4,6 +4,6 @@ Only the config section is imported here, so `facestream.config` can compose `Br
 without importing the bridges (which need the client, paho-mqtt and httpx).
 """
 
-from .settings import BridgeSettings, MqttSettings, WebhookSettings
+from .settings import BridgeError, BridgeSettings, MqttSettings, WebhookSettings
 
-__all__ = ["BridgeSettings", "MqttSettings", "WebhookSettings"]
+__all__ = ["BridgeError", "BridgeSettings", "MqttSettings", "WebhookSettings"]

@@ -6,9 +6,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["BridgeSettings", "MqttSettings", "WebhookSettings"]
+from facestream.schemas import FacestreamError
+
+__all__ = ["BridgeError", "BridgeSettings", "MqttSettings", "WebhookSettings"]
 
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class BridgeError(FacestreamError):
+    """A bridge cannot start as configured (no secret, a bad URL); the message says the fix."""
 
 
 class MqttSettings(BaseModel):
@@ -37,8 +43,12 @@ class MqttSettings(BaseModel):
     tls_cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
     tls_key_file: Path | None = Field(None, description="Client key (mutual TLS).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
-    publish_timeout_s: float = Field(
-        10.0, gt=0, le=600, description="Wait this long for PUBACK before reconnecting."
+    stop_wait_s: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM, wait this long for the broker to confirm "
+        "the event in flight (unconfirmed, it is sent again after a restart).",
     )
 
     @model_validator(mode="after")
@@ -65,7 +75,7 @@ class WebhookSettings(BaseModel):
     )
     timeout_s: float = Field(10.0, gt=0, le=300, description="Connect/read timeout per POST.")
     max_attempts: int = Field(
-        8, ge=1, le=100, description="POSTs per event before it is dead-lettered."
+        12, ge=1, le=100, description="POSTs per event before it is dead-lettered."
     )
     backoff_s: float = Field(0.5, gt=0, le=60, description="First retry delay (then doubled).")
     backoff_cap_s: float = Field(60.0, gt=0, le=3600, description="Longest retry delay.")
