@@ -22,7 +22,9 @@ from facestream.schemas import CameraHealth, DeadLetter, Event, FacestreamError,
 
 from . import __version__
 from .acl import password_file
+from .bridges.cli import bridge_app
 from .cli_acl import acl_app
+from .cli_events import events_app
 from .cli_gallery import eval_command, gallery_app, visitors_app
 from .cli_options import (
     CliState,
@@ -51,6 +53,8 @@ app.add_typer(gallery_app, name="gallery")
 app.add_typer(results_app, name="results")
 app.add_typer(visitors_app, name="visitors")
 app.add_typer(acl_app, name="acl")
+app.add_typer(events_app, name="events")
+app.add_typer(bridge_app, name="bridge")
 app.command("eval")(eval_command)
 
 

@@ -24,6 +24,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from facestream.bridges import BridgeSettings
 from facestream.ingest import CameraSettings, IngestSettings
 from facestream.recognizer import (
     MatchSettings,
@@ -194,6 +195,7 @@ class Settings(BaseSettings):
     )
     log: LogSettings = Field(default_factory=LogSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     metrics_address: IPvAnyAddress = Field(
         IPv4Address("127.0.0.1"),
         description="Where --metrics-port listens: loopback unless a scraper on another host "
