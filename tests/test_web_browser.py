@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import redis
@@ -15,11 +16,11 @@ from playwright.sync_api import expect, sync_playwright
 
 from facestream.demo import build_clip
 from facestream.recognizer import FaceEngine
-from facestream.schemas import keys
+from facestream.schemas import Event, keys
 from facestream.server import EmbeddedRedis
 
 from .helpers import FACES, REPO, enrol, require_system_dependency
-from .web_support import PASSWORD, Page, page
+from .web_support import PASSWORD, Page, page, snapshot_jpeg
 
 __all__ = ["page"]  # the fixture, imported so that pytest finds it here
 
@@ -79,6 +80,7 @@ def test_browser_sees_replay_and_enrols(
                 _watch_live_page(tab, page.url)
                 _enrol_through_the_form(tab)
                 _purge_a_dead_letter(tab, client)
+                _see_a_visit_event(tab, client)
             finally:  # the artefact shows what the page showed, also when a step failed
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
                 tab.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -102,7 +104,10 @@ def _watch_live_page(tab: Tab, url: str) -> None:
     expect(tab.locator("#connection")).to_have_text("live", timeout=20_000)
     expect(tab.locator("#feed")).to_contain_text("obama (0.", timeout=90_000)
     hover = _tile_shows(tab, "replay-1", "obama")
-    assert re.match(r"^obama · similarity 0\.\d{3} · detection 0\.\d\d · track ", hover), hover
+    pattern = (
+        r"^obama · similarity 0\.\d{3} · detection 0\.\d\d · track \S+ · from (model|track|cache)"
+    )
+    assert re.match(pattern, hover), hover
     expect(tab.locator('[data-camera="replay-1"] .state')).to_have_text("no agent")
     live = tab.locator('[data-camera="live-1"]')
     expect(live.locator(".state")).to_have_text("streaming", timeout=30_000)
@@ -191,3 +196,19 @@ def _purge_a_dead_letter(tab: Tab, client: redis.Redis) -> None:
     row.locator("button", has_text="Purge").click()
     expect(tab.locator("#dead tbody")).to_have_text("No dead letters.")
     assert client.xlen(keys.dead("g1")) == 0
+
+
+def _see_a_visit_event(tab: Tab, client: redis.Redis) -> None:
+    """A visit event arrives in the (still filtered) feed with its snapshot's thumbnail."""
+    snapshot = keys.snapshot("g1", "t-browser")
+    kit = sorted((FACES / "train" / "kit_harington").iterdir())[0]
+    client.set(snapshot, snapshot_jpeg(kit), ex=300)
+    event = Event(type="identified", group="g1", camera="live-1", track="t-browser",
+                  ts=int(time.time() * 1000), frame_id="1-0", identity="kit_harington",
+                  similarity=0.66, snapshot=snapshot)  # fmt: skip
+    client.xadd(keys.events("g1"), event.to_fields())
+    line = tab.locator('#feed li[data-kind="event"]', has_text="identified kit_harington (0.66)")
+    expect(line).to_be_visible(timeout=30_000)
+    expect(line).to_contain_text("track t-browser")
+    thumbnail = "#feed li[data-kind=event] img.snapshot"
+    tab.wait_for_function(f"() => document.querySelector('{thumbnail}')?.naturalWidth === 96")
