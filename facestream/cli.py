@@ -293,12 +293,13 @@ def results_tail(
     connections = Connections(Topology(settings))
     names = split_list(group) or []
     sources = read_sources(connections, names)
-    for client, node_groups in sources.values():
+    for name, (client, node_groups) in sources.items():
         known = known_groups(client)
         unknown = sorted(set(node_groups) - set(known))
         if unknown:
+            where = "this Redis" if len(sources) == 1 else f"node {name}"
             raise FacestreamError(
-                f"no group {', '.join(unknown)} on its Redis yet (known there: "
+                f"no group {', '.join(unknown)} on {where} yet (known: "
                 f"{', '.join(known) or 'none'}); start a camera or replay for it first"
             )
     wanted = ResultFilter(
