@@ -24,7 +24,9 @@ from .connect import connect
 
 __all__ = ["eval_command", "gallery_app", "visitors_app"]
 
-gallery_app = typer.Typer(no_args_is_help=True, help="Enrol, list, remove and move identities.")
+gallery_app = typer.Typer(
+    no_args_is_help=True, help="Enrol, reject, list, remove and move identities."
+)
 visitors_app = typer.Typer(no_args_is_help=True, help="Pseudonymous visitor ids (opt-in).")
 
 
@@ -46,21 +48,41 @@ def gallery_enroll(
     typer.echo(f"enrolled {name} from {len(files)} photo(s); gallery version {version}")
 
 
+@gallery_app.command("reject")
+def gallery_reject(
+    name: Annotated[str, typer.Argument(help="Identity that must not be given to these faces.")],
+    photos: Annotated[
+        list[Path], typer.Argument(help="Photos (files or folders) of other people.")
+    ],
+    largest_face: Annotated[
+        bool, typer.Option(help="Use the largest face of a group photo.")
+    ] = False,
+) -> None:
+    """Store PHOTOS as "not NAME": a face closer to one of them than to NAME is never NAME."""
+    settings = cli_settings()
+    files = _photo_files(photos)
+    engine = FaceEngine.from_settings(settings.models, settings.match)
+    with progress(len(files), f"embedding negatives of {name}") as advance:
+        examples = embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
+    version = Gallery(connect(settings.redis)).reject(name, examples)
+    typer.echo(f"{name}: {len(files)} negative example(s) stored; gallery version {version}")
+
+
 @gallery_app.command("list")
 def gallery_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List enrolled identities."""
     version, identities = Gallery(connect(cli_settings().redis)).identities()
     for identity in identities:
         if json_output:
-            summary = identity.model_dump(exclude={"embeddings"})
+            summary = identity.model_dump(exclude={"embeddings", "negatives"})
             typer.echo(orjson.dumps(summary).decode())
         else:
             enrolled = datetime.fromtimestamp(identity.enrolled_at / 1000, UTC).isoformat(
                 timespec="seconds"
             )
             typer.echo(
-                f"{identity.name}\t{len(identity.embeddings)} photo(s)\t{identity.model}\t"
-                f"enrolled {enrolled}"
+                f"{identity.name}\t{len(identity.embeddings)} photo(s)\t"
+                f"{len(identity.negatives)} negative(s)\t{identity.model}\tenrolled {enrolled}"
             )
     if not json_output:
         typer.echo(f"{len(identities)} identities, gallery version {version}")
@@ -76,10 +98,10 @@ def gallery_remove(name: str) -> None:
 
 @gallery_app.command("erase")
 def gallery_erase(name: str) -> None:
-    """Remove an identity AND purge every cached recognition holding a face of that person."""
+    """Remove an identity AND purge its cached recognitions and its tracks' snapshots."""
     settings = cli_settings()
     purged = Gallery(connect(settings.redis)).erase(name, settings.match.threshold)
-    typer.echo(f"erased {name}; purged {purged} cached recognition(s)")
+    typer.echo(f"erased {name}; purged {purged} cached recognition(s) and its snapshots")
 
 
 @gallery_app.command("export")

@@ -1,4 +1,4 @@
-"""The identity gallery in Redis: enrol, list, remove, erase, export/import, load for matching."""
+"""The identity gallery in Redis: enrol, reject, list, remove, erase, export/import, matching."""
 
 from __future__ import annotations
 
@@ -12,10 +12,19 @@ import redis
 import structlog
 from numpy.typing import NDArray
 
-from facestream.schemas import CachedRecognition, GalleryError, GalleryExport, Identity, keys
+from facestream.schemas import (
+    CachedRecognition,
+    Event,
+    GalleryError,
+    GalleryExport,
+    Identity,
+    InvalidMessage,
+    keys,
+)
 
 from .engine import FaceEngine
 from .matcher import Matcher
+from .tracks import parse_tracks
 
 __all__ = ["Gallery", "embed_photos"]
 
@@ -38,6 +47,40 @@ class Gallery:
         pipe.hset(keys.GALLERY_IDENTITIES, identity.name, identity.dumps())
         pipe.incr(keys.GALLERY_VERSION)
         return int(pipe.execute()[-1])
+
+    def reject(self, name: str, examples: Identity) -> int:
+        """Add `examples` (photos of other people) as negatives of `name`; the new version.
+
+        From then on a face at least as close to one of them as to `name` is not `name`.
+        """
+        if not examples.embeddings:
+            raise GalleryError(f"no negative examples given for {name!r}")
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    # An enrolment meanwhile would be overwritten: WATCH, and redo if it came.
+                    pipe.watch(keys.GALLERY_IDENTITIES)  # type: ignore[no-untyped-call]
+                    raw = pipe.hget(keys.GALLERY_IDENTITIES, name)
+                    if raw is None:
+                        raise GalleryError(f"no identity named {name!r} in the gallery")
+                    identity = Identity.loads(raw)  # type: ignore[arg-type]
+                    if identity.model != examples.model:
+                        raise GalleryError(
+                            f"{name!r} was enrolled with model {identity.model}, the negatives "
+                            f"were embedded with {examples.model}: re-enrol {name!r} first"
+                        )
+                    updated = identity.model_copy(
+                        update={
+                            "negatives": [*identity.negatives, *examples.embeddings],
+                            "negative_photos": [*identity.negative_photos, *examples.photos],
+                        }
+                    )
+                    pipe.multi()
+                    pipe.hset(keys.GALLERY_IDENTITIES, name, updated.dumps())
+                    pipe.incr(keys.GALLERY_VERSION)
+                    return int(pipe.execute()[-1])
+                except redis.WatchError:
+                    continue
 
     def remove(self, name: str) -> bool:
         """Forget an identity; False if there was none by that name."""
@@ -67,10 +110,12 @@ class Gallery:
         )
 
     def erase(self, name: str, threshold: float) -> int:
-        """Remove an identity and purge every cached recognition holding a face of it.
+        """Remove an identity, purge every cached recognition holding a face of it and every
+        snapshot of a track that was given its name.
 
         Cache entries keep embeddings (never names), so a face counts as this person's when
-        it is at least `threshold` similar to one of the identity's embeddings. Returns the
+        it is at least `threshold` similar to one of the identity's embeddings. Snapshots are
+        found through the live track states and the events that name them. Returns the
         number of cache entries purged; the log records the erase without biometric data.
         """
         raw = self.client.hget(keys.GALLERY_IDENTITIES, name)
@@ -88,8 +133,43 @@ class Gallery:
                 purged += self._purge_matching(batch, templates, threshold)
                 batch = []
         purged += self._purge_matching(batch, templates, threshold)
-        log.info("identity erased", name=name, cache_entries_purged=purged)
+        snapshots = self._purge_snapshots(name)
+        log.info(
+            "identity erased", name=name, cache_entries_purged=purged, snapshots_purged=snapshots
+        )
         return purged
+
+    def _purge_snapshots(self, name: str) -> int:
+        doomed: set[str] = set()
+        for key in self.client.scan_iter(match="fs:{*}:track:*", count=_SCAN_BATCH, _type="hash"):
+            state = parse_tracks(self.client.hget(key, "state"))  # type: ignore[arg-type]
+            doomed.update(t.snapshot for t in state.tracks if t.identity == name and t.snapshot)
+        for key in self.client.scan_iter(match="fs:{*}:events", count=_SCAN_BATCH, _type="stream"):
+            doomed.update(self._snapshots_named(key, name))
+        purge = self.client.pipeline(transaction=False)
+        for snapshot in doomed:
+            purge.unlink(snapshot)
+        return sum(purge.execute())
+
+    def _snapshots_named(self, stream: bytes, name: str) -> set[str]:
+        """Snapshot keys in the events of `stream` that carry `name`, read in chunks."""
+        found: set[str] = set()
+        group = keys.group_of(stream)
+        start = "-"
+        while True:
+            chunk: list[tuple[bytes, dict[bytes, bytes]]]
+            chunk = self.client.xrange(stream, min=start, count=_SCAN_BATCH)  # type: ignore[assignment]
+            for _, fields in chunk:
+                try:
+                    event = Event.from_fields(fields)
+                except InvalidMessage:
+                    continue  # not ours to judge here; it names no snapshot we can trust
+                # Only the key the event's own track would have: never any key an entry names.
+                if event.identity == name and event.snapshot == keys.snapshot(group, event.track):
+                    found.add(event.snapshot)
+            if len(chunk) < _SCAN_BATCH:
+                return found
+            start = "(" + chunk[-1][0].decode()
 
     def _purge_matching(
         self, cache_keys: list[bytes], templates: NDArray[np.float32], threshold: float

@@ -44,6 +44,7 @@ __all__ = [
     "advance",
     "face_quality",
     "is_after",
+    "parse_tracks",
     "plan_embeddings",
 ]
 
@@ -402,7 +403,7 @@ class TrackBook:
             token, raw = self.client.hmget(keys.track(group, camera), ["v", "state"])
             assert token is None or isinstance(token, bytes), "a client without decoding"
             assert raw is None or isinstance(raw, bytes), "a client without decoding"
-            found = (token.decode() if token else "", _parse(raw, group, camera))
+            found = (token.decode() if token else "", parse_tracks(raw))
             self._states[(group, camera)] = found
         return found
 
@@ -414,17 +415,12 @@ class TrackBook:
         self._states.pop((group, camera), None)
 
 
-def _parse(raw: bytes | None, group: str, camera: str) -> CameraTracks:
+def parse_tracks(raw: bytes | None) -> CameraTracks:
     """Stored tracks; unreadable ones are dropped (the next commit overwrites them)."""
     if not raw:
         return CameraTracks()
     try:
         return CameraTracks.model_validate_json(raw)
     except ValidationError as exc:
-        log.warning(
-            "unreadable track state, starting afresh",
-            group=group,
-            camera=camera,
-            error=clip(str(exc), 200),
-        )
+        log.warning("unreadable track state, starting afresh", error=clip(str(exc), 200))
         return CameraTracks()

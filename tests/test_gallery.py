@@ -1,8 +1,12 @@
-"""Gallery: refusals, model tagging, and a running worker picking up a new enrolment."""
+"""Gallery: refusals, model tagging, a running worker picking up a new enrolment, negatives."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -12,14 +16,17 @@ from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import (
     FaceEngine,
     Gallery,
+    TrackSettings,
     VisitorBook,
     VisitorSettings,
     Worker,
     embed_photos,
 )
-from facestream.schemas import GalleryError, GalleryExport, Identity, Result, keys
+from facestream.schemas import Event, GalleryError, GalleryExport, Identity, Result, keys
+from facestream.server import EmbeddedRedis
 
 from .helpers import FACES, drain, enrol, make_worker
+from .walks import Walker, publish_clip, record, render
 
 
 def test_photo_without_a_face_is_refused(engine: FaceEngine, tmp_path) -> None:
@@ -125,3 +132,82 @@ def test_unknown_visitors_get_stable_pseudonymous_ids(
     assert client.zcard(keys.VISITOR_SEEN) == 2
     assert visitors.purge() == 2
     assert not client.exists(keys.VISITOR_EMBEDDINGS)
+
+
+def test_a_rejected_look_alike_is_never_given_the_name(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    # With only Obama enrolled and no threshold, everyone looks like him: Biden included.
+    enrol(engine, client, ["obama"])
+    loose = settings.model_copy(
+        update={"match": settings.match.model_copy(update={"threshold": 0.0})}
+    )
+    publisher = FramePublisher(client, "g1", "c", 1000, settings.limits)
+    photos = ("test/obama_and_biden.jpg", "test/obama1.jpg")
+    for photo in photos:
+        publisher.publish(next(iter_frames(FACES / photo)))
+    worker = make_worker(client, engine, loose)
+    drain(worker, client, "g1", 2)
+    before = [Result.from_fields(f) for _, f in client.xrange(keys.results("g1"))]
+    assert before[0].identities == ["obama", "obama", "obama"]  # the look-alikes
+
+    biden = embed_photos(engine, "obama", sorted((FACES / "train" / "biden").iterdir()))
+    version = Gallery(client).reject("obama", biden)
+    assert version == 2
+    for photo in photos:  # other photos of Biden than the negatives
+        publisher.publish(next(iter_frames(FACES / photo)))
+    drain(worker, client, "g1", 4)
+    after = [Result.from_fields(f) for _, f in client.xrange(keys.results("g1"))][2:]
+    named = {face.box: face.identity for face in after[0].faces}
+    obama_box = max(named, key=lambda box: box[2] * box[3])  # the closest face is Obama's
+    assert named.pop(obama_box) == "obama" and after[1].identities == ["obama"]
+    biden_box = min(named, key=lambda box: abs(box[0] - obama_box[0]))
+    assert named[biden_box] is None, "Biden, close to a negative of obama, is not obama"
+
+    # Export and import keep the negatives; erase removes them with the identity.
+    export = Gallery(client).export(engine.model_id)
+    client.flushall()
+    Gallery(client).import_(
+        GalleryExport.model_validate_json(export.model_dump_json()), engine.model_id
+    )
+    (obama,) = Gallery(client).identities()[1]
+    assert len(obama.negatives) == 2 and obama.negative_photos == ["biden.jpg", "biden2.jpg"]
+    with pytest.raises(GalleryError, match=r"^no identity named 'biden' in the gallery$"):
+        Gallery(client).reject("biden", biden)
+
+
+def test_reject_from_the_command_line(
+    redis_server: EmbeddedRedis, client: redis.Redis, engine: FaceEngine, model_cache: Path
+) -> None:
+    enrol(engine, client, ["obama"])
+    done = subprocess.run(
+        [sys.executable, "-m", "facestream", "gallery", "reject", "obama",
+         str(FACES / "train" / "biden"), "--redis-url", redis_server.url],
+        env={**os.environ, "FACESTREAM_MODELS__CACHE_DIR": str(model_cache)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "obama: 2 negative example(s) stored; gallery version 2\n"
+    (obama,) = Gallery(client).identities()[1]
+    assert obama.negative_photos == ["biden.jpg", "biden2.jpg"]
+
+
+def test_erasing_an_identity_purges_its_snapshots(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    enrol(engine, client, ["obama", "kit_harington"])
+    for camera, photo in (("c1", "obama1.jpg"), ("c2", "johnsnow_test1.jpg")):
+        frames = render(engine, [Walker(FACES / "test" / photo, 0, 6)], 6)
+        publish_clip(client, "g1", camera, record(frames, tmp_path / f"{camera}.mp4", 5), 5, 0)
+    drain(make_worker(client, engine, settings, tracks=TrackSettings()), client, "g1", 12)
+    snapshots = {
+        event.identity: event.snapshot
+        for _, fields in client.xrange(keys.events("g1"))
+        if (event := Event.from_fields(fields)).type == "identified"
+    }
+    assert set(snapshots) == {"obama", "kit_harington"}
+    assert all(key is not None and client.exists(key) for key in snapshots.values())
+
+    Gallery(client).erase("obama", settings.match.threshold)
+    assert not client.exists(snapshots["obama"])  # type: ignore[arg-type]
+    assert client.exists(snapshots["kit_harington"])  # type: ignore[arg-type]
