@@ -1,0 +1,210 @@
+"""Many Redis nodes from one config: routing, workers per node, a node down, the merged feed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from facestream.config import ConfigError, load_settings
+from facestream.connect import Connections
+from facestream.recognizer import FaceEngine, Gallery, embed_photos
+from facestream.replicas import GalleryReplicas
+from facestream.schemas import Result, keys
+from facestream.topology import Topology, UnmappedGroup
+from tests.servers.redis_nodes import RedisNodes
+
+from .helpers import FACES, IDENTITIES, wait_for
+
+pytest_plugins = ("tests.cluster_fixtures",)
+
+GROUPS = ["east", "west", "north"]
+PHOTOS = sorted((FACES / "test").glob("*.jpg")) + sorted((FACES / "train").glob("*/*"))
+
+
+# -- the config and the topology it describes ------------------------------------------------
+
+
+def test_nodes_and_cluster_are_validated_once() -> None:
+    two = {"a": {"url": "redis://h1:6379", "groups": ["east"]}}
+    with pytest.raises(ConfigError, match="set nodes or cluster, not both"):
+        load_settings(nodes=two, cluster={"urls": ["redis://h2:7000"]})
+    clash = {**two, "b": {"url": "redis://h2:6379", "groups": ["east"]}}
+    with pytest.raises(ConfigError, match="group east is on two nodes: a and b"):
+        load_settings(nodes=clash)
+    cameras = [{"id": "c1", "group": "west", "source": "rtsp://cam/1"}]
+    with pytest.raises(ConfigError, match=r"camera group.* west are on no node"):
+        load_settings(nodes=two, cameras=cameras)
+    with pytest.raises(ConfigError, match=r"nodes\.a\.groups"):
+        load_settings(nodes={"a": {"url": "redis://h1:6379", "groups": []}})
+
+
+def test_each_group_has_one_home_and_workers_get_one_node_each() -> None:
+    settings = load_settings(
+        nodes={
+            "n1": {"url": "redis://h1:6379", "groups": ["east", "food"]},
+            "n2": {"url": "redis://h2:6379", "groups": ["west"]},
+        },
+        redis={"username": "worker", "password": "s3cret"},
+        groups=["east", "west"],
+    )
+    topology = Topology(settings)
+    assert topology.kind == "nodes"
+    assert topology.node_for("food").name == "n1"
+    assert topology.by_node(["west", "east", "food"]) == {"n2": ["west"], "n1": ["east", "food"]}
+    with pytest.raises(UnmappedGroup, match="camera group south is on no node"):
+        topology.node_for("south")
+    with pytest.raises(ConfigError, match=r"no node n3 in the config \(known: n1, n2\)"):
+        topology.select(["n3"])
+    # A worker process of n1: that node's URL, the shared credentials, its groups narrowed by
+    # `groups:` (food is not asked for).
+    n1 = topology.settings_for(topology.nodes["n1"])
+    assert (n1.redis.url, n1.redis.username, n1.groups, n1.nodes) == (
+        "redis://h1:6379",
+        "worker",
+        ["east"],
+        {},
+    )
+    assert n1.redis.secret() == "s3cret"
+    cluster = Topology(load_settings(cluster={"urls": ["redis://h1:7000", "redis://h2:7000"]}))
+    (node,) = cluster.nodes.values()
+    assert (cluster.kind, node.is_cluster, cluster.node_for("anything")) == ("cluster", True, node)
+
+
+# -- three independent nodes -----------------------------------------------------------------
+
+
+def _config(tmp_path: Path, nodes: RedisNodes, model_cache: Path) -> Path:
+    config = {
+        "nodes": {
+            f"node{i}": {"url": url, "groups": [group]}
+            for i, (url, group) in enumerate(zip(nodes.urls, GROUPS, strict=True))
+        },
+        "models": {"cache_dir": str(model_cache)},
+        "worker": {"block_ms": 200, "claim_idle_ms": 2000, "gallery_poll_s": 0.2},
+        "log": {"format": "json"},
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)  # it holds the nodes' passwords
+    return path
+
+
+def _facestream(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "facestream", "--config", str(config), *args]
+
+
+def _results(client: redis.Redis, group: str) -> list[Result]:
+    return [Result.from_fields(fields) for _, fields in client.xrange(keys.results(group))]
+
+
+def _exactly_once(results: list[Result], sent: int) -> None:
+    seqs = Counter(result.seq for result in results)
+    assert sorted(seqs) == list(range(sent)), "a frame without a result"
+    assert max(seqs.values()) == 1, f"doubled: {[s for s, n in seqs.items() if n > 1]}"
+
+
+def test_three_nodes_serve_their_own_groups_and_survive_one_going_down(
+    redis_nodes: RedisNodes, engine: FaceEngine, model_cache: Path, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, redis_nodes, model_cache)
+    settings = load_settings(config)
+    connections = Connections(Topology(settings))
+    clients = {group: connections.for_group(group) for group in GROUPS}
+    for client in clients.values():
+        client.flushall()
+    # The gallery, written once, reaches every node.
+    replicas = GalleryReplicas(connections)
+    for name in IDENTITIES:
+        photos = sorted((FACES / "train" / name).iterdir())
+        identity = embed_photos(engine, name, photos, largest_face=True)
+        replicas.change(lambda gallery, i=identity: gallery.enroll(i))  # type: ignore[misc]
+    for client in clients.values():
+        assert sorted(i.name for i in Gallery(client).identities()[1]) == IDENTITIES
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index, photo in enumerate(PHOTOS):
+        shutil.copy(photo, frames / f"{index:03d}{photo.suffix}")
+    env = {**os.environ, "FACESTREAM_LOG__FORMAT": "json"}
+    workers = subprocess.Popen(
+        _facestream(config, "worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    replays: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for group in GROUPS:
+            replays[group] = subprocess.Popen(
+                _facestream(config, "replay", str(frames), "--group", group, "--camera-id",
+                            f"cam-{group}", "--fps", "6"),
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+        north = clients["north"]
+        wait_for(lambda: north.xlen(keys.results("north")) >= 2, what="north's first results")
+        redis_nodes.kill(2)  # north's node, mid-run: frames queued, some in flight
+
+        status = subprocess.run(
+            _facestream(config, "status", "--json"), capture_output=True, text=True, timeout=60
+        )
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert {n["node"]: n["up"] for n in report["nodes"]} == {
+            "node0": True,
+            "node1": True,
+            "node2": False,
+        }
+        down = next(g for g in report["groups"] if g["group"] == "north")
+        assert down["node"] == "node2" and "unreachable" in down["error"]
+
+        # The other groups finish while north is down.
+        for group in ("east", "west"):
+            assert replays[group].wait(60) == 0
+            wait_for(
+                lambda g=group: clients[g].xlen(keys.results(g)) >= len(PHOTOS),  # type: ignore[misc]
+                what=f"{group}'s results with north down",
+            )
+        assert not redis_nodes.alive(2)
+        redis_nodes.restart(2)  # the AOF brings back frames, pending entries, results
+        assert replays["north"].wait(90) == 0, "replay must ride out its node's outage"
+        wait_for(lambda: north.xlen(keys.results("north")) >= len(PHOTOS), what="north finishes")
+    finally:
+        for process in [workers, *replays.values()]:
+            process.send_signal(signal.SIGTERM)
+        for process in [workers, *replays.values()]:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    assert workers.returncode == 0
+
+    for group, client in clients.items():
+        results = _results(client, group)
+        _exactly_once(results, len(PHOTOS))
+        assert {r.group for r in results} == {group}, "a result on another group's node"
+        assert client.xlen(keys.dead(group)) == 0
+        others = [g for g in GROUPS if g != group]
+        assert not any(client.exists(keys.frames(g)) for g in others), "frames on a wrong node"
+    named = [r for r in _results(clients["west"], "west") if r.identities]
+    assert len(named) >= len(PHOTOS) - 3, "the replicated gallery names people on every node"
+
+    # One merged feed over the three nodes: every result once, each camera in order.
+    tail = subprocess.run(
+        _facestream(config, "results", "tail", "--group", ",".join(GROUPS), "--from-start",
+                    "--json", "--count", str(3 * len(PHOTOS))),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert tail.returncode == 0, tail.stderr
+    merged: list[dict[str, Any]] = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert len(merged) == 3 * len(PHOTOS)
+    for group in GROUPS:
+        seqs = [r["seq"] for r in merged if r["camera"] == f"cam-{group}"]
+        assert seqs == sorted(seqs) and len(seqs) == len(PHOTOS)
