@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +25,13 @@ import paho.mqtt.client as mqtt
 import pytest
 import redis
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import REGISTRY
 
+from facestream.bridges.webhook import sign
 from facestream.schemas import Event, keys
 from facestream.server import EmbeddedRedis, free_port
 
-from .helpers import require_system_dependency, wait_for
+from .helpers import REPO, require_system_dependency, wait_for
 from .test_client import _result
 from .test_events_client import make_event, publish_events
 
@@ -94,8 +100,6 @@ class Broker:
             self.process.wait(10)
 
     def _listening(self) -> bool:
-        import socket
-
         assert self.process is not None and self.process.poll() is None, "mosquitto exited"
         with socket.socket() as probe:
             return probe.connect_ex(("127.0.0.1", self.port)) == 0
@@ -286,3 +290,157 @@ def test_mqtt_bridge_killed_and_broker_restarted_loses_nothing(
           f"SIGKILL after {killed_at} had arrived")  # fmt: skip
     assert client.xpending(keys.events("g1"), "bridge-mqtt-chaos")["pending"] == 0
     assert client.xlen(keys.events_dead("g1")) == 0
+
+
+# -- webhook --------------------------------------------------------------------------------
+
+
+def verify_snippet() -> Callable[..., bool]:
+    """The receiver's check exactly as docs/bridges.md shows it."""
+    text = (REPO / "docs" / "bridges.md").read_text()
+    block = re.search(r"<!-- verify snippet[^>]*-->\n```python\n(.*?)```", text, re.S)
+    assert block is not None, "docs/bridges.md lost its verify snippet"
+    namespace: dict[str, Any] = {}
+    exec(compile(block.group(1), "docs/bridges.md", "exec"), namespace)
+    verify: Callable[..., bool] = namespace["verify"]
+    return verify
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint on loopback: checks every signature, answers per track as planned."""
+
+    plan: dict[str, list[int]]
+    verify: Callable[..., bool]
+    port: int = field(default_factory=free_port)
+    requests: list[tuple[str, int, str, bool]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                good = receiver.verify(
+                    SECRET, body, self.headers["X-Facestream-Timestamp"],
+                    self.headers["X-Facestream-Signature"],
+                )  # fmt: skip
+                track = json.loads(body)["track"]
+                planned = receiver.plan.get(track, [])
+                status = planned.pop(0) if planned and good else (200 if good else 401)
+                receiver.requests.append(
+                    (track, status, self.headers["X-Facestream-Delivery"], good)
+                )
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "8")
+                self.end_headers()
+                self.wfile.write(b"no thank"[:8] if status == 400 else b"answered")
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        assert self.server is not None
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answered(self, track: str) -> list[int]:
+        return [status for t, status, _, _ in self.requests if t == track]
+
+
+def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
+    client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    verify = verify_snippet()
+    receiver = Receiver({"t2": [500, 500], "t3": [429], "t4": [400]}, verify)
+    receiver.start()
+    secret = tmp_path / "webhook.secret"
+    secret.write_bytes(SECRET + b"\n")
+    metrics_port = free_port()
+    publish_events(client, *(make_event(n) for n in (1, 2, 3, 4)))
+    process = bridge(
+        redis_server, "webhook", f"http://127.0.0.1:{receiver.port}/hook", "--group", "g1",
+        "--secret-file", str(secret), "--name", "hooks", "--backoff", "0.05",
+        "--max-attempts", "30", "--from-start", "--metrics-port", str(metrics_port),
+    )  # fmt: skip
+
+    def failed_attempts() -> float:
+        _, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+        found = re.search(
+            r'facestream_bridge_attempts_failed_total\{bridge="webhook/hooks"\} (\S+)', text
+        )
+        return float(found.group(1)) if found else 0.0
+
+    try:
+        wait_for(lambda: client.xlen(keys.events_dead("g1")) == 1, 60, "the 400 dead-lettered")
+        receiver.stop()  # down for a while: events wait, retried
+        publish_events(client, make_event(5))
+        wait_for(lambda: failed_attempts() >= 5, 60, "two failed POSTs to the downed receiver")
+        receiver.start()
+        wait_for(lambda: receiver.answered("t5") == [200], 60, "t5 once the receiver is back")
+    finally:
+        code, out = stop(process)
+    assert code == 0, out
+    assert all(good for *_, good in receiver.requests), receiver.requests
+    assert receiver.answered("t1") == [200]
+    assert receiver.answered("t2") == [500, 500, 200]  # retried until taken
+    assert receiver.answered("t3") == [429, 200]
+    assert receiver.answered("t4") == [400]  # refused: not retried
+    # Every attempt of one event carries the same delivery id, the receiver's key for duplicates.
+    assert {d for t, _, d, _ in receiver.requests if t == "t2"} == {
+        "g1/" + client.xrange(keys.events("g1"))[1][0].decode()
+    }
+    dead = client.xrange(keys.events_dead("g1"))
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"reason"] == b"refused by the receiver, HTTP 400: no thank"
+    assert (fields[b"attempts"], fields[b"bridge"]) == (b"1", b"webhook/hooks")
+    assert Event.model_validate_json(fields[b"event"]) == make_event(4)
+    assert client.xpending(keys.events("g1"), "bridge-webhook-hooks")["pending"] == 0
+
+
+def test_the_documented_check_refuses_forgeries_and_replays() -> None:
+    verify = verify_snippet()
+    body = make_event(1).to_json()
+    now = str(int(time.time()))
+    assert verify(SECRET, body, now, sign(SECRET, now, body))
+    assert not verify(SECRET, body + b" ", now, sign(SECRET, now, body))  # body changed
+    assert not verify(b"another secret..", body, now, sign(SECRET, now, body))
+    old = str(int(time.time()) - 3600)  # a recorded request, replayed an hour later
+    assert not verify(SECRET, body, old, sign(SECRET, old, body))
+    assert not verify(SECRET, body, "soon", sign(SECRET, "soon", body))
+
+
+def test_a_bad_webhook_url_or_a_missing_secret_is_one_line_and_exit_2(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    ftp = bridge(redis_server, "webhook", "ftp://example.org/x", "--group", "g1",
+                 "--secret-file", str(secret))  # fmt: skip
+    unsigned = bridge(redis_server, "webhook", "http://127.0.0.1:9/x", "--group", "g1")
+    for process, message in (
+        (ftp, "error: webhook URL 'ftp://example.org/x' must start with http:// or https://\n"),
+        (unsigned, "error: the webhook bridge signs every request: pass --secret-file FILE "
+                   "(or set bridge.webhook.secret_file)\n"),
+    ):  # fmt: skip
+        out, _ = process.communicate(timeout=60)
+        assert (process.returncode, out) == (2, message)
+
+
+def test_every_bridge_metric_is_documented() -> None:
+    names = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in REGISTRY.collect()
+        if family.name.startswith("facestream_bridge_")
+    }
+    assert len(names) == 4
+    for page in ("bridges.md", "metrics.md"):
+        text = (REPO / "docs" / page).read_text()
+        assert sorted(n for n in names if f"`{n}`" not in text) == [], page
