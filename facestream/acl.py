@@ -133,7 +133,7 @@ def plan_users(
         _worker(settings, groups, version),
         _backend(groups, version),
         _web(groups, version),
-        _bridge(groups, version),
+        _bridge(settings, groups, version),
     ]
     users += _cameras(settings, camera_scope, version)
     users += [_replay(group, version) for group in sorted(set(replay_groups))]
@@ -161,8 +161,16 @@ def _tracks(group: str) -> str:
 _GALLERY = (keys.GALLERY_IDENTITIES, keys.GALLERY_VERSION)
 # Enrol, remove, erase: HSET/HDEL and the version bump (redis-py's INCR is INCRBY).
 _GALLERY_WRITES = ("get", "hget", "hgetall", "hset", "hdel", "incrby")
-# Erasing an identity purges its cached recognitions and its tracks' snapshots.
-_ERASE = ("get", "unlink", "del")
+
+
+def _erase(groups: list[str]) -> tuple[Grant, ...]:
+    """`Gallery.erase`: it purges the person's cached recognitions and the snapshots of tracks
+    given that name, found in the live track states and in the events that name them."""
+    return (
+        Grant(("get", "unlink", "del"), _each(groups, _caches, _snapshots)),
+        Grant(("hget",), _each(groups, _tracks), "R"),
+        Grant(("xrange",), _each(groups, keys.events), "R"),
+    )
 
 
 def _admin(groups: list[str], version: tuple[int, int]) -> User:
@@ -177,7 +185,7 @@ def _admin(groups: list[str], version: tuple[int, int]) -> User:
             Grant(_GALLERY_WRITES, _GALLERY),
             # `status`: stream lengths and consumer groups, camera health; reads only.
             Grant(("xinfo|groups", "xinfo|stream", "xlen", "exists", "get"), ("fs:*",), "R"),
-            Grant(_ERASE, _each(groups, _caches, _snapshots)),
+            *_erase(groups),
             Grant(("zcard", "del"), (keys.VISITOR_SEEN, keys.VISITOR_EMBEDDINGS)),
         ),
     )
@@ -187,13 +195,13 @@ def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> 
     frames = _each(groups, keys.frames)
     outputs = _each(groups, keys.results, keys.dead)
     caches = _each(groups, _caches)
-    visits = _each(groups, _tracks, _snapshots)
+    events, tracks, snapshots = (_each(groups, k) for k in (keys.events, _tracks, _snapshots))
     # FCALL names every key of a commit; the function's own calls are checked again, one by
     # one, against the grants below. Without groups in its config a worker discovers them.
     discovery = ("scan",) if not settings.groups else ()
     # Redis 6 has no Functions: the commit script is loaded by the worker itself.
     commit = ("fcall",) if version >= (7, 0) else ("evalsha", "script|load")
-    committed = frames + outputs + caches + _each(groups, keys.events) + visits
+    committed = frames + outputs + caches + tracks + events + snapshots
     grants = [
         Grant(_keyless(version, "multi", "exec", *commit, *discovery), committed),
         Grant(
@@ -204,10 +212,13 @@ def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> 
         Grant(("get", "set"), caches),
         Grant(("get", "hgetall"), _GALLERY, "R"),
         Grant(("set", "del"), (keys.worker_heartbeat("*"),), "W"),
-        # Visits: events out, per-camera track state and best-face snapshots (with TTLs), and
-        # the site-wide once-per-cooldown `seen` marker (SET NX EX: it never reads one back).
-        Grant(("xadd",), _each(groups, keys.events), "W"),
-        Grant(("get", "set", "del", "expire"), visits),
+        # Visits (recognizer/tracks.py and the commit): a camera's track state is a hash read
+        # with HMGET and compare-and-set in the commit (HGET, HSET, EXPIRE); the commit checks
+        # (TYPE) and writes events and best-face snapshots; a `seen` event goes out after the
+        # site-wide once-per-cooldown marker, SET NX EX, which it never reads back.
+        Grant(("hmget", "hget", "hset", "expire"), tracks),
+        Grant(("type", "xadd"), events),
+        Grant(("type", "set"), snapshots),
         Grant(("set",), (keys.seen("*"),), "W"),
     ]
     if settings.visitors.enabled:
@@ -257,23 +268,25 @@ def _web(groups: list[str], version: tuple[int, int]) -> User:
             Grant(("xread", "xrevrange", "xlen"), _each(groups, keys.results, keys.events), "R"),
             Grant(("watch", "xrange", "xrevrange", "xlen", "xdel", "del"), dead),
             Grant(_GALLERY_WRITES, _GALLERY),
-            Grant(_ERASE, _each(groups, _caches, _snapshots)),
+            *_erase(groups),
             Grant(("get",), (keys.camera_health("*"), keys.worker_heartbeat("*")), "R"),
         ),
     )
 
 
-def _bridge(groups: list[str], version: tuple[int, int]) -> User:
-    """MQTT and webhook bridges: each a consumer group on the events, snapshots to attach,
-    and the events it could not deliver written to the events' dead letters."""
+def _bridge(settings: Settings, groups: list[str], version: tuple[int, int]) -> User:
+    """MQTT and webhook bridges: each a consumer group on the events (and on the results where
+    `bridge.mqtt.results` says so), snapshots to attach, and the events it could not deliver
+    written to the events' dead letters."""
     claims = ("xgroup|create", "xreadgroup", "xack", "xautoclaim", "xpending")
     info = ("xinfo|stream", "xinfo|groups", "xinfo|consumers")
+    streams = (keys.events, keys.results) if settings.bridge.mqtt.results else (keys.events,)
     return User(
         "bridge",
         "bridge",
         (
             Grant(_keyless(version)),
-            Grant((*claims, *info), _each(groups, keys.events)),
+            Grant((*claims, *info), _each(groups, *streams)),
             Grant(("get",), _each(groups, _snapshots), "R"),
             Grant(("xadd",), _each(groups, keys.events_dead), "W"),
         ),

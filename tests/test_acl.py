@@ -39,7 +39,7 @@ from facestream.schemas import CameraHealth, DeadLetter, Event, keys
 from facestream.server import EmbeddedRedis, find_redis_server, free_port
 from facestream.web.app import create_app
 
-from .helpers import FACES, REPO, enrol, make_worker, require_system_dependency, wait_for
+from .helpers import FACES, REPO, enrol, require_system_dependency, wait_for
 from .web_support import TOKEN, multipart, serving, snapshot_jpeg, web_settings
 
 Command = tuple[str, ...]
@@ -332,14 +332,16 @@ def test_visits_each_role_its_part(deployment: Deployment) -> None:
     worker, backend, bridge, admin = (
         deployment.login(user) for user in ("worker", "backend", "bridge", "admin")
     )
-    events, snapshot, track = keys.events("g2"), keys.snapshot("g2", "t7"), keys.track("g2", "c2")
+    events, snapshot, track = keys.events("g2"), keys.snapshot("g2", "t7"), keys.track("g2", "c9")
     jpeg = snapshot_jpeg()
-    assert worker.set(snapshot, jpeg, ex=60) and worker.get(snapshot) == jpeg
-    assert worker.expire(snapshot, 120)
-    assert worker.set(track, b"{}", ex=60) and worker.get(track) == b"{}"
-    assert worker.expire(track, 120) and worker.delete(track) == 1
-    assert worker.set(keys.seen("obama"), "t7", nx=True, ex=60)
-    assert worker.set(keys.seen("obama"), "t7", nx=True, ex=60) is None  # once per cooldown
+    # What the commit function and the track store send (the worker with tracks, under this
+    # ACL, is in test_the_web_page_runs_as_web).
+    assert worker.set(snapshot, jpeg, ex=60) and worker.type(snapshot) == b"string"
+    assert worker.hset(track, mapping={"v": "1-0", "state": "{}"}) == 2
+    assert worker.hmget(track, ["v", "state"]) == [b"1-0", b"{}"] and worker.hget(track, "v")
+    assert worker.expire(track, 60) and worker.type(events) in (b"none", b"stream")
+    assert worker.set(keys.seen("someone"), "t7", nx=True, ex=60)
+    assert worker.set(keys.seen("someone"), "t7", nx=True, ex=60) is None  # once per cooldown
     bridge.xgroup_create(events, "mqtt", id="0", mkstream=True)
     backend.xgroup_create(events, "mall", id="0")
     backend.xgroup_create(keys.results("g2"), "mall", id="$", mkstream=True)
@@ -365,7 +367,9 @@ def test_visits_each_role_its_part(deployment: Deployment) -> None:
     ]
     assert backend.xack(events, "mall", entry_id) == 1
     assert backend.get(snapshot) == jpeg
-    assert admin.unlink(snapshot) == 1  # `gallery erase` purges the person's snapshots
+    # `gallery erase` finds the person's snapshots in track states and events, and purges them.
+    assert admin.hget(track, "state") == b"{}" and len(admin.xrange(events)) == 1
+    assert admin.unlink(snapshot) == 1
 
 
 def test_the_web_page_runs_as_web(deployment: Deployment, engine: FaceEngine) -> None:
@@ -378,16 +382,27 @@ def test_the_web_page_runs_as_web(deployment: Deployment, engine: FaceEngine) ->
     frame_id = publisher.publish(next(iter_frames(FACES / "test" / "obama1.jpg")))
     web = web_settings(free_port())
     app = create_app(settings, web, client=deployment.login("web"), engine=engine)
-    monitor, jpeg = app.state.monitor, snapshot_jpeg()
+    monitor = app.state.monitor
+    # The worker with face tracks: its events, track states, snapshots and `seen` markers are
+    # written with the worker's rights, and read by the page with the web user's.
+    recogniser = Worker(worker, engine, settings.worker, settings.match, settings.limits, "w2",
+                        ["g2"], tracks=settings.tracks)  # fmt: skip
+
+    def identified() -> dict[str, Any] | None:
+        for item in monitor.items_after(0, "g2"):
+            event = item.to_dict()
+            if event.get("type") == "identified" and event["identity"] == "obama":
+                return event
+        publisher.publish(next(iter_frames(FACES / "test" / "obama1.jpg")))  # another frame
+        recogniser.step()
+        return None
+
     with serving(app, web) as page:
         wait_for(lambda: "g2" in monitor.following, 20, "the feed to follow g2")
-        recogniser = make_worker(worker, engine, settings, "w2", ["g2"])
-        wait_for(lambda: recogniser.step() is not None and monitor.latest.get("c2"), 60, "result")
-        worker.set(keys.snapshot("g2", "t9"), jpeg, ex=60)
-        seen = Event(type="appeared", group="g2", camera="c2", track="t9", ts=1, frame_id=frame_id,
-                     snapshot=keys.snapshot("g2", "t9"))  # fmt: skip
-        worker.xadd(keys.events("g2"), seen.to_fields())
-        wait_for(lambda: any(item.kind == "event" for item in monitor.feed), 20, "the event")
+        wait_for(identified, 60, "the worker's track to be identified as obama", poll_s=0.05)
+        event = identified()
+        assert event is not None and event["snapshot"] is not None
+        wait_for(lambda: any(i.to_dict().get("type") == "seen" for i in monitor.feed), 20, "seen")
 
         def get(path: str) -> bytes:
             status, body, _ = page.call("GET", path, Authorization=f"Bearer {TOKEN}")
@@ -405,7 +420,7 @@ def test_the_web_page_runs_as_web(deployment: Deployment, engine: FaceEngine) ->
         assert orjson.loads(get("/api/history"))
         assert 'facestream_stream_length{group="g2"}' in get("/metrics").decode()
         assert get(f"/api/frames/g2/{frame_id}")[:2] == b"\xff\xd8"
-        assert get("/api/snapshots/g2/t9") == jpeg
+        assert get(event["snapshot"])[:2] == b"\xff\xd8"
         kinds = {kind for kind, _ in page.stream("?group=g2", TOKEN)}
         assert kinds >= {"recognition", "event", "status"}
         # Gallery: list, thumbnail from the camera's frame, enrol, remove, erase.
@@ -416,6 +431,8 @@ def test_the_web_page_runs_as_web(deployment: Deployment, engine: FaceEngine) ->
         assert post("POST", "/api/gallery", body, **{"Content-Type": content_type})["photos"] == 2
         assert post("DELETE", "/api/gallery/biden") == {"removed": "biden"}
         assert post("POST", "/api/gallery/obama/erase")["purged"] >= 1  # the frame's cache entry
+        status, _, _ = page.call("GET", event["snapshot"], Authorization=f"Bearer {TOKEN}")
+        assert status == 404  # erasing obama purged the snapshot of the track named obama
         # Dead letters (written by the worker, the role that makes them): list, retry, purge.
         letters = [
             worker.xadd(keys.dead("g2"), DeadLetter(frame_id=kept, group="g2", reason="r",
