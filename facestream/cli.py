@@ -166,6 +166,7 @@ def replay_command(
         camera_id,
         settings.ingest.frames_maxlen,
         settings.limits,
+        replica_wait=settings.redis.replica_wait(),
     )
     rate = fps if fps is not None else (native_fps(path) or 5.0)
     stop = threading.Event()
@@ -248,6 +249,7 @@ def camera_command(
         settings.ingest.frames_maxlen,
         stop,
         on_tick=tick,
+        replica_wait=settings.redis.replica_wait(),
     )
 
 

@@ -36,6 +36,8 @@ from facestream.recognizer import (
 from facestream.schemas import FacestreamError, FrameLimits, keys
 from facestream.web.settings import WebSettings
 
+from .replication import ReplicaWait
+
 __all__ = [
     "ClusterSettings",
     "ConfigError",
@@ -85,6 +87,17 @@ class RedisSettings(BaseModel):
         True, description="Refuse a server certificate issued for another host name."
     )
     socket_timeout_s: float = Field(10.0, gt=0, le=300, description="Socket read timeout.")
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="After each frame sent and each result committed, WAIT for this many "
+        "replicas to have it (0: do not wait). Closes most of what a failover can lose, at a "
+        "latency cost (docs/topology.md).",
+    )
+    wait_timeout_ms: int = Field(
+        100, ge=1, le=60_000, description="Longest a write waits for its replicas."
+    )
 
     @field_validator("url")
     @classmethod
@@ -100,6 +113,12 @@ class RedisSettings(BaseModel):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("redis.tls_cert_file and redis.tls_key_file go together")
         return self
+
+    def replica_wait(self) -> ReplicaWait | None:
+        """What to WAIT for after a write, or None when `wait_replicas` is 0."""
+        if not self.wait_replicas:
+            return None
+        return ReplicaWait(self.wait_replicas, self.wait_timeout_ms)
 
     def secret(self) -> str | None:
         """The password to log in with (field, then file), or None to use the URL's."""
@@ -138,17 +157,6 @@ class ClusterSettings(BaseModel):
     urls: list[str] = Field(
         min_length=1, description="Seed nodes (any masters or replicas); the rest is discovered."
     )
-    wait_replicas: int = Field(
-        0,
-        ge=0,
-        le=16,
-        description="After each commit, WAIT for this many replicas to have it (0: do not "
-        "wait). Closes most of what a failover can lose, at a latency cost (docs/topology.md).",
-    )
-    wait_timeout_ms: int = Field(
-        100, ge=1, le=60_000, description="Longest a commit waits for its replicas."
-    )
-
     @field_validator("urls")
     @classmethod
     def _parsable_urls(cls, urls: list[str]) -> list[str]:

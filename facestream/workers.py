@@ -82,6 +82,7 @@ def run_worker(
         consumer=name,
         groups=settings.groups,
         cameras=settings.cameras_by_group(),
+        replica_wait=settings.redis.replica_wait(),
         visitors=VisitorBook(client, settings.visitors) if settings.visitors.enabled else None,
         tracks=settings.tracks,
     )

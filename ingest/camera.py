@@ -21,6 +21,7 @@ import structlog
 from numpy.typing import NDArray
 from redis.backoff import ExponentialWithJitterBackoff
 
+from facestream.replication import ReplicaWait
 from facestream.schemas import (
     CameraHealth,
     CameraState,
@@ -58,11 +59,14 @@ class CameraAgent:
         limits: FrameLimits,
         maxlen: int,
         stop: threading.Event,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
         self.camera = camera
         self.stop = stop
         self.limits = limits
-        self.publisher = FramePublisher(client, camera.group, camera.id, maxlen, limits)
+        self.publisher = FramePublisher(
+            client, camera.group, camera.id, maxlen, limits, replica_wait=replica_wait
+        )
         self.health = CameraHealth(
             camera=camera.id, group=camera.group, source=redact(camera.source)
         )
@@ -290,6 +294,7 @@ def run_cameras(
     maxlen: int,
     stop: threading.Event,
     on_tick: Callable[[list[CameraHealth]], None] | None = None,
+    replica_wait: ReplicaWait | None = None,
 ) -> None:
     """Run one agent per camera until `stop`, supervising them; report health every 2 s.
 
@@ -299,7 +304,7 @@ def run_cameras(
     """
     set_transports(cameras)
     clients = {camera.group: client_for(camera.group) for camera in cameras}
-    agents = [CameraAgent(c, clients[c.group], limits, maxlen, stop) for c in cameras]
+    agents = [CameraAgent(c, clients[c.group], limits, maxlen, stop, replica_wait) for c in cameras]
     for agent in agents:
         agent.start()
     log = structlog.get_logger("camera")

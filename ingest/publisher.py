@@ -9,6 +9,7 @@ from typing import Any
 import redis
 import structlog
 
+from facestream.replication import ReplicaWait
 from facestream.schemas import Frame, FrameLimits, keys
 
 from .outages import single_shot
@@ -40,8 +41,12 @@ class FramePublisher:
         maxlen: int,
         limits: FrameLimits,
         first_seq: int = 0,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
+        """`replica_wait`: after each XADD, WAIT until replicas have the frame (a master lost
+        right after would otherwise take it along; the frame is then looked up and resent)."""
         self.client = client
+        self.replica_wait = replica_wait
         self.group = keys.validate_group(group)
         self.camera = camera
         self.stream = keys.frames(group)
@@ -95,6 +100,8 @@ class FramePublisher:
             entry_id: bytes = self._adder.xadd(  # type: ignore[assignment]  # bytes: no decoding
                 self.stream, fields, maxlen=self.maxlen, approximate=True
             )
+            if self.replica_wait is not None:
+                self.replica_wait.after_write(self._adder, self.stream)
         except (redis.ConnectionError, redis.TimeoutError):
             self._in_doubt = frame
             raise

@@ -21,6 +21,7 @@ import structlog
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 
+from facestream.replication import ReplicaWait
 from facestream.schemas import FacestreamError, FrameLimits, InvalidGroup, clip, keys
 
 from .batch import BatchProcessor, Delivery, WorkerStats
@@ -58,6 +59,7 @@ class Worker:
         groups: Sequence[str] = (),
         visitors: VisitorBook | None = None,
         cameras: Mapping[str, frozenset[str]] | None = None,
+        replica_wait: ReplicaWait | None = None,
         tracks: TrackSettings | None = None,
     ) -> None:
         """`cameras`: each group's camera ids from the config; a frame naming another camera of
@@ -88,6 +90,7 @@ class Worker:
         self._claim_cursor: dict[str, str] = {}
         self._seconds_per_frame = 0.0
         self.cluster = isinstance(client, RedisCluster)
+        self.replica_wait = replica_wait
         self._blocking_turn = 0
 
     # -- the loop ---------------------------------------------------------------------------
@@ -168,6 +171,9 @@ class Worker:
         refused = self.batches.process(deliveries)
         for group, exc in refused.items():
             self._quarantine(group, exc)
+        if self.replica_wait is not None:
+            for group in sorted({d.group for d in deliveries} - refused.keys()):
+                self.replica_wait.after_write(self.client, keys.results(group))
         per_frame = (time.monotonic() - start) / len(deliveries)
         self._seconds_per_frame = 0.8 * self._seconds_per_frame + 0.2 * per_frame
 

@@ -22,7 +22,7 @@ from facestream.recognizer import FaceEngine, Gallery, embed_photos
 from facestream.replicas import GalleryReplicas
 from facestream.schemas import Result, keys
 from facestream.topology import Topology, UnmappedGroup
-from tests.servers.redis_nodes import RedisNodes
+from tests.servers.redis_nodes import ClusterProcess, RedisNodes
 
 from .helpers import FACES, IDENTITIES, wait_for
 
@@ -208,3 +208,104 @@ def test_three_nodes_serve_their_own_groups_and_survive_one_going_down(
     for group in GROUPS:
         seqs = [r["seq"] for r in merged if r["camera"] == f"cam-{group}"]
         assert seqs == sorted(seqs) and len(seqs) == len(PHOTOS)
+
+
+# -- one Redis Cluster -----------------------------------------------------------------------
+
+
+def _cluster_config(tmp_path: Path, cluster: ClusterProcess, model_cache: Path, wait: int) -> Path:
+    config = {
+        "cluster": {"urls": cluster.urls},
+        "redis": {"wait_replicas": wait, "wait_timeout_ms": 500},
+        "models": {"cache_dir": str(model_cache)},
+        "worker": {"block_ms": 200, "claim_idle_ms": 2000, "gallery_poll_s": 0.2},
+        "log": {"format": "json"},
+    }
+    path = tmp_path / f"cluster-wait{wait}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("wait", [0, 1], ids=["no-wait", "wait-1-replica"])
+def test_cluster_keeps_going_through_a_slot_migration_and_a_master_failover(
+    redis_cluster: ClusterProcess, engine: FaceEngine, model_cache: Path, tmp_path: Path, wait: int
+) -> None:
+    config = _cluster_config(tmp_path, redis_cluster, model_cache, wait)
+    connections = Connections(Topology(load_settings(config)))
+    client = connections.for_group("east")
+    for group in GROUPS:
+        for key in (keys.frames(group), keys.results(group), keys.dead(group)):
+            client.delete(key)
+    for name in IDENTITIES:
+        photos = sorted((FACES / "train" / name).iterdir())
+        Gallery(client).enroll(embed_photos(engine, name, photos, largest_face=True))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index, photo in enumerate(PHOTOS):
+        shutil.copy(photo, frames / f"{index:03d}{photo.suffix}")
+
+    east_slot = redis_cluster.keyslot(keys.frames("east"))
+    victim = redis_cluster.master_for_key(keys.frames("west"))  # west's (and north's) master
+    masters = sorted({redis_cluster.master_for_slot(s) for s in range(0, 16384, 4096)})
+    new_home = next(
+        p for p in masters if p not in (victim, redis_cluster.master_for_slot(east_slot))
+    )
+    env = {**os.environ, "FACESTREAM_LOG__FORMAT": "json"}
+    workers = subprocess.Popen(
+        _facestream(config, "worker", "--concurrency", "2"),
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    replays: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for group in GROUPS:
+            replays[group] = subprocess.Popen(
+                _facestream(config, "replay", str(frames), "--group", group, "--camera-id",
+                            f"cam-{group}", "--fps", "6"),
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+        wait_for(lambda: client.xlen(keys.results("east")) >= 2, what="east's first results")
+        redis_cluster.migrate_slot(east_slot, new_home)  # live, with its frames and group
+        wait_for(lambda: client.xlen(keys.results("west")) >= 4, what="west's results")
+        redis_cluster.kill_master(victim)
+        promoted = redis_cluster.wait_failover(victim)
+        sent = {}
+        for group, replay in replays.items():
+            out, _ = replay.communicate(timeout=120)
+            assert replay.returncode == 0, f"replay of {group} failed"
+            sent[group] = int(out.split()[1])  # "sent N frames to …"
+        for group in GROUPS:
+            wait_for(
+                lambda g=group: client.xlen(keys.results(g)) >= client.xlen(keys.frames(g)),  # type: ignore[misc]
+                what=f"{group}'s results",
+            )
+    finally:
+        for process in [workers, *replays.values()]:
+            process.send_signal(signal.SIGTERM)
+        for process in [workers, *replays.values()]:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if not redis_cluster.alive(victim):
+            redis_cluster.restart(victim)  # the next test gets a whole cluster
+    assert workers.returncode == 0
+    assert redis_cluster.master_for_slot(east_slot) == new_home
+    assert redis_cluster.master_for_key(keys.frames("west")) == promoted
+
+    lost = doubled = 0
+    for group in GROUPS:
+        results = _results(client, group)
+        in_stream = {int(f[b"seq"]) for _, f in client.xrange(keys.frames(group))}
+        counts = Counter(result.seq for result in results)
+        # Whatever the cluster kept of a frame has exactly one result: nothing the failover
+        # left behind is dropped, and the idempotent commit never publishes twice.
+        assert set(counts) == in_stream, f"{group}: frames without results"
+        doubled += sum(n - 1 for n in counts.values())
+        lost += sent[group] - len(in_stream)
+        assert client.xlen(keys.dead(group)) == 0
+    print(f"\ncluster, wait_replicas={wait}: {sum(sent.values())} frames sent, {lost} lost in "
+          f"the failover, {doubled} results doubled")  # fmt: skip
+    assert doubled == 0
+    if wait:
+        assert lost == 0, "with WAIT a frame the camera was told is sent survives the failover"

@@ -1,0 +1,55 @@
+"""Wait for replicas after a write that acknowledges work (a frame sent, a result committed).
+
+Redis replicates asynchronously: a master that fails right after a write can take it with it,
+and the replica promoted in its place never saw it. `WAIT n` after the write closes most of that
+window (not all: a replica that had the write can still lose the election). Off by default; its
+latency cost is measured in benchmarks/topology.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+import structlog
+from prometheus_client import Counter
+from redis.cluster import RedisCluster
+
+__all__ = ["ReplicaWait"]
+
+log = structlog.get_logger("replication")
+
+SHORT_WAITS = Counter(
+    "facestream_replica_waits_short_total",
+    "Writes that fewer replicas than redis.wait_replicas confirmed within the timeout.",
+)
+
+
+@dataclass(frozen=True)
+class ReplicaWait:
+    """How many replicas must confirm a write, and for how long to wait for them."""
+
+    replicas: int
+    timeout_ms: int
+
+    def after_write(self, client: redis.Redis, key: str) -> int:
+        """Block until `replicas` replicas hold every write this client sent to `key`'s node
+        (at most `timeout_ms`); return how many do.
+
+        WAIT counts the writes of its own connection: on a cluster it goes to the node that
+        holds `key`, through that node's pool, whose last used connection made the write.
+        """
+        if isinstance(client, RedisCluster):
+            node = client.get_redis_connection(client.get_node_from_key(key))
+            confirmed = int(node.execute_command("WAIT", self.replicas, self.timeout_ms))
+        else:
+            confirmed = int(client.wait(self.replicas, self.timeout_ms))
+        if confirmed < self.replicas:
+            SHORT_WAITS.inc()
+            log.warning(
+                "write not confirmed by enough replicas",
+                key=key,
+                confirmed=confirmed,
+                wanted=self.replicas,
+            )
+        return confirmed
