@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ from facestream.client import (
     fetch_snapshot,
 )
 from facestream.schemas import Event, EventType, InvalidMessage, keys
+from facestream.server import EmbeddedRedis
 
 from .helpers import wait_for
 
@@ -165,3 +170,39 @@ def test_a_flushed_events_group_is_created_again(client: redis.Redis) -> None:
     publish_events(client, make_event(2))
     assert _tracks(take(subscriber, 1)) == [("t2", "appeared", False)]
     assert subscriber.stats.regrouped == 1
+
+
+def _tail(redis_server: EmbeddedRedis, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "facestream", "events", "tail", *args,
+         "--redis-url", redis_server.url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_events_tail_prints_filters_and_saves_snapshots(
+    client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    jpeg = b"\xff\xd8\xff\xe0 a face \xff\xd9"
+    client.set(keys.snapshot("g1", "t1"), jpeg)
+    left = make_event(1, "left", identity="obama", snapshot=keys.snapshot("g1", "t1"))
+    publish_events(
+        client,
+        make_event(1),  # not a `left`: filtered out
+        make_event(3, "left", snapshot=keys.GALLERY_IDENTITIES),  # invalid: skipped
+        left,
+        make_event(2, "left", snapshot=keys.snapshot("g1", "t2")),  # expired: no file
+    )
+    folder = tmp_path / "crops"
+    done = _tail(redis_server, "--group", "g1", "--from-start", "--count", "2", "--json",
+                 "--type", "left", "--snapshots", str(folder))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["track"], e["type"]) for e in printed] == [("t1", "left"), ("t2", "left")]
+    assert printed[0] == json.loads(left.to_json())
+    assert sorted(p.name for p in folder.iterdir()) == ["g1-t1.jpg"]
+    assert (folder / "g1-t1.jpg").read_bytes() == jpeg
+
+    wrong = _tail(redis_server, "--group", "g1", "--type", "left,gone")
+    assert (wrong.returncode, wrong.stdout) == (2, "")
+    assert wrong.stderr == "error: --type gone: expected some of appeared, identified, left, seen\n"
