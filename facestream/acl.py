@@ -228,9 +228,10 @@ def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> 
 
 
 # A reader's own consumer group on a stream: read, ack, claim, create (MKSTREAM). Never XADD.
+# EXISTS: `events tail` checks a group's events stream is there.
 _SUBSCRIBE = (
     "xread", "xreadgroup", "xrange", "xrevrange", "xlen", "xinfo|stream", "xinfo|groups",
-    "xack", "xautoclaim", "xgroup|create",
+    "xack", "xautoclaim", "xgroup|create", "exists",
 )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from facestream.acl import (
     render_acl,
     write_passwords,
 )
+from facestream.bridges import BridgeSettings, MqttSettings
 from facestream.client import ResultSubscriber
 from facestream.config import RedisSettings, Settings, load_settings
 from facestream.connect import connect
@@ -367,9 +368,23 @@ def test_visits_each_role_its_part(deployment: Deployment) -> None:
     ]
     assert backend.xack(events, "mall", entry_id) == 1
     assert backend.get(snapshot) == jpeg
+    tail = _facestream(deployment, "backend", "events", "tail", "--group", "g2", "--count", "1",
+                       "--from-start", "--json")  # fmt: skip
+    assert tail.returncode == 0 and '"type":"left"' in tail.stdout, tail.stderr
     # `gallery erase` finds the person's snapshots in track states and events, and purges them.
     assert admin.hget(track, "state") == b"{}" and len(admin.xrange(events)) == 1
     assert admin.unlink(snapshot) == 1
+
+
+def test_a_bridge_reads_results_only_where_configured(deployment: Deployment) -> None:
+    def bridge(settings: Settings) -> str:
+        return next(user for user in plan_users(settings) if user.name == "bridge").rules(7)
+
+    assert "results" not in bridge(deployment.settings)  # refused on a real server: REFUSED
+    publishing = deployment.settings.model_copy(
+        update={"bridge": BridgeSettings(mqtt=MqttSettings(results=True))}
+    )
+    assert "+xreadgroup" in bridge(publishing) and "~fs:{g1}:results" in bridge(publishing)
 
 
 def test_the_web_page_runs_as_web(deployment: Deployment, engine: FaceEngine) -> None:
