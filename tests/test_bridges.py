@@ -3,6 +3,7 @@ a real HTTP server, a real redis-server; kills, restarts and outages on the way.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -34,8 +35,10 @@ from facestream.server import EmbeddedRedis, free_port
 from .helpers import REPO, require_system_dependency, wait_for
 from .test_client import _result
 from .test_events_client import make_event, publish_events
+from .test_tls import _make_pki
 
 SECRET = b"a-webhook-secret-of-32-bytes-len"
+USER, PASSWORD = "bridge", "mqtt-password-for-tests"
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -73,18 +76,32 @@ def http_get(url: str) -> tuple[int, str]:
 
 class Broker:
     """mosquitto on a loopback port, persistent (its sessions and retained messages survive a
-    restart), started and stopped for real."""
+    restart), started and stopped for real; `secure`: TLS and a password only."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, secure: bool = False) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         require_system_dependency(os.access(binary, os.X_OK), "mosquitto (apt install mosquitto)")
         self.binary = binary
         self.port = free_port()
         self.config = folder / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {folder}/\nlog_dest stderr\n"
-        )
+        # Started as root (CI), mosquitto would switch to its own user, who cannot read our files.
+        lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"user {getpass.getuser()}",
+                 f"persistence_location {folder}/", "log_dest stderr"]  # fmt: skip
+        self.ca: Path | None = None
+        self.password_file: Path | None = None
+        if secure:
+            pki = _make_pki(folder, "mqtt")
+            cert, key = pki.issue("broker", "IP:127.0.0.1")
+            self.ca, self.password_file = pki.ca, folder / "bridge.password"
+            self.password_file.write_text(f"{PASSWORD}\n")
+            users = folder / "users"
+            subprocess.run(["mosquitto_passwd", "-c", "-b", str(users), USER, PASSWORD],
+                           check=True, capture_output=True)  # fmt: skip
+            lines += [f"cafile {pki.ca}", f"certfile {cert}", f"keyfile {key}",
+                      "allow_anonymous false", f"password_file {users}"]  # fmt: skip
+        else:
+            lines.append("allow_anonymous true")
+        self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -99,38 +116,64 @@ class Broker:
             self.process.terminate()  # a clean stop writes its persistence file
             self.process.wait(10)
 
+    def bridge_args(self) -> tuple[str, ...]:
+        """`facestream bridge mqtt` options that reach this broker."""
+        args = ("--port", str(self.port))
+        if self.ca is not None:
+            args += ("--tls", "--ca-file", str(self.ca), "--username", USER,
+                     "--password-file", str(self.password_file))  # fmt: skip
+        return args
+
+    def client(self, client_id: str = "", clean_session: bool | None = None) -> mqtt.Client:
+        """A paho client set up for this broker (not yet connected)."""
+        made = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+        )
+        if self.ca is not None:
+            made.tls_set(ca_certs=str(self.ca))
+            made.username_pw_set(USER, PASSWORD)
+        return made
+
     def _listening(self) -> bool:
         assert self.process is not None and self.process.poll() is None, "mosquitto exited"
         with socket.socket() as probe:
             return probe.connect_ex(("127.0.0.1", self.port)) == 0
 
 
-@pytest.fixture()
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    server = Broker(tmp_path)
+def _broker(folder: Path, secure: bool) -> Iterator[Broker]:
+    server = Broker(folder, secure)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    yield from _broker(tmp_path, secure=False)
+
+
+@pytest.fixture()
+def secure_broker(tmp_path: Path) -> Iterator[Broker]:
+    require_system_dependency(shutil.which("openssl") is not None, "openssl")
+    yield from _broker(tmp_path, secure=True)
 
 
 @dataclass
 class Listener:
     """A subscriber with a persistent session: what it missed while away is kept for it."""
 
-    port: int
+    broker: Broker
     topic: str = "facestream/#"
     client_id: str = "test-listener"
     messages: list[mqtt.MQTTMessage] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False
-        )
+        self.client = self.broker.client(self.client_id, clean_session=False)
         self.client.on_connect = lambda c, *_: c.subscribe(self.topic, qos=1)
         self.client.on_message = self._received
         self.client.reconnect_delay_set(0.2, 1)
-        self.client.connect("127.0.0.1", self.port)
+        self.client.connect("127.0.0.1", self.broker.port)
         self.client.loop_start()
 
     def _received(self, _client: mqtt.Client, _userdata: object, message: Any) -> None:
@@ -150,7 +193,7 @@ class Listener:
         self.client.disconnect()
 
 
-def retained(port: int, topic: str) -> str | None:
+def retained(broker: Broker, topic: str) -> str | None:
     """The retained message on `topic` as a new subscriber sees it, None if there is none.
 
     The broker sends retained messages right after the subscription; a marker this probe
@@ -162,11 +205,11 @@ def retained(port: int, topic: str) -> str | None:
     def subscribed(c: mqtt.Client, *_: object) -> None:
         c.publish(marker, b"", qos=1)
 
-    probe = mqtt.Client(CallbackAPIVersion.VERSION2)
+    probe = broker.client()
     probe.on_connect = lambda c, *_: c.subscribe([(topic, 1), (marker, 1)])
     probe.on_subscribe = subscribed
     probe.on_message = lambda _c, _u, message: got.append(message)
-    probe.connect("127.0.0.1", port)
+    probe.connect("127.0.0.1", broker.port)
     probe.loop_start()
     try:
         wait_for(lambda: any(m.topic == marker for m in got), 10, "the probe's marker")
@@ -185,9 +228,11 @@ def _order(payload: dict[str, Any]) -> tuple[str, str]:
 
 
 def test_mqtt_events_and_results_arrive_once_on_their_topics(
-    client: redis.Redis, redis_server: EmbeddedRedis, broker: Broker
+    client: redis.Redis, redis_server: EmbeddedRedis, secure_broker: Broker
 ) -> None:
-    listener = Listener(broker.port)
+    """Over TLS, with a user and password file, to a broker that takes nothing else."""
+    broker = secure_broker
+    listener = Listener(broker)
     metrics_port = free_port()
     events = [
         make_event(1),
@@ -199,14 +244,15 @@ def test_mqtt_events_and_results_arrive_once_on_their_topics(
     publish_events(client, *events)
     client.xadd(keys.results("g1"), _result(7).to_fields())  # type: ignore[arg-type]
     process = bridge(
-        redis_server, "mqtt", "--group", "g1", "--port", str(broker.port), "--name", "lobby",
+        redis_server, "mqtt", "--group", "g1", *broker.bridge_args(), "--name", "lobby",
         "--results", "--from-start", "--metrics-port", str(metrics_port),
     )  # fmt: skip
     try:
         wait_for(lambda: len(listener.payloads()) >= 5, 60, "four events and a result")
         wait_for(lambda: client.xlen(keys.events_dead("g1")) == 1, 10, "the dead letter")
-        assert retained(broker.port, "facestream/bridge/lobby/availability") == "online"
+        assert retained(broker, "facestream/bridge/lobby/availability") == "online"
         assert http_get(f"http://127.0.0.1:{metrics_port}/readyz") == (200, "ready\n")
+        assert http_get(f"http://127.0.0.1:{metrics_port}/healthz") == (200, "ok\n")
         status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
         assert 'facestream_bridge_delivered_total{bridge="mqtt/lobby",kind="event"} 4.0' in text
@@ -234,14 +280,14 @@ def test_mqtt_events_and_results_arrive_once_on_their_topics(
     assert dead[b"reason"] == b"camera not usable in an MQTT topic"
     assert json.loads(dead[b"event"])["camera"] == "c/3"
     assert client.xpending(keys.events("g1"), "bridge-mqtt-lobby")["pending"] == 0
-    assert retained(broker.port, "facestream/bridge/lobby/availability") == "offline"
+    assert retained(broker, "facestream/bridge/lobby/availability") == "offline"
 
 
 def test_mqtt_bridge_killed_and_broker_restarted_loses_nothing(
     client: redis.Redis, redis_server: EmbeddedRedis, broker: Broker
 ) -> None:
     total, halfway = 300, 150
-    listener = Listener(broker.port)
+    listener = Listener(broker)
     paced = threading.Event()  # never set: its wait() paces the producer
 
     def produce() -> None:  # a steady stream, so the kill lands mid-stream
@@ -253,9 +299,9 @@ def test_mqtt_bridge_killed_and_broker_restarted_loses_nothing(
         return len({p["track"] for p in listener.payloads()})
 
     def availability() -> str | None:
-        return retained(broker.port, "facestream/bridge/chaos/availability")
+        return retained(broker, "facestream/bridge/chaos/availability")
 
-    args = ("mqtt", "--group", "g1", "--port", str(broker.port), "--name", "chaos")
+    args = ("mqtt", "--group", "g1", *broker.bridge_args(), "--name", "chaos")
     processes = [bridge(redis_server, *args)]
     producer = threading.Thread(target=produce)
     try:
