@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import orjson
 import typer
@@ -20,7 +21,11 @@ from facestream.recognizer import (
 from facestream.schemas import FacestreamError, GalleryExport, keys
 
 from .cli_options import cli_settings, progress
-from .connect import connect
+from .connect import Connections
+from .replicas import GalleryReplicas
+from .topology import Topology
+
+T = TypeVar("T")
 
 __all__ = ["eval_command", "gallery_app", "visitors_app"]
 
@@ -44,7 +49,7 @@ def gallery_enroll(
     engine = FaceEngine.from_settings(settings.models, settings.match)
     with progress(len(files), f"embedding {name}") as advance:
         identity = embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
-    version = Gallery(connect(settings.redis)).enroll(identity)
+    version = _change(lambda gallery: gallery.enroll(identity))
     typer.echo(f"enrolled {name} from {len(files)} photo(s); gallery version {version}")
 
 
@@ -64,14 +69,14 @@ def gallery_reject(
     engine = FaceEngine.from_settings(settings.models, settings.match)
     with progress(len(files), f"embedding negatives of {name}") as advance:
         examples = embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
-    version = Gallery(connect(settings.redis)).reject(name, examples)
+    version = _change(lambda gallery: gallery.reject(name, examples))
     typer.echo(f"{name}: {len(files)} negative example(s) stored; gallery version {version}")
 
 
 @gallery_app.command("list")
 def gallery_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List enrolled identities."""
-    version, identities = Gallery(connect(cli_settings().redis)).identities()
+    version, identities = _replicas().read().identities()
     for identity in identities:
         if json_output:
             summary = identity.model_dump(exclude={"embeddings", "negatives"})
@@ -91,7 +96,7 @@ def gallery_list(json_output: Annotated[bool, typer.Option("--json")] = False) -
 @gallery_app.command("remove")
 def gallery_remove(name: str) -> None:
     """Remove an identity from the gallery (cached recognitions expire by TTL; see erase)."""
-    if not Gallery(connect(cli_settings().redis)).remove(name):
+    if not _change(lambda gallery: gallery.remove(name)):
         raise FacestreamError(f"no identity named {name!r} in the gallery")
     typer.echo(f"removed {name}")
 
@@ -99,9 +104,14 @@ def gallery_remove(name: str) -> None:
 @gallery_app.command("erase")
 def gallery_erase(name: str) -> None:
     """Remove an identity AND purge its cached recognitions and its tracks' snapshots."""
-    settings = cli_settings()
-    purged = Gallery(connect(settings.redis)).erase(name, settings.match.threshold)
-    typer.echo(f"erased {name}; purged {purged} cached recognition(s) and its snapshots")
+    threshold = cli_settings().match.threshold
+    replicas = _replicas()
+    replicas.sync()  # every node must know the identity to find its faces in its own cache
+    purged = replicas.on_every_node(lambda gallery: gallery.erase(name, threshold))
+    typer.echo(
+        f"erased {name}; purged {sum(purged.values())} cached recognition(s) and its snapshots"
+        + (f" on {len(purged)} nodes" if len(purged) > 1 else "")
+    )
 
 
 @gallery_app.command("export")
@@ -109,7 +119,7 @@ def gallery_export(
     output: Annotated[Path, typer.Argument(help="JSON file to write ('-': stdout).")],
 ) -> None:
     """Write the whole gallery (names, embeddings, model id) as JSON."""
-    export = Gallery(connect(cli_settings().redis)).export(current_model_id())
+    export = _replicas().read().export(current_model_id())
     text = export.model_dump_json(indent=2)
     if str(output) == "-":
         typer.echo(text)
@@ -132,8 +142,33 @@ def gallery_import(
         export = GalleryExport.model_validate_json(source.read_bytes())
     except (OSError, ValueError) as exc:
         raise FacestreamError(f"{source}: not a facestream gallery export ({exc})") from exc
-    version = Gallery(connect(cli_settings().redis)).import_(export, current_model_id())
+    version = _change(lambda gallery: gallery.import_(export, current_model_id()))
     typer.echo(f"imported {len(export.identities)} identities; gallery version {version}")
+
+
+@gallery_app.command("sync")
+def gallery_sync() -> None:
+    """Copy the newest gallery to every node that holds another version (after an outage)."""
+    report = _replicas().sync()
+    typer.echo(
+        f"gallery version {report.version} (from {report.source}): copied to "
+        f"{', '.join(report.copied) or 'no node'}; already current: {', '.join(report.current)}"
+    )
+    if report.warning():
+        raise FacestreamError(report.warning() or "")
+
+
+def _replicas() -> GalleryReplicas:
+    return GalleryReplicas(Connections(Topology(cli_settings())))
+
+
+def _change(make_change: Callable[[Gallery], T]) -> T:
+    """Change the gallery on the newest copy and copy it to every node; warn about the rest."""
+    outcome, report = _replicas().change(make_change)
+    warning = report.warning()
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    return outcome
 
 
 def eval_command(
@@ -195,15 +230,22 @@ def eval_command(
 @visitors_app.command("count")
 def visitors_count() -> None:
     """How many distinct visitors were seen within the visitor TTL."""
-    client = connect(cli_settings().redis)
-    typer.echo(f"{client.zcard(keys.VISITOR_SEEN)} visitors")
+    connections = Connections(Topology(cli_settings()))
+    counts = {
+        node.name: int(client.zcard(keys.VISITOR_SEEN)) for node, client in connections.every_node()
+    }
+    # Independent nodes keep their own visitor ids: the same person on two nodes counts twice.
+    typer.echo(f"{sum(counts.values())} visitors" + (f" {counts}" if len(counts) > 1 else ""))
 
 
 @visitors_app.command("purge")
 def visitors_purge() -> None:
     """Delete every visitor id and its stored embedding now."""
     settings = cli_settings()
-    forgotten = VisitorBook(connect(settings.redis), settings.visitors).purge()
+    connections = Connections(Topology(settings))
+    forgotten = sum(
+        VisitorBook(client, settings.visitors).purge() for _, client in connections.every_node()
+    )
     typer.echo(f"forgot {forgotten} visitors")
 
 
