@@ -262,6 +262,8 @@ def test_visit_events_in_the_feed_with_their_snapshots(page: Page, client: redis
               frames=20, best_similarity=0.8, **{**track, "snapshot": keys.snapshot("g1", "t2")}),
     ]  # fmt: skip
     client.xadd(keys.events("g1"), {"v": "1", "type": "exploded"})  # skipped, not the stream
+    stray = events[0].model_copy(update={"group": "g2"})  # filed under g1's stream: skipped
+    client.xadd(keys.events("g1"), stray.to_fields())
     for event in events:
         client.xadd(keys.events("g1"), event.to_fields())
     wait_for(lambda: len(monitor.items_after(0)) == 3, 20, "three events in the feed")

@@ -30,7 +30,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from facestream.client import ResultFilter
+from facestream.client import EventFilter, ResultFilter
 from facestream.config import Settings
 from facestream.connect import connect
 from facestream.recognizer import FaceEngine
@@ -39,7 +39,7 @@ from facestream.schemas import FacestreamError, GalleryError, keys
 from . import admin
 from .auth import COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Sessions, login, logout
 from .metrics import render_metrics
-from .monitor import Monitor
+from .monitor import Filters, Monitor
 from .settings import WebSettings
 
 __all__ = ["build_server", "create_app", "serve"]
@@ -214,7 +214,7 @@ def snapshot(request: Request) -> Response:
     return Response(jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=60"})
 
 
-def _filters(request: Request) -> tuple[str | None, ResultFilter]:
+def _filters(request: Request) -> tuple[str | None, Filters]:
     params = request.query_params
 
     def listed(name: str) -> frozenset[str] | None:
@@ -222,7 +222,11 @@ def _filters(request: Request) -> tuple[str | None, ResultFilter]:
         return frozenset(values) if values else None
 
     group = params.get("group") or None
-    return group, ResultFilter(identities=listed("identity"), cameras=listed("camera"))
+    identities, cameras = listed("identity"), listed("camera")
+    return group, Filters(
+        ResultFilter(identities=identities, cameras=cameras),
+        EventFilter(identities=identities, cameras=cameras),
+    )
 
 
 def _overview(monitor: Monitor) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import redis
 import structlog
 
 # One way to find where a live tail starts, shared with `tail_results`.
-from facestream.client import ResultFilter, _last_id
+from facestream.client import EventFilter, ResultFilter, _last_id
 from facestream.recognizer import Gallery
 from facestream.schemas import Event, Face, Identity, InvalidMessage, Result, clip, keys
 from facestream.schemas.frames import StreamFields
@@ -33,7 +33,7 @@ from facestream.status import StatusReport, collect_status
 
 from .settings import WebSettings
 
-__all__ = ["FeedItem", "Monitor", "Sighting", "snapshot_url"]
+__all__ = ["FeedItem", "Filters", "Monitor", "Sighting", "snapshot_url"]
 
 log = structlog.get_logger("web")
 
@@ -47,6 +47,14 @@ def snapshot_url(group: str, key: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class Filters:
+    """What one reader of the feed wants: results by `results`, events by `events`."""
+
+    results: ResultFilter | None = None
+    events: EventFilter | None = None
+
+
+@dataclass(frozen=True)
 class FeedItem:
     """One line of the live feed: a recognition or a visit event."""
 
@@ -57,18 +65,14 @@ class FeedItem:
     def kind(self) -> str:
         return "recognition" if isinstance(self.entry, Result) else "event"
 
-    def matches(self, group: str | None, wanted: ResultFilter | None) -> bool:
-        """The feed's filters; an event passes on its camera and its track's identity."""
+    def matches(self, group: str | None, wanted: Filters) -> bool:
+        """The feed's filters: its group, then the result's or the event's own filter."""
         entry = self.entry
         if group is not None and entry.group != group:
             return False
-        if wanted is None:
-            return True
         if isinstance(entry, Result):
-            return wanted(entry)
-        if wanted.cameras is not None and entry.camera not in wanted.cameras:
-            return False
-        return wanted.identities is None or entry.identity in wanted.identities
+            return wanted.results is None or wanted.results(entry)
+        return wanted.events is None or wanted.events(entry)
 
     def to_dict(self) -> dict[str, Any]:
         entry = self.entry
@@ -156,7 +160,7 @@ class Monitor:
         )
 
     def items_after(
-        self, after: int, group: str | None = None, wanted: ResultFilter | None = None
+        self, after: int, group: str | None = None, wanted: Filters = Filters()
     ) -> list[FeedItem]:
         with self._lock:
             items = [item for item in self.feed if item.id > after]
@@ -231,17 +235,23 @@ class Monitor:
                         name = stream.decode()
                         for entry_id, fields in entries:
                             cursors[name] = entry_id.decode()
-                            self._parse_and_add(streams[name], fields, name)
+                            self._parse_and_add(streams[name], fields, name, group)
             except redis.RedisError as exc:
                 self.following.discard(group)
                 log.warning("feed tail interrupted", group=group, error=clip(str(exc), 300))
                 self._stop.wait(1.0)
 
     def _parse_and_add(
-        self, parse: Callable[[StreamFields], Result | Event], fields: StreamFields, stream: str
+        self,
+        parse: Callable[[StreamFields], Result | Event],
+        fields: StreamFields,
+        stream: str,
+        group: str,
     ) -> None:
         try:
             entry = parse(fields)
+            if entry.group != group:  # it would be filed, and its snapshot looked up, elsewhere
+                raise InvalidMessage(f"entry of group {entry.group[:64]!r} on {stream}")
         except InvalidMessage as exc:  # one bad entry is skipped, never the stream
             log.warning("feed entry skipped", stream=stream, error=clip(str(exc), 300))
             return
