@@ -1,9 +1,9 @@
 """`facestream web`: the operators' page (Starlette + uvicorn), its JSON API, health and metrics.
 
-Everything under `/api`, `/` and `/metrics` needs a login (or the bearer token); `/healthz`,
-`/readyz`, `/login` and the static assets do not. Reads come from the background `Monitor`
-(feed, charts, tiles) or straight from Redis for what must be current (gallery, dead letters,
-frames); writes are in `admin.py`.
+Everything under `/api` and `/` needs a login (or the bearer token), `/metrics` a login or the
+metrics token; `/healthz`, `/readyz`, `/login` and the static assets do not. Reads come from the
+background `Monitor` (feed, charts, tiles) or straight from Redis for what must be current
+(gallery, dead letters, frames, snapshots); writes are in `admin.py`.
 """
 
 from __future__ import annotations
