@@ -20,7 +20,7 @@ from facestream.config import ConfigError, load_settings
 from facestream.connect import Connections
 from facestream.recognizer import FaceEngine, Gallery, embed_photos
 from facestream.replicas import GalleryReplicas
-from facestream.schemas import Result, keys
+from facestream.schemas import GalleryError, Result, keys
 from facestream.topology import Topology, UnmappedGroup
 from tests.servers.redis_nodes import ClusterProcess, RedisNodes
 
@@ -208,6 +208,50 @@ def test_three_nodes_serve_their_own_groups_and_survive_one_going_down(
     for group in GROUPS:
         seqs = [r["seq"] for r in merged if r["camera"] == f"cam-{group}"]
         assert seqs == sorted(seqs) and len(seqs) == len(PHOTOS)
+
+
+def test_gallery_changes_reach_every_node_and_a_node_that_missed_one_is_synced(
+    redis_nodes: RedisNodes, engine: FaceEngine, model_cache: Path, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, redis_nodes, model_cache)
+    connections = Connections(Topology(load_settings(config)))
+    for _, client in connections.every_node():
+        client.flushall()
+    replicas = GalleryReplicas(connections)
+    obama = embed_photos(engine, "obama", sorted((FACES / "train" / "obama").iterdir()))
+    biden = embed_photos(engine, "biden", sorted((FACES / "train" / "biden").iterdir()))
+    replicas.change(lambda gallery: gallery.enroll(obama))
+
+    redis_nodes.kill(2)
+    try:
+        version, report = replicas.change(lambda gallery: gallery.enroll(biden))
+        assert (report.copied, sorted(report.unreachable)) == (["node1"], ["node2"])
+        assert "not on node2 (unreachable): run `facestream gallery sync`" in (
+            report.warning() or ""
+        )
+        # An erase must reach every node's cache: with one down, nothing is changed.
+        with pytest.raises(GalleryError, match="node2 unreachable: nothing changed"):
+            replicas.on_every_node(lambda gallery: gallery.erase("obama", 0.36))
+        assert Gallery(connections.for_group("east")).version() == version
+    finally:
+        redis_nodes.restart(2)
+    north = Gallery(connections.for_group("north"))
+    assert [i.name for i in north.identities()[1]] == ["obama"], "node2 missed the change"
+    apart = subprocess.run(
+        _facestream(config, "status"), capture_output=True, text=True, timeout=60
+    )
+    assert "GALLERY OUT OF SYNC between nodes: run `facestream gallery sync`" in apart.stdout
+
+    synced = subprocess.run(
+        _facestream(config, "gallery", "sync"), capture_output=True, text=True, timeout=60
+    )
+    assert synced.returncode == 0, synced.stderr
+    assert "copied to node2" in synced.stdout
+    assert north.identities() == Gallery(connections.for_group("east")).identities()
+    status = subprocess.run(
+        _facestream(config, "status", "--json"), capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(status.stdout)["gallery_in_sync"] is True
 
 
 # -- one Redis Cluster -----------------------------------------------------------------------
