@@ -24,7 +24,7 @@ from facestream.health import Probe
 
 from . import metrics
 from .base import Pump, dead_letter, run_pumps, subscribe
-from .settings import BridgeSettings, MqttSettings
+from .settings import BridgeError, BridgeSettings, MqttSettings
 
 __all__ = ["MqttPublisher", "run_mqtt_bridge", "topic_for"]
 
@@ -54,7 +54,10 @@ class MqttPublisher:
         self.stop = stop
         self.bridge = f"mqtt/{settings.name}"
         self.availability = f"{settings.topic_prefix}/bridge/{settings.name}/availability"
+        # PUBACKs by message id. Ids are reused once confirmed, so an id nobody waits for must
+        # not linger here: the availability messages' ids are left out.
         self._confirmed: set[int] = set()
+        self._unwatched: set[int] = set()
         self._changed = threading.Condition()
         # Unique per process: two bridges with one client id would keep taking over each other.
         client_id = f"facestream-{settings.name}-{socket.gethostname()}-{os.getpid()}"
@@ -91,13 +94,14 @@ class MqttPublisher:
         """
         info = self.client.publish(topic, payload, qos=1)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            raise RuntimeError("paho's outgoing queue is full")  # unbounded by default
+            raise BridgeError("the MQTT client's outgoing queue is full")  # unbounded by default
         deadline: float | None = None
         with self._changed:
             while info.mid not in self._confirmed:
                 if self.stop.is_set():
                     deadline = deadline or time.monotonic() + self.settings.stop_wait_s
                     if time.monotonic() >= deadline:
+                        self._unwatched.add(info.mid)
                         return False
                 self._changed.wait(0.2)
             self._confirmed.discard(info.mid)
@@ -126,7 +130,10 @@ class MqttPublisher:
             log.error("the broker refused the connection", broker=self._where(), reason=str(reason))
             self.probe.set_ready(f"broker {self._where()} refused: {reason}")
             return
-        client.publish(self.availability, "online", qos=1, retain=True)
+        # Its PUBACK is read by this same thread, after this callback: no race with _on_publish.
+        online = client.publish(self.availability, "online", qos=1, retain=True)
+        with self._changed:
+            self._unwatched.add(online.mid)
         metrics.CONNECTED.labels(self.bridge).set(1)
         self.probe.set_ready(None)
         log.info("connected to the broker", broker=self._where())
@@ -153,6 +160,9 @@ class MqttPublisher:
         _properties: Properties,
     ) -> None:
         with self._changed:
+            if mid in self._unwatched:
+                self._unwatched.discard(mid)
+                return
             self._confirmed.add(mid)
             self._changed.notify_all()
 
