@@ -20,7 +20,8 @@ from .acl import (
     write_secrets,
 )
 from .cli_options import cli_settings, split_list
-from .connect import connect
+from .connect import Connections
+from .topology import Topology
 
 __all__ = ["acl_app"]
 
@@ -93,10 +94,12 @@ def generate_command(
 
 @acl_app.command("functions")
 def functions_command() -> None:
-    """Load the workers' commit function (as admin): once per node, and after a FUNCTION FLUSH.
+    """Load the workers' commit function (as admin) on every node of the config (on a cluster,
+    every master); again after a FUNCTION FLUSH.
 
     Functions persist with the data (RDB/AOF) and reach replicas, so a restart keeps it.
     """
-    client = connect(cli_settings().redis)
-    client.function_load(COMMIT_LIBRARY, replace=True)
-    typer.echo(f"loaded {COMMIT_FUNCTION}", err=True)
+    for node, client in Connections(Topology(cli_settings())).every_node():
+        # On a cluster redis-py sends FUNCTION LOAD to every master.
+        client.function_load(COMMIT_LIBRARY, replace=True)
+        typer.echo(f"loaded {COMMIT_FUNCTION} on {node.name}", err=True)
