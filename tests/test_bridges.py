@@ -3,6 +3,7 @@ a real HTTP server, a real redis-server; kills, restarts and outages on the way.
 
 from __future__ import annotations
 
+import email.utils
 import getpass
 import json
 import os
@@ -301,7 +302,10 @@ def test_mqtt_bridge_killed_and_broker_restarted_loses_nothing(
     def availability() -> str | None:
         return retained(broker, "facestream/bridge/chaos/availability")
 
-    args = ("mqtt", "--group", "g1", *broker.bridge_args(), "--name", "chaos")
+    metrics_port = free_port()
+    readyz = f"http://127.0.0.1:{metrics_port}/readyz"
+    args = ("mqtt", "--group", "g1", *broker.bridge_args(), "--name", "chaos",
+            "--metrics-port", str(metrics_port))  # fmt: skip
     processes = [bridge(redis_server, *args)]
     producer = threading.Thread(target=produce)
     try:
@@ -317,6 +321,8 @@ def test_mqtt_bridge_killed_and_broker_restarted_loses_nothing(
         producer.join(60)
         wait_for(lambda: arrived() == halfway, 60, "every event from before the restart")
         broker.stop()
+        wait_for(lambda: http_get(readyz)[0] == 503, 30, "/readyz to say the broker is gone")
+        assert http_get(readyz)[1].startswith("disconnected from the broker 127.0.0.1:")
         publish_events(client, *(make_event(n) for n in range(halfway, total)))
         wait_for(lambda: client.xpending(keys.events("g1"), "bridge-mqtt-chaos")["pending"],
                  30, "the bridge to take an event while the broker is down")  # fmt: skip
@@ -379,8 +385,9 @@ class Receiver:
                     (track, status, self.headers["X-Facestream-Delivery"], good)
                 )
                 self.send_response(status)
-                if status == 429:
-                    self.send_header("Retry-After", "1")
+                if status == 429:  # in seconds, then as an HTTP date (whole seconds) ahead
+                    later = email.utils.formatdate(time.time() + 3, usegmt=True)
+                    self.send_header("Retry-After", "1" if planned else later)
                 self.send_header("Content-Length", "8")
                 self.end_headers()
                 self.wfile.write(b"no thank"[:8] if status == 400 else b"answered")
@@ -404,7 +411,7 @@ def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
     client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     verify = verify_snippet()
-    receiver = Receiver({"t2": [500, 500], "t3": [429], "t4": [400]}, verify)
+    receiver = Receiver({"t2": [500, 500], "t3": [429, 429], "t4": [400]}, verify)
     receiver.start()
     secret = tmp_path / "webhook.secret"
     secret.write_bytes(SECRET + b"\n")
@@ -427,7 +434,9 @@ def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
         wait_for(lambda: client.xlen(keys.events_dead("g1")) == 1, 60, "the 400 dead-lettered")
         receiver.stop()  # down for a while: events wait, retried
         publish_events(client, make_event(5))
-        wait_for(lambda: failed_attempts() >= 5, 60, "two failed POSTs to the downed receiver")
+        wait_for(lambda: failed_attempts() >= 6, 60, "two failed POSTs to the downed receiver")
+        status, why = http_get(f"http://127.0.0.1:{metrics_port}/readyz")
+        assert (status, why.split(":")[0]) == (503, "webhook failing")
         receiver.start()
         wait_for(lambda: receiver.answered("t5") == [200], 60, "t5 once the receiver is back")
     finally:
@@ -436,7 +445,11 @@ def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
     assert all(good for *_, good in receiver.requests), receiver.requests
     assert receiver.answered("t1") == [200]
     assert receiver.answered("t2") == [500, 500, 200]  # retried until taken
-    assert receiver.answered("t3") == [429, 200]
+    assert receiver.answered("t3") == [429, 429, 200]
+    # Retry-After is honoured where it asks for longer than the back-off (0.05 s, 0.1 s).
+    delays = [json.loads(line)["retry_in_s"] for line in out.splitlines()
+              if "will retry" in line and "HTTP 429" in line]  # fmt: skip
+    assert delays[0] == 1.0 and 0.1 < delays[1] <= 3.0, delays
     assert receiver.answered("t4") == [400]  # refused: not retried
     # Every attempt of one event carries the same delivery id, the receiver's key for duplicates.
     assert {d for t, _, d, _ in receiver.requests if t == "t2"} == {
