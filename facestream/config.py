@@ -136,17 +136,30 @@ class NodeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="redis:// or rediss:// URL; logs in with `redis:`'s user/TLS.")
-    groups: list[str] = Field(min_length=1, description="Camera groups kept on this node.")
+    groups: list[str] = Field(
+        default_factory=list, description="Camera groups kept on this node (new frames come here)."
+    )
+    draining: list[str] = Field(
+        default_factory=list,
+        description="Groups moved to another node whose frames left here are still served and "
+        "whose results are still read; drop them once `status` shows them drained.",
+    )
 
     @field_validator("url")
     @classmethod
     def _parsable_url(cls, url: str) -> str:
         return parsable_redis_url(url)
 
-    @field_validator("groups")
+    @field_validator("groups", "draining")
     @classmethod
     def _valid_groups(cls, groups: list[str]) -> list[str]:
         return [keys.validate_group(group) for group in groups]
+
+    @model_validator(mode="after")
+    def _something_to_hold(self) -> NodeSettings:
+        if not self.groups and not self.draining:
+            raise ValueError("a node needs groups (or groups draining from it)")
+        return self
 
 
 class ClusterSettings(BaseModel):
@@ -157,6 +170,7 @@ class ClusterSettings(BaseModel):
     urls: list[str] = Field(
         min_length=1, description="Seed nodes (any masters or replicas); the rest is discovered."
     )
+
     @field_validator("urls")
     @classmethod
     def _parsable_urls(cls, urls: list[str]) -> list[str]:
@@ -226,6 +240,13 @@ class Settings(BaseSettings):
                 if group in homes:
                     raise ValueError(f"group {group} is on two nodes: {homes[group]} and {name}")
                 homes[group] = name
+        for name, node in self.nodes.items():
+            for group in node.draining:
+                if homes.get(group, name) == name:
+                    raise ValueError(
+                        f"group {group} drains from node {name} but no other node's groups "
+                        "list it: say where it moved"
+                    )
         if self.nodes:
             unmapped = sorted({c.group for c in self.cameras} - homes.keys())
             if unmapped:

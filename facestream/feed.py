@@ -11,14 +11,16 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Generic, TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 import redis
 import structlog
 
+from .client import StreamSubscriber
 from .connect import Connections
 
-__all__ = ["MergedFeed", "read_sources"]
+__all__ = ["MergedFeed", "read_sources", "subscribe"]
 
 T = TypeVar("T")
 
@@ -88,10 +90,11 @@ class MergedFeed(Generic[T]):
 def read_sources(
     connections: Connections, groups: list[str]
 ) -> dict[str, tuple[redis.Redis, list[str]]]:
-    """Where to read `groups` from: one source per node, and per group on a cluster (a read
-    may not name keys of two slots there). Name -> (client, its groups)."""
+    """Where to read `groups` from: one source per node (a group moving between nodes is read
+    on both), and per group on a cluster (a read may not name keys of two slots there).
+    Name -> (client, its groups)."""
     sources: dict[str, tuple[redis.Redis, list[str]]] = {}
-    for node_name, node_groups in connections.topology.by_node(groups).items():
+    for node_name, node_groups in connections.topology.by_node(groups, draining=True).items():
         node = connections.topology.nodes[node_name]
         client = connections.node(node)
         if node.is_cluster:
@@ -99,3 +102,20 @@ def read_sources(
         else:
             sources[node_name] = (client, node_groups)
     return sources
+
+
+def subscribe(
+    connections: Connections,
+    subscriber: type[StreamSubscriber[T]],
+    groups: list[str],
+    **options: Any,
+) -> MergedFeed[T]:
+    """A backend's feed over every node: one `subscriber` (ResultSubscriber, EventSubscriber)
+    per node, or per group on a cluster, each with its consumer group where it reads, so the
+    feed resumes on each node where it left off. `options` go to every subscriber."""
+
+    def listen(client: redis.Redis, node_groups: list[str], stop: threading.Event) -> Iterator[T]:
+        return subscriber(client, node_groups, **options).listen(stop)
+
+    sources = read_sources(connections, groups)
+    return MergedFeed({name: partial(listen, *source) for name, source in sources.items()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ class GroupStatus:
     dead: int
     error: str | None = None  # a key of the group refuses our reads, or its node is down
     node: str = SINGLE_NODE
+    draining: bool = False  # moved to another node; what is left here is still served
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class StatusReport:
                 f"{group.group:<16}{f'{group.node:<12}' if several else ''}{group.frames:>8}"
                 f"{group.pending:>9}{lag:>7}{group.consumers:>11}{group.results:>9}{group.dead:>7}"
                 + (f"  {group.error}" if group.error else "")
+                + ("  (draining: moved to another node)" if group.draining else "")
             )
         lines.append(f"gallery version {self.gallery_version}")
         if not self.gallery_in_sync:
@@ -254,7 +257,7 @@ def collect_site_status(connections: Connections, groups: list[str] | None = Non
     the groups the config puts on it, and hides nothing of the others. When no node answers,
     the last error is raised: there is nothing to report."""
     topology = connections.topology
-    placed = topology.by_node(groups) if groups and topology.kind == "nodes" else {}
+    placed = topology.by_node(groups, draining=True) if groups and topology.kind == "nodes" else {}
     reports = []
     unreachable: Exception | None = None
     for node in topology.nodes.values():
@@ -262,7 +265,17 @@ def collect_site_status(connections: Connections, groups: list[str] | None = Non
         if placed and not wanted:
             continue
         try:
-            reports.append(collect_status(connections.node(node), wanted, node.name))
+            held = list(node.groups + node.draining) or None
+            report = collect_status(connections.node(node), wanted or held, node.name)
+            reports.append(
+                dataclasses.replace(
+                    report,
+                    groups=[
+                        dataclasses.replace(g, draining=g.group in node.draining)
+                        for g in report.groups
+                    ],
+                )
+            )
         except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
             unreachable = exc
             error = clip(f"unreachable: {exc}", 200)

@@ -29,6 +29,7 @@ class Node:
     redis: RedisSettings  # url: the node's (a cluster's first seed); user, password, TLS shared
     groups: tuple[str, ...]  # the groups it holds; () = whatever is there (discovered)
     cluster_urls: tuple[str, ...] = ()  # seeds, when the node is a cluster
+    draining: tuple[str, ...] = ()  # groups moved away whose leftovers are still served here
 
     @property
     def is_cluster(self) -> bool:
@@ -44,7 +45,9 @@ class Topology:
         if settings.nodes:
             for name, node in settings.nodes.items():
                 redis = settings.redis.model_copy(update={"url": node.url})
-                self.nodes[name] = Node(name, redis, tuple(node.groups))
+                self.nodes[name] = Node(
+                    name, redis, tuple(node.groups), draining=tuple(node.draining)
+                )
         elif settings.cluster is not None:
             seeds = tuple(settings.cluster.urls)
             redis = settings.redis.model_copy(update={"url": seeds[0]})
@@ -71,11 +74,16 @@ class Topology:
             f"{', '.join(self.nodes)} under nodes: in the config"
         )
 
-    def by_node(self, groups: Iterable[str]) -> dict[str, list[str]]:
-        """`groups` sorted by the node that holds each (node name -> its groups, in order)."""
+    def by_node(self, groups: Iterable[str], draining: bool = False) -> dict[str, list[str]]:
+        """`groups` sorted by the node that holds each (node name -> its groups, in order);
+        with `draining`, also by the nodes they are moving away from (to read every result)."""
         placed: dict[str, list[str]] = {}
         for group in groups:
             placed.setdefault(self.node_for(group).name, []).append(group)
+            if draining:
+                for node in self.nodes.values():
+                    if group in node.draining:
+                        placed.setdefault(node.name, []).append(group)
         return placed
 
     def select(self, names: Sequence[str]) -> list[Node]:
@@ -88,11 +96,13 @@ class Topology:
         return [node for name, node in self.nodes.items() if not names or name in names]
 
     def settings_for(self, node: Node) -> Settings:
-        """The settings one worker process of `node` runs with: that node alone, its groups.
+        """The settings one worker process of `node` runs with: that node alone, its groups
+        (those draining from it included).
 
         Groups named by `groups:` (or --groups) narrow a node's own list; a node without a
         list (single Redis, cluster) serves them, or discovers groups when there are none.
         """
         wanted = self.settings.groups
-        groups = [g for g in node.groups if not wanted or g in wanted] if node.groups else wanted
+        held = node.groups + node.draining
+        groups = [g for g in held if not wanted or g in wanted] if held else wanted
         return self.settings.model_copy(update={"redis": node.redis, "groups": groups, "nodes": {}})

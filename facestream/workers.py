@@ -226,7 +226,7 @@ def _node_settings(settings: Settings, names: Sequence[str]) -> list[Settings]:
     plan = []
     for node in topology.select(names):
         node_settings = topology.settings_for(node)
-        if node.groups and not node_settings.groups:
+        if (node.groups or node.draining) and not node_settings.groups:
             continue  # --groups named none of this node's groups
         plan.append(node_settings)
     if not plan:

@@ -8,23 +8,29 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 import redis
 import yaml
 
-from facestream.config import ConfigError, load_settings
+from facestream.client import ResultSubscriber
+from facestream.config import ConfigError, Settings, load_settings
 from facestream.connect import Connections
+from facestream.feed import subscribe
+from facestream.ingest import EncodedFrame, FramePublisher
 from facestream.recognizer import FaceEngine, Gallery, embed_photos
 from facestream.replicas import GalleryReplicas
 from facestream.schemas import GalleryError, Result, keys
+from facestream.status import collect_site_status
 from facestream.topology import Topology, UnmappedGroup
 from tests.servers.redis_nodes import ClusterProcess, RedisNodes
 
-from .helpers import FACES, IDENTITIES, wait_for
+from .helpers import FACES, IDENTITIES, drain, make_worker, wait_for
 
 pytest_plugins = ("tests.cluster_fixtures",)
 
@@ -252,6 +258,62 @@ def test_gallery_changes_reach_every_node_and_a_node_that_missed_one_is_synced(
         _facestream(config, "status", "--json"), capture_output=True, text=True, timeout=60
     )
     assert json.loads(status.stdout)["gallery_in_sync"] is True
+
+
+def test_a_group_moves_to_another_node_by_a_config_change(
+    redis_nodes: RedisNodes, engine: FaceEngine, settings: Settings
+) -> None:
+    node0, node1 = redis_nodes.urls[:2]
+    before = settings.model_copy(
+        update={"nodes": load_settings(nodes={
+            "node0": {"url": node0, "groups": ["mall"]},
+            "node1": {"url": node1, "groups": ["east"]},
+        }).nodes}
+    )  # fmt: skip
+    # The move: new frames of `mall` go to node1; node0 still serves what it holds of it.
+    after = settings.model_copy(
+        update={"nodes": load_settings(nodes={
+            "node0": {"url": node0, "draining": ["mall"]},
+            "node1": {"url": node1, "groups": ["east", "mall"]},
+        }).nodes}
+    )  # fmt: skip
+    old, new = Connections(Topology(before)), Connections(Topology(after))
+    for _, client in old.every_node():
+        client.flushall()
+    photos = [(p.read_bytes(), *cv2.imread(str(p)).shape[1::-1]) for p in PHOTOS[:6]]
+    sender = FramePublisher(old.for_group("mall"), "mall", "cam-m", 1000, settings.limits)
+    for jpeg, width, height in photos:
+        sender.publish(EncodedFrame(jpeg, width, height))
+    assert new.topology.node_for("mall").name == "node1"
+    sender = FramePublisher(new.for_group("mall"), "mall", "cam-m", 1000, settings.limits, 6)
+    for jpeg, width, height in photos:
+        sender.publish(EncodedFrame(jpeg, width, height))
+
+    for node in new.topology.nodes.values():
+        groups = new.topology.settings_for(node).groups
+        assert "mall" in groups  # node0's workers finish its leftovers
+        worker = make_worker(new.node(node), engine, settings, f"w-{node.name}", groups)
+        drain(worker, new.node(node), "mall", 6)
+    on_node0 = _results(new.node(new.topology.nodes["node0"]), "mall")
+    on_node1 = _results(new.node(new.topology.nodes["node1"]), "mall")
+    assert [r.seq for r in on_node0] == list(range(6))
+    assert [r.seq for r in on_node1] == list(range(6, 12))
+
+    report = collect_site_status(new, ["mall"])
+    drained = next(g for g in report.groups if g.node == "node0")
+    assert (drained.draining, drained.pending, drained.lag) == (True, 0, 0)
+    assert "(draining: moved to another node)" in report.render()
+
+    # A backend reading `mall` during the move gets every result once, from both nodes.
+    stop = threading.Event()
+    feed = subscribe(new, ResultSubscriber, ["mall"], start="oldest", block_ms=100)
+    feed.stop = stop
+    seen = []
+    for result in feed:
+        seen.append(result.seq)
+        if len(seen) == 12:
+            stop.set()
+    assert sorted(seen) == list(range(12))
 
 
 # -- one Redis Cluster -----------------------------------------------------------------------
