@@ -21,13 +21,15 @@ import yaml
 from facestream.client import ResultSubscriber
 from facestream.config import ConfigError, Settings, load_settings
 from facestream.connect import Connections
+from facestream.demo import build_clip
 from facestream.feed import subscribe
-from facestream.ingest import EncodedFrame, FramePublisher
+from facestream.ingest import CameraSettings, EncodedFrame, FramePublisher, run_cameras
 from facestream.recognizer import FaceEngine, Gallery, embed_photos
 from facestream.replicas import GalleryReplicas
 from facestream.schemas import GalleryError, Result, keys
 from facestream.status import collect_site_status
 from facestream.topology import Topology, UnmappedGroup
+from facestream.workers import _node_settings
 from tests.servers.redis_nodes import ClusterProcess, RedisNodes
 
 from .helpers import FACES, IDENTITIES, drain, make_worker, wait_for
@@ -85,6 +87,30 @@ def test_each_group_has_one_home_and_workers_get_one_node_each() -> None:
     cluster = Topology(load_settings(cluster={"urls": ["redis://h1:7000", "redis://h2:7000"]}))
     (node,) = cluster.nodes.values()
     assert (cluster.kind, node.is_cluster, cluster.node_for("anything")) == ("cluster", True, node)
+
+
+def test_worker_processes_per_node_and_node_selection() -> None:
+    settings = load_settings(
+        nodes={
+            "n1": {"url": "redis://h1:6379", "groups": ["east"], "draining": ["old"]},
+            "n2": {"url": "redis://h2:6379", "groups": ["west"]},
+            "n3": {"url": "redis://h3:6379", "groups": ["north", "old"]},
+        }
+    )
+    plan = _node_settings(settings, [])
+    assert [(p.redis.url, p.groups) for p in plan] == [
+        ("redis://h1:6379", ["east", "old"]),
+        ("redis://h2:6379", ["west"]),
+        ("redis://h3:6379", ["north", "old"]),
+    ]
+    assert [p.groups for p in _node_settings(settings, ["n2"])] == [["west"]]
+    only_west = settings.model_copy(update={"groups": ["west"]})
+    assert [p.groups for p in _node_settings(only_west, [])] == [["west"]]
+    with pytest.raises(ConfigError, match="no node n9 in the config"):
+        _node_settings(settings, ["n9"])
+    nowhere = settings.model_copy(update={"groups": ["south"]})
+    with pytest.raises(ConfigError, match="no node holds the groups asked for"):
+        _node_settings(nowhere, [])
 
 
 # -- three independent nodes -----------------------------------------------------------------
@@ -258,6 +284,54 @@ def test_gallery_changes_reach_every_node_and_a_node_that_missed_one_is_synced(
         _facestream(config, "status", "--json"), capture_output=True, text=True, timeout=60
     )
     assert json.loads(status.stdout)["gallery_in_sync"] is True
+
+    for _, client in connections.every_node():
+        client.zadd(keys.VISITOR_SEEN, {"v-1": 1, "v-2": 2})
+    purged = subprocess.run(
+        _facestream(config, "visitors", "purge"), capture_output=True, text=True, timeout=60
+    )
+    assert purged.returncode == 0, purged.stderr
+    assert not any(client.exists(keys.VISITOR_SEEN) for _, client in connections.every_node())
+
+
+def test_one_camera_agent_process_feeds_cameras_of_several_nodes(
+    redis_nodes: RedisNodes, settings: Settings, tmp_path: Path
+) -> None:
+    site = settings.model_copy(
+        update={"nodes": load_settings(nodes={
+            "node0": {"url": redis_nodes.urls[0], "groups": ["east"]},
+            "node1": {"url": redis_nodes.urls[1], "groups": ["west"]},
+        }).nodes}
+    )  # fmt: skip
+    connections = Connections(Topology(site))
+    for _, client in connections.every_node():
+        client.flushall()
+    clip = tmp_path / "clip.avi"
+    build_clip(sorted((FACES / "test").glob("*.jpg"))[:2], clip, size=(320, 180), moving=4)
+    cameras = [
+        CameraSettings(id=f"cam-{group}", group=group, source=str(clip), fps=20)
+        for group in ("east", "west")
+    ]
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=run_cameras,
+        args=(cameras, connections.for_group, site.limits, 1000, stop),
+        daemon=True,
+    )
+    runner.start()
+    try:
+        for group in ("east", "west"):
+            home = connections.for_group(group)
+            wait_for(lambda h=home, g=group: h.xlen(keys.frames(g)) >= 5, what=f"{group} frames")  # type: ignore[misc]
+            wait_for(
+                lambda h=home, g=group: h.exists(keys.camera_health(f"cam-{g}")), what="health"
+            )  # type: ignore[misc]
+    finally:
+        stop.set()
+        runner.join(10)
+    east, west = connections.for_group("east"), connections.for_group("west")
+    assert not east.exists(keys.frames("west")) and not west.exists(keys.frames("east"))
+    assert not east.exists(keys.camera_health("cam-west"))
 
 
 def test_a_group_moves_to_another_node_by_a_config_change(
