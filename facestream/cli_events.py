@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -14,8 +17,10 @@ from facestream.schemas import Event, EventType, FacestreamError, InvalidMessage
 
 from .cli_options import cli_settings, split_list
 from .client import EventFilter, describe_event, fetch_snapshot, tail_events
-from .connect import connect
+from .connect import Connections
+from .feed import MergedFeed, read_sources
 from .status import known_groups
+from .topology import Topology
 
 __all__ = ["events_app"]
 
@@ -58,26 +63,48 @@ def events_tail(
             snapshots.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FacestreamError(f"--snapshots {snapshots}: cannot create it ({exc})") from exc
-    client = connect(settings.redis)
-    known = known_groups(client)
-    unknown = sorted(set(names) - set(known) - set(_event_groups(client, names)))
-    if unknown:
-        raise FacestreamError(
-            f"no group {', '.join(unknown)} on this Redis yet (known: "
-            f"{', '.join(known) or 'none'}); start a camera or replay for it first"
-        )
+    sources = read_sources(Connections(Topology(settings)), names)
+    for name, (client, node_groups) in sources.items():
+        known = known_groups(client)
+        unknown = sorted(set(node_groups) - set(known) - set(_event_groups(client, node_groups)))
+        if unknown:
+            where = "this Redis" if len(sources) == 1 else f"node {name}"
+            raise FacestreamError(
+                f"no group {', '.join(unknown)} on {where} yet (known: "
+                f"{', '.join(known) or 'none'}); start a camera or replay for it first"
+            )
     wanted = EventFilter(
         cameras=frozenset(split_list(camera) or []) if camera else None,
         identities=frozenset(split_list(identity) or []) if identity else None,
         types=frozenset(types) if types else None,  # type: ignore[arg-type]  # checked above
     )
+    feed = MergedFeed(
+        {
+            name: partial(_tail, client, node_groups, from_start, wanted)
+            for name, (client, node_groups) in sources.items()
+        }
+    )
     try:
-        for event in tail_events(client, names, from_start=from_start, count=count, wanted=wanted):
+        for shown, (client, event) in enumerate(feed, start=1):
             saved = _save_snapshot(client, event, snapshots) if snapshots else None
             line = event.to_json().decode() if json_output else describe_event(event)
             typer.echo(line + (f"  [{saved}]" if saved and not json_output else ""))
+            if count is not None and shown >= count:
+                break
     except KeyboardInterrupt:
         pass
+
+
+def _tail(
+    client: redis.Redis,
+    groups: list[str],
+    from_start: bool,
+    wanted: EventFilter,
+    stop: threading.Event,
+) -> Iterator[tuple[redis.Redis, Event]]:
+    """A node's events, each with the client of its node (where its snapshot is kept)."""
+    for event in tail_events(client, groups, from_start=from_start, stop=stop, wanted=wanted):
+        yield client, event
 
 
 def _event_groups(client: redis.Redis, names: list[str]) -> list[str]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 import redis
 import structlog
 
 from facestream.client import DeliveredEvent, StreamSubscriber
+from facestream.health import Probe
 from facestream.schemas import clip, keys
 
 from . import metrics
@@ -25,6 +26,7 @@ from .settings import BridgeError, BridgeSettings
 
 __all__ = [
     "Pump",
+    "Sources",
     "dead_letter",
     "require_groups",
     "run_pumps",
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 D = TypeVar("D")
+#: Where to read: source name -> (its Redis client, its camera groups); see facestream.feed.
+Sources = Mapping[str, tuple[redis.Redis, list[str]]]
 S = TypeVar("S", bound=StreamSubscriber[Any])
 
 log = structlog.get_logger("bridge")
@@ -94,6 +98,7 @@ def subscribe(
     kind: Literal["mqtt", "webhook"],
     settings: BridgeSettings,
     from_start: bool,
+    probe: Probe,
 ) -> S:
     """A subscriber in the bridge's own consumer group, `bridge-<kind>-<name>`.
 
@@ -102,7 +107,7 @@ def subscribe(
     pending at once instead of waiting `claim_idle_ms` for it to be claimed.
     """
     name = settings.mqtt.name if kind == "mqtt" else settings.webhook.name
-    return cls(
+    subscriber = cls(
         client,
         groups,
         f"bridge-{kind}-{name}",
@@ -111,6 +116,8 @@ def subscribe(
         start="oldest" if from_start else "new",
         claim_idle_ms=settings.claim_idle_ms,
     )
+    subscriber.on_round = probe.beat
+    return subscriber
 
 
 def require_groups(groups: Sequence[str]) -> list[str]:

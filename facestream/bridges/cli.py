@@ -10,10 +10,12 @@ import typer
 
 from facestream.cli_options import cli_settings, split_list
 from facestream.config import Settings
-from facestream.connect import connect
+from facestream.connect import Connections
+from facestream.feed import read_sources
 from facestream.health import Probe, serve_health
+from facestream.topology import Topology
 
-from .base import require_groups, stop_on_signals
+from .base import Sources, require_groups, stop_on_signals
 
 __all__ = ["bridge_app"]
 
@@ -32,15 +34,17 @@ ExistingFile = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
 
 
 def _start(settings: Settings, group: str | None, metrics_port: int | None) -> tuple[
-    list[str], Probe, threading.Event
+    Sources, Probe, threading.Event
 ]:  # fmt: skip
+    """Where to read (one source per node holding the groups), the probe, the stop event."""
     groups = require_groups(split_list(group) or settings.groups)
+    sources = read_sources(Connections(Topology(settings)), groups)
     probe = Probe()
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
     stop = threading.Event()
     stop_on_signals(stop)
-    return groups, probe, stop
+    return sources, probe, stop
 
 
 @bridge_app.command("mqtt")
@@ -73,9 +77,8 @@ def mqtt_command(
         "tls_ca_file": ca_file, "tls_cert_file": cert_file, "tls_key_file": key_file,
     }  # fmt: skip
     settings = cli_settings(bridge={"mqtt": mqtt})
-    groups, probe, stop = _start(settings, group, metrics_port)
-    client = connect(settings.redis)
-    run_mqtt_bridge(client, groups, settings.bridge, probe, stop, from_start=from_start)
+    sources, probe, stop = _start(settings, group, metrics_port)
+    run_mqtt_bridge(sources, settings.bridge, probe, stop, from_start=from_start)
 
 
 @bridge_app.command("webhook")
@@ -102,6 +105,5 @@ def webhook_command(
         "backoff_s": backoff, "timeout_s": timeout,
     }  # fmt: skip
     settings = cli_settings(bridge={"webhook": webhook})
-    groups, probe, stop = _start(settings, group, metrics_port)
-    client = connect(settings.redis)
-    run_webhook_bridge(client, groups, url, settings.bridge, probe, stop, from_start=from_start)
+    sources, probe, stop = _start(settings, group, metrics_port)
+    run_webhook_bridge(sources, url, settings.bridge, probe, stop, from_start=from_start)

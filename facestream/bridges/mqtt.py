@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+from functools import partial
 
 import paho.mqtt.client as mqtt
 import redis
@@ -23,7 +24,7 @@ from facestream.client import DeliveredEvent, DeliveredResult, EventSubscriber, 
 from facestream.health import Probe
 
 from . import metrics
-from .base import Pump, dead_letter, run_pumps, subscribe
+from .base import Pump, Sources, dead_letter, run_pumps, subscribe
 from .settings import BridgeError, BridgeSettings, MqttSettings
 
 __all__ = ["MqttPublisher", "run_mqtt_bridge", "topic_for"]
@@ -171,22 +172,20 @@ class MqttPublisher:
 
 
 def run_mqtt_bridge(
-    client: redis.Redis,
-    groups: list[str],
+    sources: Sources,
     settings: BridgeSettings,
     probe: Probe,
     stop: threading.Event,
     *,
     from_start: bool = False,
 ) -> None:
-    """Publish every event (and with `settings.mqtt.results` every result) until `stop`."""
+    """Publish every event (and with `settings.mqtt.results` every result) until `stop`; one
+    subscriber per source (node), all through one broker connection."""
     mqtt_settings = settings.mqtt
     publisher = MqttPublisher(mqtt_settings, probe, stop)
-    events = subscribe(EventSubscriber, client, groups, "mqtt", settings, from_start)
-    events.on_round = probe.beat
     prefix = mqtt_settings.topic_prefix
 
-    def deliver_event(event: DeliveredEvent) -> bool:
+    def deliver_event(client: redis.Redis, event: DeliveredEvent) -> bool:
         topic = topic_for(prefix, event.group, event.camera, event.type)
         if topic is None:
             dead_letter(client, event, publisher.bridge, "camera not usable in an MQTT topic", 0)
@@ -206,12 +205,15 @@ def run_mqtt_bridge(
         metrics.DELIVERED.labels(publisher.bridge, "result").inc()
         return True
 
-    pumps: list[Pump[DeliveredEvent] | Pump[DeliveredResult]] = [
-        Pump("events", events, deliver_event)
-    ]
-    if mqtt_settings.results:
-        results = subscribe(ResultSubscriber, client, groups, "mqtt", settings, from_start)
-        pumps.append(Pump("results", results, deliver_result))
+    pumps: list[Pump[DeliveredEvent] | Pump[DeliveredResult]] = []
+    for name, (client, groups) in sources.items():
+        events = subscribe(EventSubscriber, client, groups, "mqtt", settings, from_start, probe)
+        pumps.append(Pump(f"events@{name}", events, partial(deliver_event, client)))
+        if mqtt_settings.results:
+            results = subscribe(
+                ResultSubscriber, client, groups, "mqtt", settings, from_start, probe
+            )
+            pumps.append(Pump(f"results@{name}", results, deliver_result))
     publisher.start()
     try:
         run_pumps(pumps, stop)

@@ -16,6 +16,7 @@ import hmac
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 import httpx
 import redis
@@ -26,7 +27,7 @@ from facestream.client import DeliveredEvent, EventSubscriber
 from facestream.health import Probe
 
 from . import metrics
-from .base import Pump, dead_letter, run_pumps, subscribe
+from .base import Pump, Sources, dead_letter, run_pumps, subscribe
 from .settings import BridgeError, BridgeSettings, WebhookSettings
 
 __all__ = ["WebhookSender", "read_secret", "run_webhook_bridge", "sign"]
@@ -156,8 +157,7 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def run_webhook_bridge(
-    client: redis.Redis,
-    groups: list[str],
+    sources: Sources,
     url: str,
     settings: BridgeSettings,
     probe: Probe,
@@ -165,13 +165,10 @@ def run_webhook_bridge(
     *,
     from_start: bool = False,
 ) -> None:
-    """POST every event of `groups` to `url` until `stop`."""
+    """POST every event to `url` until `stop`; one subscriber per source (node)."""
     sender = WebhookSender(url, read_secret(settings.webhook), settings.webhook, probe, stop)
-    events = subscribe(EventSubscriber, client, groups, "webhook", settings, from_start)
-    events.on_round = probe.beat
-    probe.set_ready(None)
 
-    def deliver(event: DeliveredEvent) -> bool:
+    def deliver(client: redis.Redis, event: DeliveredEvent) -> bool:
         delivered, why, attempts = sender.deliver(event)
         if delivered:
             metrics.DELIVERED.labels(sender.bridge, "event").inc()
@@ -181,8 +178,17 @@ def run_webhook_bridge(
             dead_letter(client, event, sender.bridge, why, attempts)
         return True
 
+    pumps = [
+        Pump(
+            f"events@{name}",
+            subscribe(EventSubscriber, client, groups, "webhook", settings, from_start, probe),
+            partial(deliver, client),
+        )
+        for name, (client, groups) in sources.items()
+    ]
+    probe.set_ready(None)
     try:
-        run_pumps([Pump("events", events, deliver)], stop)
+        run_pumps(pumps, stop)
     finally:
         sender.close()
         log.info("webhook bridge stopped", bridge=sender.bridge)
