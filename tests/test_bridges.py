@@ -45,9 +45,12 @@ USER, PASSWORD = "bridge", "mqtt-password-for-tests"
 # -- processes ------------------------------------------------------------------------------
 
 
-def bridge(redis_server: EmbeddedRedis, *args: str) -> subprocess.Popen[str]:
+def bridge(
+    redis_server: EmbeddedRedis, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """`facestream bridge …` as its own process, logging JSON lines to a pipe."""
-    env = {**os.environ, "FACESTREAM_BRIDGE__BLOCK_MS": "100", "FACESTREAM_LOG__FORMAT": "json"}
+    env = {**os.environ, "FACESTREAM_BRIDGE__BLOCK_MS": "100", "FACESTREAM_LOG__FORMAT": "json",
+           **(env or {})}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "facestream", "bridge", *args, "--redis-url", redis_server.url],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -410,17 +413,24 @@ class Receiver:
 def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
     client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
+    """Group g1 on the session's Redis, g2 on a node of its own: one bridge reads both."""
+    node_b = EmbeddedRedis(tmp_path / "b", appendonly=False).start()
+    client_b = redis.Redis.from_url(node_b.url)
+    nodes = {"a": {"url": redis_server.url, "groups": ["g1"]},
+             "b": {"url": node_b.url, "groups": ["g2"]}}  # fmt: skip
     verify = verify_snippet()
-    receiver = Receiver({"t2": [500, 500], "t3": [429, 429], "t4": [400]}, verify)
+    receiver = Receiver({"t2": [500, 500], "t3": [429, 429], "t4": [400], "t6": [400]}, verify)
     receiver.start()
     secret = tmp_path / "webhook.secret"
     secret.write_bytes(SECRET + b"\n")
     metrics_port = free_port()
     publish_events(client, *(make_event(n) for n in (1, 2, 3, 4)))
+    publish_events(client_b, make_event(6, group="g2"))
     process = bridge(
-        redis_server, "webhook", f"http://127.0.0.1:{receiver.port}/hook", "--group", "g1",
+        redis_server, "webhook", f"http://127.0.0.1:{receiver.port}/hook", "--group", "g1,g2",
         "--secret-file", str(secret), "--name", "hooks", "--backoff", "0.05",
         "--max-attempts", "30", "--from-start", "--metrics-port", str(metrics_port),
+        env={"FACESTREAM_NODES": json.dumps(nodes)},
     )  # fmt: skip
 
     def failed_attempts() -> float:
@@ -432,6 +442,7 @@ def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
 
     try:
         wait_for(lambda: client.xlen(keys.events_dead("g1")) == 1, 60, "the 400 dead-lettered")
+        wait_for(lambda: client_b.xlen(keys.events_dead("g2")) == 1, 60, "node b's dead letter")
         receiver.stop()  # down for a while: events wait, retried
         publish_events(client, make_event(5))
         wait_for(lambda: failed_attempts() >= 6, 60, "two failed POSTs to the downed receiver")
@@ -441,6 +452,7 @@ def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
         wait_for(lambda: receiver.answered("t5") == [200], 60, "t5 once the receiver is back")
     finally:
         code, out = stop(process)
+        node_b.stop()
     assert code == 0, out
     assert all(good for *_, good in receiver.requests), receiver.requests
     assert receiver.answered("t1") == [200]
@@ -462,6 +474,8 @@ def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
     assert (fields[b"attempts"], fields[b"bridge"]) == (b"1", b"webhook/hooks")
     assert Event.model_validate_json(fields[b"event"]) == make_event(4)
     assert client.xpending(keys.events("g1"), "bridge-webhook-hooks")["pending"] == 0
+    # Node b's event went its own way: its dead letter is kept on its own node.
+    assert receiver.answered("t6") == [400] and client.xlen(keys.events_dead("g2")) == 0
 
 
 def test_the_documented_check_refuses_forgeries_and_replays() -> None:
