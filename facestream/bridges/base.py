@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Generic, Literal, TypeVar
 
 import redis
@@ -19,6 +20,7 @@ import structlog
 
 from facestream.client import DeliveredEvent, StreamSubscriber
 from facestream.health import Probe
+from facestream.ingest.outages import Outages, Stopped
 from facestream.schemas import clip, keys
 
 from . import metrics
@@ -66,6 +68,8 @@ class Pump(Generic[D]):
             for item in self.subscriber.listen(stop):
                 if not self.deliver(item):
                     return  # stopping before the other side confirmed it: it stays pending
+        except Stopped:
+            return  # asked to stop while Redis was away: what was in hand stays pending
         except BaseException as exc:  # handed to the main thread, which exits with it
             self.error = exc
             log.error("bridge stopped by an error", pump=self.name, error=str(exc))
@@ -128,9 +132,17 @@ def require_groups(groups: Sequence[str]) -> list[str]:
 
 
 def dead_letter(
-    client: redis.Redis, event: DeliveredEvent, bridge: str, reason: str, attempts: int
+    client: redis.Redis,
+    event: DeliveredEvent,
+    bridge: str,
+    reason: str,
+    attempts: int,
+    outages: Outages,
 ) -> None:
-    """Keep an event that cannot be delivered on `fs:{G}:events:dead` with the reason."""
+    """Keep an event that cannot be delivered on `fs:{G}:events:dead` with the reason.
+
+    Through a Redis outage it waits, like the subscriber does (Stopped if asked to stop).
+    """
     fields = {
         "entry_id": event.entry_id,
         "group": event.group,
@@ -139,7 +151,8 @@ def dead_letter(
         "attempts": attempts,
         "event": event.to_json(),
     }
-    client.xadd(keys.events_dead(event.group), fields, maxlen=DEAD_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    stream = keys.events_dead(event.group)
+    outages.call(partial(client.xadd, stream, fields, maxlen=DEAD_MAXLEN, approximate=True))  # type: ignore[arg-type]
     metrics.DEAD_LETTERS.labels(bridge).inc()
     log.warning(
         "event dead-lettered", bridge=bridge, entry_id=event.entry_id, reason=fields["reason"]

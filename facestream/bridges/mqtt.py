@@ -22,6 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from facestream.client import DeliveredEvent, DeliveredResult, EventSubscriber, ResultSubscriber
 from facestream.health import Probe
+from facestream.ingest.outages import Outages
 
 from . import metrics
 from .base import Pump, Sources, dead_letter, run_pumps, subscribe
@@ -184,11 +185,13 @@ def run_mqtt_bridge(
     mqtt_settings = settings.mqtt
     publisher = MqttPublisher(mqtt_settings, probe, stop)
     prefix = mqtt_settings.topic_prefix
+    outages = Outages(stop, f"{publisher.bridge} dead letters")
 
     def deliver_event(client: redis.Redis, event: DeliveredEvent) -> bool:
         topic = topic_for(prefix, event.group, event.camera, event.type)
         if topic is None:
-            dead_letter(client, event, publisher.bridge, "camera not usable in an MQTT topic", 0)
+            why = "camera not usable in an MQTT topic"
+            dead_letter(client, event, publisher.bridge, why, 0, outages)
             return True
         if not publisher.publish(topic, event.to_json()):
             return False

@@ -25,6 +25,7 @@ import structlog
 from facestream import __version__
 from facestream.client import DeliveredEvent, EventSubscriber
 from facestream.health import Probe
+from facestream.ingest.outages import Outages
 
 from . import metrics
 from .base import Pump, Sources, dead_letter, run_pumps, subscribe
@@ -167,6 +168,7 @@ def run_webhook_bridge(
 ) -> None:
     """POST every event to `url` until `stop`; one subscriber per source (node)."""
     sender = WebhookSender(url, read_secret(settings.webhook), settings.webhook, probe, stop)
+    outages = Outages(stop, f"{sender.bridge} dead letters")
 
     def deliver(client: redis.Redis, event: DeliveredEvent) -> bool:
         delivered, why, attempts = sender.deliver(event)
@@ -175,7 +177,7 @@ def run_webhook_bridge(
         elif why is None:
             return False  # stopped while retrying: it stays pending, sent again after a restart
         else:
-            dead_letter(client, event, sender.bridge, why, attempts)
+            dead_letter(client, event, sender.bridge, why, attempts, outages)
         return True
 
     pumps = [
