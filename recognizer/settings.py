@@ -126,6 +126,13 @@ class TrackSettings(BaseModel):
         description="Two embeddings less similar than this are different faces, whatever the "
         "boxes say (two people crossing).",
     )
+    min_frames: int = Field(
+        2,
+        ge=1,
+        le=100,
+        description="Frames a track must last before its events start: a face seen once (a "
+        "false detection, a face at the edge) makes no visit.",
+    )
     relink_similarity: float = Field(
         0.5,
         ge=-1.0,

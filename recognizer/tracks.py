@@ -69,6 +69,7 @@ class Track(BaseModel):
 
     id: str
     box: Box
+    velocity: tuple[float, float] = (0.0, 0.0)  # pixels per frame of its camera, smoothed
     embedding: str = ""  # base64 float32: running mean of its embeddings (unit length)
     first_ts: int
     last_ts: int
@@ -83,6 +84,21 @@ class Track(BaseModel):
     embed_area: float = 0.0
     quality: float = 0.0  # of the stored snapshot
     snapshot: str | None = None
+    announced: bool = False  # `appeared` sent: it lasted `min_frames`
+
+    def predicted(self) -> Box:
+        """Where the face should be in the camera's next frame, at its current velocity."""
+        x, y, w, h = self.box
+        frames = self.misses + 1
+        return (x + self.velocity[0] * frames, y + self.velocity[1] * frames, w, h)
+
+    def move(self, box: Box) -> None:
+        frames = self.misses + 1
+        step = ((box[0] - self.box[0]) / frames, (box[1] - self.box[1]) / frames)
+        if self.frames > 1:  # a track's first move is all we know of its speed
+            step = ((step[0] + self.velocity[0]) / 2, (step[1] + self.velocity[1]) / 2)
+        self.velocity, self.box, self.misses = step, box, 0
+        self.frames += 1
 
     def vector(self) -> NDArray[np.float32] | None:
         if not self.embedding:
@@ -176,22 +192,24 @@ def plan_embeddings(
 ) -> list[bool]:
     """Which faces of a frame need an embedding (True) given the camera's tracks.
 
-    A face is spared only when it plainly continues one settled track: it overlaps that track
-    alone (and the track no other face) by at least `jump_iou`, has not grown by `grow_ratio`
-    since the track's last embedding, and the track's back-off gap has not run out.
+    A face is spared only when it plainly continues one settled track: it overlaps where that
+    track was heading alone (and the track no other face) by at least `jump_iou`, has not
+    grown by `grow_ratio` since the track's last embedding, and the track's back-off gap has
+    not run out.
     """
     needed = []
+    heading = [(track, track.predicted()) for track in state.tracks]
     for box in boxes:
-        near = [t for t in state.tracks if iou(t.box, box) >= settings.link_iou]
+        near = [(t, p) for t, p in heading if iou(p, box) >= settings.link_iou]
         spare = False
         if len(near) == 1:
-            track = near[0]
-            rivals = sum(1 for other in boxes if iou(track.box, other) >= settings.link_iou)
+            track, predicted = near[0]
+            rivals = sum(1 for other in boxes if iou(predicted, other) >= settings.link_iou)
             spare = (
                 rivals == 1
                 and track.settled
                 and bool(track.embedding)
-                and iou(track.box, box) >= settings.jump_iou
+                and iou(predicted, box) >= settings.jump_iou
                 and box[2] * box[3] <= settings.grow_ratio * track.embed_area
                 and track.since_embed + 1 < track.gap
             )
@@ -216,11 +234,10 @@ def advance(
         if linked is None:
             track = _start(frame, sighting)
             tracks.append(track)
-            step.events.append(_event("appeared", frame, track))
         else:
             track = linked
-            track.box, track.last_ts, track.misses = sighting.face.box, frame.ts, 0
-            track.frames += 1
+            track.move(sighting.face.box)
+            track.last_ts = frame.ts
         seen.add(track.id)
         step.faces.append(_observe(track, frame, sighting, settings, source, step))
     for track in tracks:
@@ -230,7 +247,8 @@ def advance(
                 frame.ts - track.last_ts >= settings.lost_after_s * 1000
             )
             if lost:
-                step.events.append(_left(frame, track))
+                if track.announced:  # a flicker that never made a track goes silently
+                    step.events.append(_left(frame, track))
                 continue
         step.state.tracks.append(track)
     return step
@@ -242,9 +260,9 @@ def _associate(
     """Greedy best-first pairing of faces with tracks by overlap plus embedding similarity."""
     pairs: list[tuple[float, int, int]] = []
     for t_index, track in enumerate(tracks):
-        vector = track.vector()
+        vector, predicted = track.vector(), track.predicted()
         for s_index, sighting in enumerate(sightings):
-            overlap = iou(track.box, sighting.face.box)
+            overlap = iou(predicted, sighting.face.box)
             similarity = None
             if vector is not None and sighting.embedding is not None:
                 similarity = float(vector @ sighting.embedding)
@@ -297,15 +315,18 @@ def _observe(
         track.embedding = base64.b64encode(mean.tobytes()).decode()
         agrees = track.settled and face.identity == track.identity
         track.gap = min(track.gap * 2, settings.max_reembed_frames) if agrees else 1
-    if sighting.crop is not None and sighting.quality > track.quality * _SNAPSHOT_GAIN:
-        encoded = _jpeg(sighting.crop)
-        if encoded is not None:
-            track.quality = sighting.quality
-            track.snapshot = keys.snapshot(frame.group, track.id)
-            step.snapshots[track.snapshot] = encoded
-    changed = track.settled and (not was_settled or track.identity != was)
-    if changed and (track.identity is not None or was is not None):
-        step.events.append(_event("identified", frame, track))
+    announcing = not track.announced and track.frames >= settings.min_frames
+    if announcing or track.announced:
+        _keep_best_crop(track, frame, sighting, step)
+    if announcing:
+        track.announced = True
+        step.events.append(_event("appeared", frame, track))
+        if track.identity is not None:
+            step.events.append(_event("identified", frame, track))
+    elif track.announced:
+        changed = track.settled and (not was_settled or track.identity != was)
+        if changed and (track.identity is not None or was is not None):
+            step.events.append(_event("identified", frame, track))
     shown = track.identity if track.settled else None
     own = embedding is not None and face.identity == shown
     return face.model_copy(
@@ -316,6 +337,16 @@ def _observe(
             "source": source if own else "track",
         }
     )
+
+
+def _keep_best_crop(track: Track, frame: FrameRef, sighting: Sighting, step: Step) -> None:
+    if sighting.crop is None or sighting.quality <= track.quality * _SNAPSHOT_GAIN:
+        return
+    encoded = _jpeg(sighting.crop)
+    if encoded is not None:
+        track.quality = sighting.quality
+        track.snapshot = keys.snapshot(frame.group, track.id)
+        step.snapshots[track.snapshot] = encoded
 
 
 def _vote(track: Track, face: Face, settings: TrackSettings) -> None:
@@ -365,6 +396,7 @@ def _event(kind: str, frame: FrameRef, track: Track) -> Event:
             "identity": track.identity,
             "similarity": track.similarity if kind == "identified" else None,
             "snapshot": track.snapshot if kind == "identified" else None,
+            "first_ts": track.first_ts if kind == "appeared" else None,
         }
     )
 
