@@ -26,6 +26,7 @@ from facestream import __version__
 from facestream.client import DeliveredEvent, EventSubscriber
 from facestream.health import Probe
 from facestream.ingest.outages import Outages
+from facestream.schemas import redact
 
 from . import metrics
 from .base import Pump, Sources, dead_letter, run_pumps, subscribe
@@ -74,7 +75,8 @@ class WebhookSender:
         stop: threading.Event,
     ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise BridgeError(f"webhook URL {url[:100]!r} must start with http:// or https://")
+            shown = redact(url)[:100]  # a URL may carry a token: never echo it
+            raise BridgeError(f"webhook URL {shown!r} must start with http:// or https://")
         self.url = url
         self.secret = secret
         self.settings = settings
