@@ -121,10 +121,13 @@ def plan_users(
     replay_groups: Sequence[str] = (),
 ) -> list[User]:
     """Every user the deployment described by `settings` needs, least privilege each."""
-    groups = sorted({*settings.groups, *(c.group for c in settings.cameras), *replay_groups})
+    on_nodes = [g for node in settings.nodes.values() for g in (*node.groups, *node.draining)]
+    groups = sorted(
+        {*settings.groups, *on_nodes, *(c.group for c in settings.cameras), *replay_groups}
+    )
     if not groups:
         raise AclError(
-            "no camera groups in the config: list them under `groups:` or `cameras:` "
+            "no camera groups in the config: list them under `groups:`, `nodes:` or `cameras:` "
             "(the ACL names each group's keys)"
         )
     version = redis_version
@@ -198,7 +201,7 @@ def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> 
     events, tracks, snapshots = (_each(groups, k) for k in (keys.events, _tracks, _snapshots))
     # FCALL names every key of a commit; the function's own calls are checked again, one by
     # one, against the grants below. Without groups in its config a worker discovers them.
-    discovery = ("scan",) if not settings.groups else ()
+    discovery = ("scan",) if not settings.groups and not settings.nodes else ()
     # Redis 6 has no Functions: the commit script is loaded by the worker itself.
     commit = ("fcall",) if version >= (7, 0) else ("evalsha", "script|load")
     committed = frames + outputs + caches + tracks + events + snapshots

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -528,16 +529,29 @@ def test_compose_logs_every_service_in_as_a_generated_user() -> None:
     for name, service in compose["services"].items():
         assert service.get("restart") in ("unless-stopped", "no"), name
         environment = service.get("environment", {})
-        if "FACESTREAM_REDIS__URL" in environment:
+        if "FACESTREAM_REDIS__USERNAME" in environment:
             user = environment["FACESTREAM_REDIS__USERNAME"]
             assert user in users, name
-            assert "@" not in environment["FACESTREAM_REDIS__URL"], name  # no userinfo
             secret = environment["FACESTREAM_REDIS__PASSWORD_FILE"].removeprefix("/run/secrets/")
             assert secret in service["secrets"] and secrets[secret] == f"./secrets/{user}.password"
-            redis_service = environment["FACESTREAM_REDIS__URL"].split("//")[1].split(":")[0]
-            assert service["depends_on"][redis_service] == {"condition": "service_healthy"}
+            if "FACESTREAM_REDIS__URL" in environment:  # a one-node process: that node
+                assert "@" not in environment["FACESTREAM_REDIS__URL"], name  # no userinfo
+                homes = [environment["FACESTREAM_REDIS__URL"].split("//")[1].split(":")[0]]
+            else:  # the deployment's nodes: its --node, or every node
+                command = service["command"]
+                assert "/etc/facestream/deployment.yaml" in command, name
+                wanted = [command[command.index("--node") + 1]] if "--node" in command else []
+                homes = [
+                    urlsplit(node.url).hostname or ""
+                    for node_name, node in deployment.nodes.items()
+                    if not wanted or node_name in wanted
+                ]
+            for redis_service in homes:
+                assert service["depends_on"][redis_service] == {"condition": "service_healthy"}
         assert "PASSWORD" not in " ".join(map(str, environment.values())), name
         assert not any("pass" in str(arg).lower() for arg in service.get("command", [])), name
     healthcheck = " ".join(compose["x-redis"]["healthcheck"]["test"])
     assert "--user health" in healthcheck and "--pass" not in healthcheck
-    assert {"redis-east-data", "redis-west-data"} <= set(compose["volumes"])
+    assert {f"{redis}-data" for redis in ("redis-east", "redis-west", "redis-north")} <= set(
+        compose["volumes"]
+    )
