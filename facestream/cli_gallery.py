@@ -18,7 +18,7 @@ from facestream.recognizer import (
     current_model_id,
     embed_photos,
 )
-from facestream.schemas import FacestreamError, GalleryExport, keys
+from facestream.schemas import FacestreamError, GalleryExport, Identity, keys
 
 from .cli_options import cli_settings, progress
 from .connect import Connections
@@ -44,11 +44,8 @@ def gallery_enroll(
     ] = False,
 ) -> None:
     """Enrol (or re-enrol) NAME from one or more photos, one face each."""
-    settings = cli_settings()
     files = _photo_files(photos)
-    engine = FaceEngine.from_settings(settings.models, settings.match)
-    with progress(len(files), f"embedding {name}") as advance:
-        identity = embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
+    identity = _embed(name, files, largest_face, f"embedding {name}")
     version = _change(lambda gallery: gallery.enroll(identity))
     typer.echo(f"enrolled {name} from {len(files)} photo(s); gallery version {version}")
 
@@ -64,11 +61,8 @@ def gallery_reject(
     ] = False,
 ) -> None:
     """Store PHOTOS as "not NAME": a face closer to one of them than to NAME is never NAME."""
-    settings = cli_settings()
     files = _photo_files(photos)
-    engine = FaceEngine.from_settings(settings.models, settings.match)
-    with progress(len(files), f"embedding negatives of {name}") as advance:
-        examples = embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
+    examples = _embed(name, files, largest_face, f"embedding negatives of {name}")
     version = _change(lambda gallery: gallery.reject(name, examples))
     typer.echo(f"{name}: {len(files)} negative example(s) stored; gallery version {version}")
 
@@ -156,6 +150,14 @@ def gallery_sync() -> None:
     )
     if report.warning():
         raise FacestreamError(report.warning() or "")
+
+
+def _embed(name: str, files: list[Path], largest_face: bool, what: str) -> Identity:
+    """One face per photo, embedded with progress shown (one-face rule: embed_photos)."""
+    settings = cli_settings()
+    engine = FaceEngine.from_settings(settings.models, settings.match)
+    with progress(len(files), what) as advance:
+        return embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
 
 
 def _replicas() -> GalleryReplicas:

@@ -136,6 +136,17 @@ def _facestream(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "facestream", "--config", str(config), *args]
 
 
+def _stop(processes: list[subprocess.Popen[Any]]) -> None:
+    """SIGTERM, then SIGKILL what has not stopped 30 s later."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def _results(client: redis.Redis, group: str) -> list[Result]:
     return [Result.from_fields(fields) for _, fields in client.xrange(keys.results(group))]
 
@@ -209,13 +220,7 @@ def test_three_nodes_serve_their_own_groups_and_survive_one_going_down(
         assert replays["north"].wait(90) == 0, "replay must ride out its node's outage"
         wait_for(lambda: north.xlen(keys.results("north")) >= len(PHOTOS), what="north finishes")
     finally:
-        for process in [workers, *replays.values()]:
-            process.send_signal(signal.SIGTERM)
-        for process in [workers, *replays.values()]:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop([workers, *replays.values()])
     assert workers.returncode == 0
 
     for group, client in clients.items():
@@ -460,13 +465,7 @@ def test_cluster_keeps_going_through_a_slot_migration_and_a_master_failover(
                 what=f"{group}'s results",
             )
     finally:
-        for process in [workers, *replays.values()]:
-            process.send_signal(signal.SIGTERM)
-        for process in [workers, *replays.values()]:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop([workers, *replays.values()])
         if not redis_cluster.alive(victim):
             redis_cluster.restart(victim)  # the next test gets a whole cluster
     assert workers.returncode == 0
