@@ -53,7 +53,7 @@ def test_nodes_and_cluster_are_validated_once() -> None:
     cameras = [{"id": "c1", "group": "west", "source": "rtsp://cam/1"}]
     with pytest.raises(ConfigError, match=r"camera group.* west are on no node"):
         load_settings(nodes=two, cameras=cameras)
-    with pytest.raises(ConfigError, match=r"nodes\.a\.groups"):
+    with pytest.raises(ConfigError, match=r"nodes\.a: .*a node needs groups"):
         load_settings(nodes={"a": {"url": "redis://h1:6379", "groups": []}})
 
 
