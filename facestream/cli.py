@@ -366,6 +366,9 @@ def status_command(
 def web_command(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default 8080).")] = None,
+    node: Annotated[
+        str | None, typer.Option(help="With nodes: in the config, the node this page shows.")
+    ] = None,
     hash_password: Annotated[
         bool, typer.Option("--hash-password", help="Print a hash for web.password_hash; exit.")
     ] = False,
@@ -377,7 +380,7 @@ def web_command(
     if hash_password:
         typer.echo(make_hash(typer.prompt("password", hide_input=True, confirmation_prompt=True)))
         return
-    settings = cli_settings(web={"host": host, "port": port})
+    settings = cli_settings(web={"host": host, "port": port, "node": node})
     serve(settings, settings.web)
 
 

@@ -98,14 +98,8 @@ def gallery_remove(name: str) -> None:
 @gallery_app.command("erase")
 def gallery_erase(name: str) -> None:
     """Remove an identity AND purge its cached recognitions and its tracks' snapshots."""
-    threshold = cli_settings().match.threshold
-    replicas = _replicas()
-    replicas.sync()  # every node must know the identity to find its faces in its own cache
-    purged = replicas.on_every_node(lambda gallery: gallery.erase(name, threshold))
-    typer.echo(
-        f"erased {name}; purged {sum(purged.values())} cached recognition(s) and its snapshots"
-        + (f" on {len(purged)} nodes" if len(purged) > 1 else "")
-    )
+    purged = _replicas().erase(name, cli_settings().match.threshold)
+    typer.echo(f"erased {name}; purged {purged} cached recognition(s) and its snapshots")
 
 
 @gallery_app.command("export")

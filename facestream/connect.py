@@ -55,9 +55,10 @@ def connect_node(node: Node) -> redis.Redis:
 class Connections:
     """One client per node of the topology, made when first needed (a down node waits)."""
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: Topology, clients: dict[str, redis.Redis] | None = None) -> None:
+        """`clients`: clients already made, by node name (used instead of new ones)."""
         self.topology = topology
-        self._clients: dict[str, redis.Redis] = {}
+        self._clients: dict[str, redis.Redis] = dict(clients or {})
 
     def node(self, node: Node) -> redis.Redis:
         if node.name not in self._clients:

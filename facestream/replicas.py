@@ -81,6 +81,12 @@ class GalleryReplicas:
             )
         return {name: action(Gallery(client)) for name, client in clients.items()}
 
+    def erase(self, name: str, threshold: float) -> int:
+        """Erase an identity everywhere: from every copy of the gallery and every node's cache
+        and snapshots (all nodes must answer); returns the cache entries purged."""
+        self.sync()  # every node must know the identity to find its faces in its own cache
+        return sum(self.on_every_node(lambda gallery: gallery.erase(name, threshold)).values())
+
     def read(self) -> Gallery:
         """The newest copy, for listing and export."""
         return Gallery(self._newest()[1])

@@ -27,12 +27,15 @@ from facestream.ingest import CameraSettings, EncodedFrame, FramePublisher, run_
 from facestream.recognizer import FaceEngine, Gallery, embed_photos
 from facestream.replicas import GalleryReplicas
 from facestream.schemas import GalleryError, Result, keys
+from facestream.server import free_port
 from facestream.status import collect_site_status
 from facestream.topology import Topology, UnmappedGroup
+from facestream.web.app import create_app
 from facestream.workers import _node_settings
 from tests.servers.redis_nodes import ClusterProcess, RedisNodes
 
 from .helpers import FACES, IDENTITIES, drain, make_worker, wait_for
+from .web_support import TOKEN, serving, web_settings
 
 pytest_plugins = ("tests.cluster_fixtures",)
 
@@ -393,6 +396,34 @@ def test_a_group_moves_to_another_node_by_a_config_change(
         if len(seen) == 12:
             stop.set()
     assert sorted(seen) == list(range(12))
+
+
+def test_a_page_per_node_whose_gallery_changes_reach_every_node(
+    redis_nodes: RedisNodes, engine: FaceEngine, settings: Settings
+) -> None:
+    site = settings.model_copy(
+        update={"nodes": load_settings(nodes={
+            "node0": {"url": redis_nodes.urls[0], "groups": ["east"]},
+            "node1": {"url": redis_nodes.urls[1], "groups": ["west"]},
+        }).nodes}
+    )  # fmt: skip
+    connections = Connections(Topology(site))
+    for _, client in connections.every_node():
+        client.flushall()
+    for name in ("obama", "biden"):
+        identity = embed_photos(engine, name, sorted((FACES / "train" / name).iterdir()))
+        GalleryReplicas(connections).change(lambda gallery, i=identity: gallery.enroll(i))  # type: ignore[misc]
+    with pytest.raises(ConfigError, match=r"one page shows one node: set web\.node"):
+        create_app(site, web_settings(free_port()), engine=engine)
+
+    web = web_settings(free_port()).model_copy(update={"node": "node1"})
+    app = create_app(site, web, engine=engine)
+    assert app.state.client.connection_pool.connection_kwargs["port"] == redis_nodes.ports[1]
+    with serving(app, web) as page:
+        status, _, _ = page.call("DELETE", "/api/gallery/biden", Authorization=f"Bearer {TOKEN}")
+    assert status == 200
+    galleries = [Gallery(client).identities() for _, client in connections.every_node()]
+    assert galleries[0] == galleries[1] and [i.name for i in galleries[0][1]] == ["obama"]
 
 
 # -- one Redis Cluster -----------------------------------------------------------------------

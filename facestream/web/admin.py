@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from facestream.config import Settings
-from facestream.recognizer import FaceEngine, Gallery, embed_photos
+from facestream.recognizer import FaceEngine, embed_photos
 from facestream.schemas import (
     DeadLetter,
     FacestreamError,
@@ -75,7 +75,7 @@ def read_frame(client: redis.Redis, group: str, frame_id: str) -> bytes | None:
 
 @requires("authenticated", status_code=401)
 def gallery(request: Request) -> JSONResponse:
-    version, identities = Gallery(request.app.state.client).identities()
+    version, identities = request.app.state.gallery.read().identities()
     sightings = request.app.state.monitor.sightings
     return JSONResponse(
         {
@@ -149,7 +149,7 @@ async def enrol(request: Request) -> JSONResponse:
     errors += failed
     if errors or identity is None:
         return JSONResponse({"errors": errors}, status_code=422)
-    version = Gallery(state.client).enroll(identity)
+    version, _ = state.gallery.change(lambda gallery: gallery.enroll(identity))
     log.info("identity enrolled from the web page", name=name, photos=len(photos), version=version)
     return JSONResponse({"enrolled": name, "photos": len(photos), "version": version})
 
@@ -188,7 +188,8 @@ def _embed(
 @requires("authenticated", status_code=401)
 def remove_identity(request: Request) -> JSONResponse:
     name = request.path_params["name"]
-    if not Gallery(request.app.state.client).remove(name):
+    removed, _ = request.app.state.gallery.change(lambda gallery: gallery.remove(name))
+    if not removed:
         raise GalleryError(f"no identity named {name!r} in the gallery")
     request.app.state.monitor.forget(name)
     log.info("identity removed from the web page", name=name)
@@ -200,7 +201,7 @@ def erase_identity(request: Request) -> JSONResponse:
     """Remove the identity and purge cached recognitions of that person (`gallery erase`)."""
     name = request.path_params["name"]
     settings: Settings = request.app.state.settings
-    purged = Gallery(request.app.state.client).erase(name, settings.match.threshold)
+    purged = request.app.state.gallery.erase(name, settings.match.threshold)
     request.app.state.monitor.forget(name)
     return JSONResponse({"erased": name, "purged": purged})
 

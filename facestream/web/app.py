@@ -31,10 +31,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from facestream.client import EventFilter, ResultFilter
-from facestream.config import Settings
-from facestream.connect import connect
+from facestream.config import ConfigError, Settings
+from facestream.connect import Connections, connect_node
 from facestream.recognizer import FaceEngine
+from facestream.replicas import GalleryReplicas
 from facestream.schemas import FacestreamError, GalleryError, keys
+from facestream.topology import Topology
 
 from . import admin
 from .auth import COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Sessions, login, logout
@@ -80,9 +82,19 @@ def create_app(
         exception_handlers={FacestreamError: _refused},
         lifespan=lifespan,
     )
-    redis_client = client if client is not None else connect(settings.redis)
+    topology = Topology(settings)
+    shown = topology.select([web.node] if web.node else [])
+    if len(shown) != 1:
+        raise ConfigError(
+            f"one page shows one node: set web.node (facestream web --node) to one of "
+            f"{', '.join(topology.nodes)}"
+        )
+    redis_client = client if client is not None else connect_node(shown[0])
     app.state.settings, app.state.web, app.state.sessions = settings, web, sessions
     app.state.client = redis_client
+    # Gallery changes reach every node, the shown one through the page's own client.
+    connections = Connections(topology, {shown[0].name: redis_client})
+    app.state.gallery = GalleryReplicas(connections)
     app.state.monitor = Monitor(redis_client, web)
     app.state.engine = engine
     app.state.engine_lock = threading.Lock()

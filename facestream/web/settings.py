@@ -36,6 +36,11 @@ class WebSettings(BaseModel):
         "127.0.0.1", description="Bind address; loopback by default (see docs/web.md for TLS)."
     )
     port: int = Field(8080, ge=1, le=65535, description="TCP port.")
+    node: str | None = Field(
+        None,
+        description="With `nodes:` in the config, the node whose groups the page shows (one "
+        "page per node); its gallery changes still reach every node.",
+    )
     password_hash: str | None = Field(
         None, description="scrypt hash of the login password (`facestream web --hash-password`)."
     )
