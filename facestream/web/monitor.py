@@ -25,11 +25,12 @@ import redis
 import structlog
 
 # One way to find where a live tail starts, shared with `tail_results`.
-from facestream.client import EventFilter, ResultFilter, _last_id
+from facestream.client import EventFilter, ResultFilter
 from facestream.recognizer import Gallery
 from facestream.schemas import Event, Face, Identity, InvalidMessage, Result, clip, keys
 from facestream.schemas.frames import StreamFields
 from facestream.status import StatusReport, collect_status
+from facestream.subscriber import last_id
 
 from .settings import WebSettings
 
@@ -227,7 +228,7 @@ class Monitor:
             try:
                 # Start at the newest entries (again after an outage): the feed is live, not
                 # a log.
-                cursors = {stream: _last_id(self.client, stream) for stream in streams}
+                cursors = {stream: last_id(self.client, stream) for stream in streams}
                 self.following.add(group)
                 while not self._stop.is_set():
                     response: Any = self.client.xread(cursors, count=100, block=500)  # type: ignore[arg-type]
