@@ -17,8 +17,8 @@ from typing import Any, Generic, TypeVar
 import redis
 import structlog
 
-from .client import StreamSubscriber
 from .connect import Connections
+from .subscriber import StreamSubscriber
 
 __all__ = ["MergedFeed", "read_sources", "subscribe"]
 
