@@ -56,6 +56,8 @@ _SNAPSHOT_GAIN = 1.1  # a crop replaces the stored one only when this much bette
 
 
 class Vote(BaseModel):
+    """The frames of a track that voted for one choice, and their best similarity."""
+
     model_config = ConfigDict(extra="forbid")
 
     count: int = 0
