@@ -72,6 +72,9 @@ from facestream.server import find_redis_server
 from facestream.topology import Topology
 from tests.servers.redis_nodes import ClusterProcess, RedisNodes
 
+#: Commands the commit function runs inside Redis (commandstats counts them too); the rest of
+#: a frame's commands are sent by the worker (pipelined per batch, so fewer round trips).
+IN_COMMIT = frozenset({"xpending", "hget", "type", "xadd", "xack", "set", "hset", "expire"})
 HIT_DISTINCT = 20  # distinct (cached) images each group cycles over on the hit path
 TRIM = 0.05  # share of a phase's results left out at each end
 # What the sampler sends each node per round, besides one XLEN per group there.
@@ -134,6 +137,7 @@ class Phase:
     before: Sample = field(init=False)  # workers stopped, nothing queued yet
     queued: Sample = field(init=False)  # workers stopped, frames queued
     done: Sample = field(init=False)  # every result in
+    worker_cpu_s: float = 0.0  # CPU the worker processes used from the go to the last result
 
 
 # -- redis helpers ------------------------------------------------------------------------------
@@ -165,6 +169,43 @@ def parse_info(raw: bytes) -> dict[str, float]:
         with contextlib.suppress(ValueError):
             found[name] = float(value)
     return found
+
+
+def _stat(pid: str) -> list[str] | None:
+    """Fields of /proc/PID/stat after the process name (state, ppid, pgrp, ...), or None."""
+    try:
+        return (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None  # gone meanwhile
+
+
+def family(root: int) -> list[int]:
+    """`root` and its descendants (the supervisor and its worker processes, each of which
+    runs in its own process group)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(entry.name)) is not None:
+            parents[int(entry.name)] = int(fields[1])
+    found = [root]
+    for pid in found:
+        found += [child for child, parent in parents.items() if parent == pid]
+    return found
+
+
+def family_cpu_s(root: int) -> float:
+    """User + system CPU seconds of `root` and its live descendants (Linux /proc)."""
+    ticks = 0
+    for pid in family(root):
+        fields = _stat(str(pid))
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def signal_family(root: int, signum: int) -> None:
+    for pid in family(root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def raw_client(url: str | None = None, port: int | None = None) -> redis.Redis:
@@ -387,19 +428,20 @@ class RowRun:
     def run_phase(
         self,
         phase: Phase,
-        pgid: int,
+        root: int,
         frames: dict[str, list[bytes]],
         size: tuple[int, int],
         poll_s: float,
     ) -> None:
         """Stop the workers, queue the frames, go, poll results until all are in."""
-        os.killpg(pgid, signal.SIGSTOP)
+        signal_family(root, signal.SIGSTOP)
         try:
             phase.before = sample(self.targets, self.ledger, info=True)
             self.enqueue(frames, *size)
             phase.queued = sample(self.targets, self.ledger, info=True)
+            cpu_before = family_cpu_s(root)
         finally:
-            os.killpg(pgid, signal.SIGCONT)
+            signal_family(root, signal.SIGCONT)
         deadline = time.monotonic() + self.args.phase_timeout
         while True:
             time.sleep(poll_s)
@@ -409,6 +451,7 @@ class RowRun:
             if time.monotonic() > deadline:
                 done = current.results - phase.base
                 raise TimeoutError(f"{self.row.name} {phase.name}: {done} of {phase.frames}")
+        phase.worker_cpu_s = family_cpu_s(root) - cpu_before
         phase.done = sample(self.targets, self.ledger, info=True)
 
     def run(self, frames: list[bytes], size: tuple[int, int]) -> dict[str, Any]:
@@ -422,7 +465,7 @@ class RowRun:
             supervisor = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
             )
-        pgid = supervisor.pid
+        root = supervisor.pid
         groups = self.groups
         miss = {g: frames[i :: len(groups)] for i, g in enumerate(groups)}
         per_group_hits = self.args.hits // len(groups)
@@ -444,19 +487,20 @@ class RowRun:
                 "miss": Phase("miss", total_miss, ready.results),
                 "hit": Phase("hit", sum(len(v) for v in hit.values()), ready.results + total_miss),
             }
-            self.run_phase(phases["miss"], pgid, miss, size, 0.2)
-            self.run_phase(phases["hit"], pgid, hit, size, 0.02)
+            self.run_phase(phases["miss"], root, miss, size, 0.2)
+            self.run_phase(phases["hit"], root, hit, size, 0.02)
             idle_start = sample(self.targets, self.ledger, info=True)
+            idle_cpu = family_cpu_s(root)
             time.sleep(self.args.idle)
+            idle_cpu = family_cpu_s(root) - idle_cpu
             idle_end = sample(self.targets, self.ledger, info=True)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGCONT)
+            signal_family(root, signal.SIGCONT)
             supervisor.send_signal(signal.SIGTERM)
             try:
                 supervisor.wait(60)
             except subprocess.TimeoutExpired:
-                os.killpg(pgid, signal.SIGKILL)
+                signal_family(root, signal.SIGKILL)
                 supervisor.wait()
         startup = costs(before, ready, self.targets, frames=self.row.processes)
         report: dict[str, Any] = {"ready_s": ready_s, "startup": startup}
@@ -466,7 +510,7 @@ class RowRun:
         hits = [cached for g in groups for _, cached in stamps[g][len(miss[g]) :]]
         report["hit_share_cached"] = sum(hits) / max(1, len(hits))
         idle = costs(idle_start, idle_end, self.targets, frames=1)
-        report["idle"] = idle | {"seconds": idle_end.at - idle_start.at}
+        report["idle"] = idle | {"seconds": idle_end.at - idle_start.at, "worker_cpu_s": idle_cpu}
         return report
 
     def result_stamps(self) -> dict[str, list[tuple[int, bool]]]:
@@ -501,6 +545,7 @@ def phase_report(
         "fps_whole_phase": n / whole_s,
         "frames": n,
         "window_ms": span_ms,
+        "worker_cpu_ms": 1000 * phase.worker_cpu_s / n,
         "per_frame": costs(
             phase.before,
             phase.done,
@@ -603,9 +648,15 @@ def main() -> None:
     parser.add_argument("--tracks", choices=("on", "off"), default="on", help="tracks.enabled")
     parser.add_argument("--phase-timeout", type=float, default=300.0)
     parser.add_argument(
+        "--report", type=Path, default=None, help="print the tables of a saved JSON, run nothing"
+    )
+    parser.add_argument(
         "--json", type=Path, default=Path(__file__).parent / "results" / "topology.json"
     )
     args = parser.parse_args()
+    if args.report is not None:
+        reprint(args.report)
+        return
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 3)
     args.frames = args.frames or (96 if quick else 288)
@@ -656,7 +707,9 @@ def main() -> None:
                     print(
                         f"round {round_index + 1} {row.name:<26} miss {report['miss']['fps']:6.1f}"
                         f"  hit {report['hit']['fps']:7.1f} f/s  ({time.monotonic() - t0:.0f} s,"
-                        f" workers ready in {report['ready_s']:.0f} s,"
+                        f" workers ready in {report['ready_s']:.0f} s, worker CPU"
+                        f" {report['miss']['worker_cpu_ms']:.1f}"
+                        f" / {report['hit']['worker_cpu_ms']:.2f} ms/frame,"
                         f" hits cached {report['hit_share_cached']:.0%})",
                         flush=True,
                     )
@@ -671,7 +724,66 @@ def main() -> None:
             )
     elapsed = time.monotonic() - began
     print_report(rows, results, latency, args, elapsed)
+    print_sizing(results)
     write_json(rows, results, latency, args, elapsed, groups)
+
+
+def reprint(path: Path) -> None:
+    saved = json.loads(path.read_text())
+    rows = [
+        Row(r["name"], r["kind"], r["groups"], r["processes"], r["wait"]) for r in saved["rows"]
+    ]
+    args = argparse.Namespace(**saved["args"])
+    print(f"{path}: {saved['date']}, {saved['machine']}, {saved['redis']}")
+    print_report(rows, saved["results"], saved["wait_latency_ms"], args, saved["elapsed_s"])
+    print_sizing(saved["results"])
+
+
+#: Cameras x frames/s for the sizing table.
+SCENARIOS = ((10, 5), (50, 5), (100, 5), (200, 10), (1000, 5))
+WORKER_LOAD = 0.7  # plan worker cores at 70% busy
+REDIS_LOAD = 0.5  # and each Redis main thread at 50% of a core
+
+
+def print_sizing(results: dict[str, list[dict[str, Any]]]) -> None:
+    """Cameras x fps -> worker cores, Redis nodes, network: a calculation from the measured
+    per-frame costs (medians over rounds), all frames new (live cameras never repeat bytes)."""
+
+    def per_frame(row: str, path: str, key: str) -> float:
+        return median_of(r[path]["per_frame"][key] for r in results[row])
+
+    def worker_ms(row: str, path: str) -> float:
+        return median_of(r[path]["worker_cpu_ms"] for r in results[row])
+
+    single, cluster = "1 node", "cluster, 3 groups"
+    if single not in results or cluster not in results:
+        return
+    model_ms = worker_ms(single, "miss")
+    hit_ms = worker_ms(single, "hit")
+    node_us = per_frame(single, "miss", "redis_cpu_usec")
+    cluster_us = per_frame(cluster, "miss", "redis_cpu_usec")  # all masters together
+    node_bytes = per_frame(single, "miss", "bytes_in") + per_frame(single, "miss", "bytes_out")
+    cluster_bytes = sum(per_frame(cluster, "miss", k) for k in ("bytes_in", "bytes_out"))
+    repl = per_frame(cluster, "miss", "repl_bytes_out")
+    print(
+        "\nsizing, a CALCULATION from the per-frame costs above (all frames new, 640x360 JPEG):"
+        f"\n  worker CPU {model_ms:.1f} ms/frame (miss, 1 node; {hit_ms:.2f} on a hit);"
+        f" Redis CPU per frame {node_us:.0f} us (1 node), {cluster_us:.0f} us (cluster, all"
+        f" masters); client<->Redis {node_bytes / 1000:.1f} kB/frame (node),"
+        f" {cluster_bytes / 1000:.1f} kB (cluster) + {repl / 1000:.1f} kB to replicas"
+        f"\n  worker cores = frames/s x {model_ms:.1f} ms / {WORKER_LOAD:.0%};"
+        f" Redis servers = frames/s x CPU per frame / {REDIS_LOAD:.0%} of a core"
+    )
+    print(f"{'cameras x fps':<15}{'frames/s':>9}{'worker cores':>13}{'nodes':>7}"
+          f"{'masters':>9}{'MB/s node':>11}{'MB/s cluster':>14}")  # fmt: skip
+    for cameras, fps in SCENARIOS:
+        rate = cameras * fps
+        cores = rate * model_ms / 1000 / WORKER_LOAD
+        nodes = max(1, -(-rate * node_us // (REDIS_LOAD * 1e6)))
+        masters = max(3, -(-rate * cluster_us // (REDIS_LOAD * 1e6)))
+        traffic = rate * node_bytes / 1e6, rate * (cluster_bytes + repl) / 1e6
+        print(f"{f'{cameras} x {fps}':<15}{rate:>9}{cores:>13.1f}{nodes:>7.0f}{masters:>9.0f}"
+              f"{traffic[0]:>11.1f}{traffic[1]:>14.1f}")  # fmt: skip
 
 
 def efficiency(
@@ -708,25 +820,44 @@ def print_report(
         f"{args.processes} worker processes per row, tracks {args.tracks}, {args.rounds} "
         f"round(s); median, spread = max/min - 1; {os.cpu_count()} CPUs; {elapsed / 60:.1f} min"
     )
-    print(f"{'row':<27}{'miss f/s':>9}{'spread':>7}{'eff':>6}{'hit f/s':>9}{'spread':>7}{'eff':>6}")
+    print(
+        f"{'':<27}{'frames/s':>20}{'frames/s':>20}{'worker CPU ms/frame':>26}\n"
+        f"{'row':<27}{'miss':>7}{'spread':>7}{'eff':>6}{'hit':>7}{'spread':>7}{'eff':>6}"
+        f"{'miss':>7}{'eff':>6}{'hit':>7}{'eff':>6}"
+    )
+    cpu = {
+        path: {
+            row.name: median_of(r[path]["worker_cpu_ms"] for r in results[row.name]) for row in rows
+        }
+        for path in ("miss", "hit")
+    }
+    base = rows[0].name
     for row in rows:
         runs = results[row.name]
         miss = [r["miss"]["fps"] for r in runs]
         hit = [r["hit"]["fps"] for r in runs]
         print(
-            f"{row.name:<27}{median_of(miss):>9.1f}{spread(miss):>7.0%}"
+            f"{row.name:<27}{median_of(miss):>7.1f}{spread(miss):>7.0%}"
             f"{median_of(eff['miss'][row.name]):>6.2f}"
-            f"{median_of(hit):>9.1f}{spread(hit):>7.0%}{median_of(eff['hit'][row.name]):>6.2f}"
+            f"{median_of(hit):>7.0f}{spread(hit):>7.0%}{median_of(eff['hit'][row.name]):>6.2f}"
+            f"{cpu['miss'][row.name]:>7.1f}{cpu['miss'][base] / cpu['miss'][row.name]:>6.2f}"
+            f"{cpu['hit'][row.name]:>7.2f}{cpu['hit'][base] / cpu['hit'][row.name]:>6.2f}"
         )
     print(
-        "\nper frame, whole phase (median over rounds): Redis commands, Redis CPU (all "
-        "servers; of it in commands), bytes client->Redis, Redis->client, master->replica"
+        "eff: frames/s / frames/s of 1 node in the same round (median of rounds); CPU eff: worker"
+        " CPU per frame of 1 node / of the row (medians)"
+    )
+    print(
+        "\nper frame, whole phase (median over rounds): Redis commands (also those the commit "
+        "function runs), Redis CPU (all servers; of it in commands), bytes client->Redis, "
+        "Redis->client, master->replica; commands the worker sent"
     )
     for row in rows:
         for path in ("miss", "hit"):
             per = [r[path]["per_frame"] for r in results[row.name]]
             commands = median_dict([p["commands"] for p in per])
             shown = ", ".join(f"{c} {n:.2f}" for c, n in commands.items() if n >= 0.01)
+            sent = sum(n for c, n in commands.items() if c not in IN_COMMIT)
             print(
                 f"{row.name:<27}{path:<5}{median_of(p['commands_total'] for p in per):6.2f} cmds"
                 f" cpu {median_of(p['redis_cpu_usec'] for p in per):5.0f} us"
@@ -734,6 +865,7 @@ def print_report(
                 f" in {median_of(p['bytes_in'] for p in per):6.0f} B"
                 f" out {median_of(p['bytes_out'] for p in per):6.0f} B"
                 f" repl {median_of(p['repl_bytes_out'] for p in per):5.0f} B"
+                f"; sent by the worker {sent:.2f}"
             )
             print(f"{'':<32}[{shown}]")
             targets = median_dict([p["commands_per_target"] for p in per])
@@ -749,7 +881,17 @@ def print_report(
             [{k: v / r["idle"]["seconds"] for k, v in r["idle"]["commands"].items()} for r in runs]
         )
         print(f"{row.name:<27}start [{', '.join(f'{c} {n:.1f}' for c, n in start.items())}]")
-        print(f"{'':<27}idle/s [{', '.join(f'{c} {n:.1f}' for c, n in idle.items())}]")
+        idle_cpu = median_of(r["idle"]["worker_cpu_s"] / r["idle"]["seconds"] for r in runs)
+        shown = ", ".join(f"{c} {n:.1f}" for c, n in idle.items())
+        print(f"{'':<27}idle/s [{shown}], worker CPU {idle_cpu:.3f} s/s")
+    with_wait, without = "cluster, 3 groups, WAIT 1", "cluster, 3 groups"
+    if with_wait in results and without in results:
+        print("\nWAIT 1 / no WAIT on the cluster, 3 groups, same round:")
+        for path in ("miss", "hit"):
+            pairs = zip(results[with_wait], results[without], strict=True)
+            ratios = [w[path]["fps"] / n[path]["fps"] for w, n in pairs]
+            shown = ", ".join(f"{r:.2f}" for r in ratios)
+            print(f"  {path:<5} frames/s ratio median {median_of(ratios):.2f} (rounds: {shown})")
     print("\none cached frame at a time through the cluster, in this process, ms:")
     for name, value in latency.items():
         print(f"  {name:<15} p50 {value['p50']:6.2f}  p99 {value['p99']:6.2f}  (n={value['n']})")
