@@ -724,7 +724,7 @@ def main() -> None:
             )
     elapsed = time.monotonic() - began
     print_report(rows, results, latency, args, elapsed)
-    print_sizing(results)
+    print_sizing(results, camera_bytes(frames))
     write_json(rows, results, latency, args, elapsed, groups)
 
 
@@ -736,7 +736,16 @@ def reprint(path: Path) -> None:
     args = argparse.Namespace(**saved["args"])
     print(f"{path}: {saved['date']}, {saved['machine']}, {saved['redis']}")
     print_report(rows, saved["results"], saved["wait_latency_ms"], args, saved["elapsed_s"])
-    print_sizing(saved["results"])
+    print_sizing(saved["results"], camera_bytes(make_frames(int(args.frames))))
+
+
+def camera_bytes(frames: list[bytes]) -> float:
+    """Mean bytes of a camera's XADD of one of `frames` (RESP request: the JPEG and fields)."""
+    fields = {"v": 1, "camera": "cam-zone0", "group": "zone0", "seq": 100, "ts": 1795690971997,
+              "codec": "jpeg", "w": 640, "h": 360}  # fmt: skip
+    head = ["XADD", keys.frames("zone0"), "MAXLEN", "~", 100_000, "*"]
+    flat = [x for kv in fields.items() for x in kv]
+    return statistics.mean(resp_size([*head, *flat, "img", jpeg]) for jpeg in frames)
 
 
 #: Cameras x frames/s for the sizing table.
@@ -745,9 +754,12 @@ WORKER_LOAD = 0.7  # plan worker cores at 70% busy
 REDIS_LOAD = 0.5  # and each Redis main thread at 50% of a core
 
 
-def print_sizing(results: dict[str, list[dict[str, Any]]]) -> None:
+def print_sizing(results: dict[str, list[dict[str, Any]]], frame_bytes: float) -> None:
     """Cameras x fps -> worker cores, Redis nodes, network: a calculation from the measured
-    per-frame costs (medians over rounds), all frames new (live cameras never repeat bytes)."""
+    per-frame costs (medians over rounds), all frames new (live cameras never repeat bytes).
+
+    `frame_bytes`: what a camera's XADD of one frame sends (the script's own XADDs are
+    subtracted from the measured traffic, so it is added back here)."""
 
     def per_frame(row: str, path: str, key: str) -> float:
         return median_of(r[path]["per_frame"][key] for r in results[row])
@@ -762,14 +774,16 @@ def print_sizing(results: dict[str, list[dict[str, Any]]]) -> None:
     hit_ms = worker_ms(single, "hit")
     node_us = per_frame(single, "miss", "redis_cpu_usec")
     cluster_us = per_frame(cluster, "miss", "redis_cpu_usec")  # all masters together
-    node_bytes = per_frame(single, "miss", "bytes_in") + per_frame(single, "miss", "bytes_out")
-    cluster_bytes = sum(per_frame(cluster, "miss", k) for k in ("bytes_in", "bytes_out"))
+    node_bytes = frame_bytes + sum(per_frame(single, "miss", k) for k in ("bytes_in", "bytes_out"))
+    cluster_bytes = frame_bytes + sum(
+        per_frame(cluster, "miss", k) for k in ("bytes_in", "bytes_out")
+    )
     repl = per_frame(cluster, "miss", "repl_bytes_out")
     print(
         "\nsizing, a CALCULATION from the per-frame costs above (all frames new, 640x360 JPEG):"
         f"\n  worker CPU {model_ms:.1f} ms/frame (miss, 1 node; {hit_ms:.2f} on a hit);"
         f" Redis CPU per frame {node_us:.0f} us (1 node), {cluster_us:.0f} us (cluster, all"
-        f" masters); client<->Redis {node_bytes / 1000:.1f} kB/frame (node),"
+        f" masters); cameras + workers <-> Redis {node_bytes / 1000:.1f} kB/frame (node),"
         f" {cluster_bytes / 1000:.1f} kB (cluster) + {repl / 1000:.1f} kB to replicas"
         f"\n  worker cores = frames/s x {model_ms:.1f} ms / {WORKER_LOAD:.0%};"
         f" Redis servers = frames/s x CPU per frame / {REDIS_LOAD:.0%} of a core"
