@@ -8,7 +8,7 @@ worker settings at their defaults and one onnxruntime thread per process:
 - nodes N:     N independent redis-servers (`nodes:` config), one camera group on each.
 - cluster G:   one Redis Cluster (3 masters + 1 replica each, `cluster:` config) with G groups
                whose `{G}` slots are on different masters.
-- cluster 3 +WAIT: the same with `redis.wait_replicas: 1` (WAIT after each commit).
+- cluster 3 +WAIT: the same with `redis.wait_replicas: 1` (WAIT after each batch's commits).
 
 Every server runs with AOF on and `appendfsync always` (the reliability setting). The same total
 work is spread over the groups of a row, so on a machine whose cores are the limit, scaling
@@ -23,17 +23,22 @@ cluster code costs, not what more machines would gain. Each row:
 4. idle: a few seconds with nothing queued (blocking reads, heartbeats, gallery polls).
 
 Frames/s come from the results' stream ids (the commit time in ms), between the 5th and 95th
-percentile result of the phase, so ramp-up and tail are left out. Per-frame Redis costs come
-from INFO stats/cpu/commandstats sampled on every node (every master of the cluster) while the
-phase runs, over the same part of the phase, divided by the results committed meanwhile; the
-sampler's own INFO/XLEN calls and bytes are subtracted. Rounds are interleaved (the row order
-rotates each round) and every figure is reported as the median with its spread (max/min - 1).
+percentile result of the phase, so ramp-up and tail are left out. Worker CPU per frame: the
+supervisor's and its worker processes' user + system time (/proc) over the phase; it does not
+count time other work on the machine took, so it is steadier than frames/s on a shared box.
+Per-frame Redis costs: INFO stats/cpu/commandstats of every node (every master of the cluster)
+before and after the phase, divided by its frames, less what this script sent (its queued
+frames, XLEN polls and INFO calls) and less Redis's CPU while the frames were queued. Rounds
+are interleaved (the row order rotates each round); every figure is the median over rounds,
+frames/s with its spread (max/min - 1).
 
 Finally the latency of one frame through the cluster, in this process, with and without
 `wait_replicas: 1`: frame send (XADD [+ WAIT]) and one worker step on a cached frame (read,
-cache GET, ack-gated commit [+ WAIT]).
+cache GET, ack-gated commit [+ WAIT]); and a sizing table CALCULATED from the per-frame costs
+(cameras x fps -> worker cores, Redis servers, traffic). docs/capacity.md has a run's figures.
 
-Usage: python benchmarks/topology.py [--quick] [--rounds 3] [--json out.json]
+Usage: python benchmarks/topology.py [--quick] [--rounds 3] [--tracks off] [--json out.json]
+       python benchmarks/topology.py --report out.json   (reprint a saved run)
 """
 
 from __future__ import annotations
