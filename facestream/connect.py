@@ -7,6 +7,7 @@ from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
+from redis._parsers import CommandsParser
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
@@ -47,9 +48,40 @@ def connect_node(node: Node) -> redis.Redis:
         for seed in seeds
     ]
     cluster = RedisCluster(startup_nodes=startup, **options)
+    # Shared with the cluster's pipelines, which route by it too.
+    cluster.commands_parser = _KnownKeysParser(cluster)  # type: ignore[no-untyped-call]
     client = cast(redis.Redis, cluster)
     _refuse_bad_credentials(client)
     return client
+
+
+class _KnownKeysParser(CommandsParser):
+    """Reads the keys of FCALL and XREAD/XREADGROUP from their arguments.
+
+    redis-py's cluster client asks a server (`COMMAND GETKEYS`, with every argument) where the
+    keys of a command with movable keys are, before sending it: a synchronous round trip and
+    the commit's payload twice over the wire for each commit and each read (4.4 a frame,
+    docs/capacity.md). Where the keys are in these commands is fixed by their syntax.
+    """
+
+    def _get_moveable_keys(self, redis_conn: Any, *args: Any) -> Any:
+        keys = _keys_by_syntax(args)
+        if keys is not None:
+            return keys
+        return super()._get_moveable_keys(redis_conn, *args)  # type: ignore[no-untyped-call]
+
+
+def _keys_by_syntax(args: tuple[Any, ...]) -> list[Any] | None:
+    name = str(args[0]).upper()
+    if name in ("FCALL", "FCALL_RO") and len(args) >= 3:
+        return list(args[3 : 3 + int(args[2])])  # FCALL fn numkeys key… arg…
+    if name in ("XREAD", "XREADGROUP"):
+        words = [a.upper() if isinstance(a, str) else a for a in args]
+        for marker in ("STREAMS", b"STREAMS"):
+            if marker in words:
+                rest = args[words.index(marker) + 1 :]  # STREAMS key… id…
+                return list(rest[: len(rest) // 2])
+    return None
 
 
 class Connections:

@@ -20,7 +20,7 @@ import yaml
 
 from facestream.client import ResultSubscriber
 from facestream.config import ConfigError, Settings, load_settings
-from facestream.connect import Connections
+from facestream.connect import Connections, connect_node
 from facestream.demo import build_clip
 from facestream.feed import subscribe
 from facestream.ingest import CameraSettings, EncodedFrame, FramePublisher, run_cameras
@@ -519,3 +519,37 @@ def test_cluster_keeps_going_through_a_slot_migration_and_a_master_failover(
     assert doubled == 0
     if wait:
         assert lost == 0, "with WAIT a frame the camera was told is sent survives the failover"
+
+
+def _getkeys_calls(cluster: ClusterProcess) -> int:
+    calls = 0
+    for node in cluster.nodes:
+        if node.role == "master":
+            stats = cluster.node_client(node.port).info("commandstats")
+            calls += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+    return calls
+
+
+def test_a_cluster_worker_routes_its_reads_and_commits_without_asking_for_keys(
+    redis_cluster: ClusterProcess, engine: FaceEngine, settings: Settings
+) -> None:
+    site = settings.model_copy(
+        update={"cluster": load_settings(cluster={"urls": redis_cluster.urls}).cluster}
+    )
+    (node,) = Topology(site).nodes.values()
+    client = connect_node(node)
+    groups = ["zone-a", "zone-b"]
+    for group in groups:
+        client.delete(keys.frames(group), keys.results(group))
+    photo = FACES / "test" / "obama1.jpg"
+    width, height = cv2.imread(str(photo)).shape[1::-1]
+    for group in groups:
+        FramePublisher(client, group, "cam", 100, site.limits).publish(
+            EncodedFrame(photo.read_bytes(), width, height)
+        )
+    worker = make_worker(client, engine, site, "w-cluster", groups)
+    before = _getkeys_calls(redis_cluster)
+    drain(worker, client, "zone-a", 1)
+    drain(worker, client, "zone-b", 1)
+    # redis-py would ask a master where the keys of each XREADGROUP and FCALL are.
+    assert _getkeys_calls(redis_cluster) == before
