@@ -167,7 +167,12 @@ class _Supervisor:
             # The last child may have exited since the loop's test: waiting on no sentinel
             # without a timeout would block for ever.
             if alive or timeout is not None:
-                wait(alive, timeout=timeout)
+                ready = wait(alive, timeout=timeout)
+                # A killed child's sentinel closes a moment before it can be reaped: join it,
+                # or is_alive() below still says True and the next round reaps it unseen.
+                for child in self.children:
+                    if child.sentinel in ready:
+                        child.join()
             now = time.monotonic()
             for index, child in enumerate(self.children):
                 if child.is_alive() or index in due or self.stopping.is_set():
