@@ -270,10 +270,18 @@ class BatchProcessor:
         plan = None
         if self.tracks is not None and self.track_settings is not None:
             book, settings = self.tracks, self.track_settings
-            states = [book.state(i.delivery.group, i.frame_or_fail().camera) for i, _ in decoded]
+            states = [
+                None
+                if self._untracked(item)
+                else book.state(item.delivery.group, item.frame_or_fail().camera)
+                for item, _ in decoded
+            ]
 
             def plan(index: int, faces: Sequence[Face]) -> list[bool]:
-                return plan_embeddings(states[index][1], [f.box for f in faces], settings)
+                state = states[index]
+                if state is None:
+                    return [True] * len(faces)
+                return plan_embeddings(state[1], [f.box for f in faces], settings)
 
         try:
             recognitions = self.engine.recognise(
@@ -449,7 +457,7 @@ class BatchProcessor:
     def _apply_tracks(self, item: _Pending, update: bool) -> None:
         """Label the item's faces from its camera's tracks; with `update`, move them on."""
         base = item.untracked = item.untracked or item.outgoing
-        if base is None or base.result is None or item.recognition is None:
+        if base is None or base.result is None or item.recognition is None or self._untracked(item):
             return
         assert self.tracks is not None and self.track_settings is not None
         settings, frame, recognition = self.track_settings, item.frame_or_fail(), item.recognition
@@ -493,6 +501,10 @@ class BatchProcessor:
         result = base.result.model_copy(update={"faces": faces})
         commit = replace(base.commit, fields=result.to_fields(), tracks=tracks)
         item.outgoing = _Outgoing(commit, base.group, base.outcome, result, step.events)
+
+    def _untracked(self, item: _Pending) -> bool:
+        assert self.track_settings is not None
+        return item.frame_or_fail().camera in self.track_settings.untracked_cameras
 
     def _announce_seen(self, published: list[_Outgoing]) -> None:
         """One site-wide `seen` per identity per cooldown, after the commits that identified.

@@ -181,6 +181,11 @@ class TrackSettings(BaseModel):
         24 * 3600, ge=10, description="Lifetime of a track's best face crop (JPEG)."
     )
     events_maxlen: int = Field(100_000, ge=100, description="Approximate cap of the events.")
+    untracked_cameras: list[str] = Field(
+        default_factory=lambda: ["request"],
+        description="Cameras whose frames are separate photos, not video: never tracked "
+        "(default: the one-photo requests of `facestream recognise`).",
+    )
 
     @model_validator(mode="after")
     def _overlap_order(self) -> TrackSettings:

@@ -1,4 +1,5 @@
-"""Visit events: redelivered and late frames change nothing twice; the Redis 6 script path."""
+"""Visit events: redelivered and late frames change nothing twice; photo requests make none;
+the Redis 6 script path."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import redis
 
 from facestream.config import Settings
+from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import Delivery, FaceEngine, TrackSettings
 from facestream.schemas import Event, Result, keys
 from facestream.server import EmbeddedRedis
@@ -97,6 +99,19 @@ def test_a_late_frame_is_labelled_from_its_track_and_changes_nothing(
     assert len(tracks) == 1
     assert [(f.identity, f.track in tracks) for f in eighth.faces] == [("obama", True)]
     assert _kinds(client) == ONE_VISIT
+
+
+def test_one_photo_requests_are_not_tracked(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    enrol(engine, client, ["obama"])
+    publisher = FramePublisher(client, "g1", "request", 100, settings.limits)
+    for _ in range(3):  # the same photo three times: no visit, no `seen`
+        publisher.publish(next(iter_frames(FACES / "test" / "obama1.jpg")))
+    drain(make_worker(client, engine, settings, tracks=TRACKS), client, "g1", 3)
+    faces = [f for _, e in client.xrange(keys.results("g1")) for f in Result.from_fields(e).faces]
+    assert [(f.identity, f.track) for f in faces] == [("obama", None)] * 3
+    assert client.xlen(keys.events("g1")) == 0
 
 
 @pytest.fixture()
