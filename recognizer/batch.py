@@ -500,7 +500,8 @@ class BatchProcessor:
             self.tracks.remember(base.group, frame.camera, ref.entry_id, step.state)
         result = base.result.model_copy(update={"faces": faces})
         commit = replace(base.commit, fields=result.to_fields(), tracks=tracks)
-        item.outgoing = _Outgoing(commit, base.group, base.outcome, result, step.events)
+        events = step.events if tracks is not None else []  # `seen` follows written ones only
+        item.outgoing = _Outgoing(commit, base.group, base.outcome, result, events)
 
     def _untracked(self, item: _Pending) -> bool:
         assert self.track_settings is not None
