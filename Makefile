@@ -18,8 +18,10 @@ demo: $(BIN)/.installed  ## embedded Redis + bundled photos + two workers, resul
 	FACESTREAM_PYTHON=$(BIN)/python scripts/install-system-deps.sh redis-server
 	$(BIN)/facestream demo
 
+# One test file per process (--dist loadfile): a file's module-scoped servers (a Redis Cluster,
+# three nodes) start once, and its tests run in order.
 test: $(BIN)/.installed system-deps  ## the suite: real redis-server, models, RTSP server
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 system-deps:  ## GStreamer RTSP server for the camera tests (apt-get when root)
 	scripts/install-system-deps.sh
