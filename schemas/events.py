@@ -34,7 +34,7 @@ class Event(BaseModel):
     frame_id: str = Field(description="Stream id of that frame on `fs:{G}:frames`.")
     identity: str | None = Field(None, description="The track's identity, None while unknown.")
     similarity: float | None = Field(None, description="Similarity behind the identity.")
-    first_ts: int | None = Field(None, description="The track's first frame (left).")
+    first_ts: int | None = Field(None, description="The track's first frame (appeared, left).")
     last_ts: int | None = Field(None, description="The track's last frame (left).")
     dwell_ms: int | None = Field(None, ge=0, description="last_ts - first_ts (left).")
     frames: int | None = Field(None, ge=0, description="Frames the track was seen in (left).")
