@@ -36,7 +36,7 @@ from facestream.config import RedisSettings, Settings, load_settings
 from facestream.connect import connect
 from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine, Gallery, Worker
-from facestream.recognizer.commit import COMMIT_LIBRARY, Commit, Committer
+from facestream.recognizer.commit import COMMIT_FUNCTION, COMMIT_LIBRARY, Commit, Committer
 from facestream.schemas import CameraHealth, DeadLetter, Event, keys
 from facestream.server import EmbeddedRedis, find_redis_server, free_port
 from facestream.web.app import create_app
@@ -85,7 +85,7 @@ REFUSED: dict[str, list[Command]] = {
         ("XRANGE", RESULTS_1, "-", "+"),
         ("HGETALL", GALLERY),
         ("GET", CACHE_1),
-        ("FCALL", "facestream_commit", "0"),
+        ("FCALL", COMMIT_FUNCTION, "0"),
     ],
     "replay-g1": [
         ("SET", FRAMES_1, "x"),
@@ -106,7 +106,7 @@ REFUSED: dict[str, list[Command]] = {
         ("XRANGE", DEAD_1, "-", "+"),
         ("HGETALL", GALLERY),
         ("GET", CACHE_1),
-        ("FCALL", "facestream_commit", "0"),
+        ("FCALL", COMMIT_FUNCTION, "0"),
         ("XADD", EVENTS_1, "*", "type", "seen"),
         ("SET", SNAPSHOT_1, "jpeg"),
         ("DEL", SNAPSHOT_1),
@@ -137,7 +137,7 @@ REFUSED: dict[str, list[Command]] = {
         ("SET", keys.snapshot("g3", "t1"), "jpeg"),
     ],
     "web": [
-        ("FCALL", "facestream_commit", "0"),
+        ("FCALL", COMMIT_FUNCTION, "0"),
         ("XADD", RESULTS_1, "*", "frame_id", "0-1"),  # a forged recognition
         ("SET", CACHE_1, "{}"),  # a poisoned cache entry
         ("XADD", EVENTS_1, "*", "type", "seen"),  # a forged visit
@@ -177,7 +177,7 @@ REFUSED: dict[str, list[Command]] = {
         ("HGETALL", GALLERY),
         ("GET", keys.camera_health("c1")),
         ("SCAN", "0"),
-        ("FCALL", "facestream_commit", "0"),
+        ("FCALL", COMMIT_FUNCTION, "0"),
         ("XREADGROUP", "GROUP", "mqtt", "b", "STREAMS", keys.events("g3"), ">"),
     ],
     "health": [
