@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -185,23 +185,6 @@ class ResultSubscriber(StreamSubscriber[DeliveredResult]):
 
     noun = "results"
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        groups: Sequence[str],
-        consumer_group: str = "backend",
-        consumer: str = "backend-1",
-        block_ms: int = 1000,
-        wanted: ResultFilter | None = None,
-        *,
-        start: Literal["new", "oldest"] = "new",
-        claim_idle_ms: int = 30_000,
-    ) -> None:
-        super().__init__(
-            client, groups, consumer_group, consumer, block_ms, wanted or ResultFilter(),
-            start=start, claim_idle_ms=claim_idle_ms,
-        )  # fmt: skip
-
     @staticmethod
     def stream_of(group: str) -> str:
         return keys.results(group)
@@ -246,23 +229,6 @@ class EventSubscriber(StreamSubscriber[DeliveredEvent]):
     """
 
     noun = "events"
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        groups: Sequence[str],
-        consumer_group: str = "backend",
-        consumer: str = "backend-1",
-        block_ms: int = 1000,
-        wanted: EventFilter | None = None,
-        *,
-        start: Literal["new", "oldest"] = "new",
-        claim_idle_ms: int = 30_000,
-    ) -> None:
-        super().__init__(
-            client, groups, consumer_group, consumer, block_ms, wanted or EventFilter(),
-            start=start, claim_idle_ms=claim_idle_ms,
-        )  # fmt: skip
 
     @staticmethod
     def stream_of(group: str) -> str:
