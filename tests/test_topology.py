@@ -139,6 +139,20 @@ def _facestream(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "facestream", "--config", str(config), *args]
 
 
+def _two_nodes(nodes: RedisNodes, settings: Settings) -> tuple[Settings, Connections]:
+    """`settings` on nodes 0 (group east) and 1 (west) of `nodes`, both emptied first."""
+    site = settings.model_copy(
+        update={"nodes": load_settings(nodes={
+            "node0": {"url": nodes.urls[0], "groups": ["east"]},
+            "node1": {"url": nodes.urls[1], "groups": ["west"]},
+        }).nodes}
+    )  # fmt: skip
+    connections = Connections(Topology(site))
+    for _, client in connections.every_node():
+        client.flushall()
+    return site, connections
+
+
 def _stop(processes: list[subprocess.Popen[Any]]) -> None:
     """SIGTERM, then SIGKILL what has not stopped 30 s later."""
     for process in processes:
@@ -305,15 +319,7 @@ def test_gallery_changes_reach_every_node_and_a_node_that_missed_one_is_synced(
 def test_one_camera_agent_process_feeds_cameras_of_several_nodes(
     redis_nodes: RedisNodes, settings: Settings, tmp_path: Path
 ) -> None:
-    site = settings.model_copy(
-        update={"nodes": load_settings(nodes={
-            "node0": {"url": redis_nodes.urls[0], "groups": ["east"]},
-            "node1": {"url": redis_nodes.urls[1], "groups": ["west"]},
-        }).nodes}
-    )  # fmt: skip
-    connections = Connections(Topology(site))
-    for _, client in connections.every_node():
-        client.flushall()
+    site, connections = _two_nodes(redis_nodes, settings)
     clip = tmp_path / "clip.avi"
     build_clip(sorted((FACES / "test").glob("*.jpg"))[:2], clip, size=(320, 180), moving=4)
     cameras = [
@@ -401,15 +407,7 @@ def test_a_group_moves_to_another_node_by_a_config_change(
 def test_a_page_per_node_whose_gallery_changes_reach_every_node(
     redis_nodes: RedisNodes, engine: FaceEngine, settings: Settings
 ) -> None:
-    site = settings.model_copy(
-        update={"nodes": load_settings(nodes={
-            "node0": {"url": redis_nodes.urls[0], "groups": ["east"]},
-            "node1": {"url": redis_nodes.urls[1], "groups": ["west"]},
-        }).nodes}
-    )  # fmt: skip
-    connections = Connections(Topology(site))
-    for _, client in connections.every_node():
-        client.flushall()
+    site, connections = _two_nodes(redis_nodes, settings)
     for name in ("obama", "biden"):
         identity = embed_photos(engine, name, sorted((FACES / "train" / name).iterdir()))
         GalleryReplicas(connections).change(lambda gallery, i=identity: gallery.enroll(i))  # type: ignore[misc]
