@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import redis
@@ -190,7 +190,41 @@ class _ClusterServer(EmbeddedRedis):
         return files
 
 
-class ClusterProcess:
+class _ServerSet:
+    """Servers started together in one temporary folder, and stopped together."""
+
+    base_dir: Path | None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _all_servers(self) -> list[EmbeddedRedis]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """SIGKILL every server (no shutdown dance: the data is thrown away) and remove it."""
+        for server in self._all_servers():
+            if server.process is not None and server.process.poll() is None:
+                server.process.kill()
+            if server.process is not None:
+                server.process.wait()
+        if self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            self.base_dir = None
+
+    def __enter__(self) -> Self:
+        return self.start() if self.base_dir is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ClusterProcess(_ServerSet):
     """A real Redis Cluster on loopback: `masters` masters, `replicas` replicas each.
 
     Use it as a context manager (or call `start()`/`stop()`). `stop()` SIGKILLs every node and
@@ -228,7 +262,7 @@ class ClusterProcess:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> ClusterProcess:
+    def start(self) -> Self:
         """Start every node, `redis-cli --cluster create` them, wait until all is in sync."""
         self.base_dir = Path(tempfile.mkdtemp(prefix="redis-cluster-", dir=self._parent_dir))
         try:
@@ -310,27 +344,8 @@ class ClusterProcess:
                 f"{result.stdout}\n{result.stderr}"
             )
 
-    def stop(self) -> None:
-        """SIGKILL every node (no shutdown dance: the data is thrown away) and remove it."""
-        for server in self._servers.values():
-            if server.process is not None and server.process.poll() is None:
-                server.process.kill()
-            if server.process is not None:
-                server.process.wait()
-        if self.base_dir is not None:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-            self.base_dir = None
-
-    def __enter__(self) -> ClusterProcess:
-        return self.start() if self.base_dir is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _all_servers(self) -> list[EmbeddedRedis]:
+        return list(self._servers.values())
 
     # -- addresses and clients ---------------------------------------------------------------
 
@@ -555,7 +570,7 @@ class ClusterProcess:
         _poll(self._healthy, timeout_s, f"port {port} to rejoin a healthy cluster")
 
 
-class RedisNodes:
+class RedisNodes(_ServerSet):
     """`count` independent redis-servers (no cluster), each killable and restartable in place.
 
     With `appendonly` (and `appendfsync="always"`), `restart(i)` on the same port and data dir
@@ -578,7 +593,7 @@ class RedisNodes:
         self.base_dir: Path | None = None
         self.servers: list[EmbeddedRedis] = []
 
-    def start(self) -> RedisNodes:
+    def start(self) -> Self:
         """Start every node and wait until each answers PING."""
         self.base_dir = Path(tempfile.mkdtemp(prefix="redis-nodes-", dir=self._parent_dir))
         try:
@@ -627,27 +642,8 @@ class RedisNodes:
             raise ValueError(f"node {index} is still running")
         self.servers[index].start(timeout_s=timeout_s)
 
-    def stop(self) -> None:
-        """SIGKILL every node and remove the data dirs."""
-        for server in self.servers:
-            if server.process is not None and server.process.poll() is None:
-                server.process.kill()
-            if server.process is not None:
-                server.process.wait()
-        if self.base_dir is not None:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-            self.base_dir = None
-
-    def __enter__(self) -> RedisNodes:
-        return self.start() if self.base_dir is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _all_servers(self) -> list[EmbeddedRedis]:
+        return list(self.servers)
 
     def __iter__(self) -> Iterator[EmbeddedRedis]:
         return iter(self.servers)
