@@ -25,6 +25,7 @@ from .acl import password_file
 from .bridges.cli import bridge_app
 from .cli_acl import acl_app
 from .cli_events import events_app
+from .cli_feeds import echo_feed, tail_sources
 from .cli_gallery import eval_command, gallery_app, visitors_app
 from .cli_options import (
     CliState,
@@ -37,10 +38,10 @@ from .cli_options import (
 from .client import ResultFilter, describe_result, tail_results
 from .connect import Connections
 from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
-from .feed import MergedFeed, read_sources
+from .feed import MergedFeed
 from .health import Probe, serve_health
 from .server import EmbeddedRedis
-from .status import collect_site_status, known_groups
+from .status import collect_site_status
 from .topology import Topology
 
 __all__ = ["app", "main"]
@@ -291,19 +292,7 @@ def results_tail(
     min_similarity: Annotated[float | None, typer.Option(help="Only faces this similar.")] = None,
 ) -> None:
     """Print results as they are published (filters take comma-separated lists)."""
-    settings = cli_settings()
-    connections = Connections(Topology(settings))
-    names = split_list(group) or []
-    sources = read_sources(connections, names)
-    for name, (client, node_groups) in sources.items():
-        known = known_groups(client)
-        unknown = sorted(set(node_groups) - set(known))
-        if unknown:
-            where = "this Redis" if len(sources) == 1 else f"node {name}"
-            raise FacestreamError(
-                f"no group {', '.join(unknown)} on {where} yet (known: "
-                f"{', '.join(known) or 'none'}); start a camera or replay for it first"
-            )
+    sources = tail_sources(cli_settings(), split_list(group) or [])
     wanted = ResultFilter(
         identities=frozenset(split_list(identity) or []) if identity else None,
         cameras=frozenset(split_list(camera) or []) if camera else None,
@@ -315,13 +304,11 @@ def results_tail(
             for name, (client, node_groups) in sources.items()
         }
     )
-    try:
-        for shown, result in enumerate(feed, start=1):
-            typer.echo(result.to_json().decode() if json_output else describe_result(result))
-            if count is not None and shown >= count:
-                break
-    except KeyboardInterrupt:
-        pass
+
+    def line(result: Result) -> str:
+        return result.to_json().decode() if json_output else describe_result(result)
+
+    echo_feed(feed, line, count)
 
 
 def _tail(

@@ -13,14 +13,12 @@ import redis
 import structlog
 import typer
 
-from facestream.schemas import Event, EventType, FacestreamError, InvalidMessage, keys
+from facestream.schemas import Event, EventType, FacestreamError, InvalidMessage
 
+from .cli_feeds import echo_feed, tail_sources
 from .cli_options import cli_settings, split_list
 from .client import EventFilter, describe_event, fetch_snapshot, tail_events
-from .connect import Connections
-from .feed import MergedFeed, read_sources
-from .status import known_groups
-from .topology import Topology
+from .feed import MergedFeed
 
 __all__ = ["events_app"]
 
@@ -63,16 +61,7 @@ def events_tail(
             snapshots.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FacestreamError(f"--snapshots {snapshots}: cannot create it ({exc})") from exc
-    sources = read_sources(Connections(Topology(settings)), names)
-    for name, (client, node_groups) in sources.items():
-        known = known_groups(client)
-        unknown = sorted(set(node_groups) - set(known) - set(_event_groups(client, node_groups)))
-        if unknown:
-            where = "this Redis" if len(sources) == 1 else f"node {name}"
-            raise FacestreamError(
-                f"no group {', '.join(unknown)} on {where} yet (known: "
-                f"{', '.join(known) or 'none'}); start a camera or replay for it first"
-            )
+    sources = tail_sources(settings, names)
     wanted = EventFilter(
         cameras=frozenset(split_list(camera) or []) if camera else None,
         identities=frozenset(split_list(identity) or []) if identity else None,
@@ -84,15 +73,14 @@ def events_tail(
             for name, (client, node_groups) in sources.items()
         }
     )
-    try:
-        for shown, (client, event) in enumerate(feed, start=1):
-            saved = _save_snapshot(client, event, snapshots) if snapshots else None
-            line = event.to_json().decode() if json_output else describe_event(event)
-            typer.echo(line + (f"  [{saved}]" if saved and not json_output else ""))
-            if count is not None and shown >= count:
-                break
-    except KeyboardInterrupt:
-        pass
+
+    def line(delivered: tuple[redis.Redis, Event]) -> str:
+        client, event = delivered
+        saved = _save_snapshot(client, event, snapshots) if snapshots else None
+        text = event.to_json().decode() if json_output else describe_event(event)
+        return text + (f"  [{saved}]" if saved and not json_output else "")
+
+    echo_feed(feed, line, count)
 
 
 def _tail(
@@ -105,12 +93,6 @@ def _tail(
     """A node's events, each with the client of its node (where its snapshot is kept)."""
     for event in tail_events(client, groups, from_start=from_start, stop=stop, wanted=wanted):
         yield client, event
-
-
-def _event_groups(client: redis.Redis, names: list[str]) -> list[str]:
-    """Groups among `names` that already have an events stream (known_groups looks at frames
-    and results only)."""
-    return [name for name in names if client.exists(keys.events(name))]
 
 
 def _save_snapshot(client: redis.Redis, event: Event, folder: Path) -> Path | None:

@@ -1,0 +1,49 @@
+"""What `results tail` and `events tail` share: where to read each group, printing a feed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import redis
+import typer
+
+from facestream.schemas import FacestreamError, keys
+
+from .config import Settings
+from .connect import Connections
+from .feed import read_sources
+from .status import known_groups
+from .topology import Topology
+
+__all__ = ["echo_feed", "tail_sources"]
+
+T = TypeVar("T")
+
+
+def tail_sources(settings: Settings, names: list[str]) -> dict[str, tuple[redis.Redis, list[str]]]:
+    """Where to read the groups `names` (feed.read_sources); FacestreamError names a group that
+    no node has yet (a typo, or no camera has sent anything)."""
+    sources = read_sources(Connections(Topology(settings)), names)
+    for name, (client, node_groups) in sources.items():
+        known = set(known_groups(client))
+        known |= {group for group in node_groups if client.exists(keys.events(group))}
+        unknown = sorted(set(node_groups) - known)
+        if unknown:
+            where = "this Redis" if len(sources) == 1 else f"node {name}"
+            raise FacestreamError(
+                f"no group {', '.join(unknown)} on {where} yet (known: "
+                f"{', '.join(sorted(known)) or 'none'}); start a camera or replay for it first"
+            )
+    return sources
+
+
+def echo_feed(items: Iterable[T], line: Callable[[T], str], count: int | None) -> None:
+    """Print one line per item until `count` of them, or Ctrl-C."""
+    try:
+        for shown, item in enumerate(items, start=1):
+            typer.echo(line(item))
+            if count is not None and shown >= count:
+                break
+    except KeyboardInterrupt:
+        pass
