@@ -153,6 +153,29 @@ def _two_nodes(nodes: RedisNodes, settings: Settings) -> tuple[Settings, Connect
     return site, connections
 
 
+def _photo_folder(tmp_path: Path) -> Path:
+    """The bundled photos in one folder, in a fixed order: one replay's frames."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index, photo in enumerate(PHOTOS):
+        shutil.copy(photo, frames / f"{index:03d}{photo.suffix}")
+    return frames
+
+
+def _replay_every_group(
+    config: Path, frames: Path, env: dict[str, str]
+) -> dict[str, subprocess.Popen[str]]:
+    """`facestream replay` of `frames` into each group at 6 fps, camera cam-<group>."""
+    replays = {}
+    for group in GROUPS:
+        replays[group] = subprocess.Popen(
+            _facestream(config, "replay", str(frames), "--group", group, "--camera-id",
+                        f"cam-{group}", "--fps", "6"),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+    return replays
+
+
 def _stop(processes: list[subprocess.Popen[Any]]) -> None:
     """SIGTERM, then SIGKILL what has not stopped 30 s later."""
     for process in processes:
@@ -192,22 +215,14 @@ def test_three_nodes_serve_their_own_groups_and_survive_one_going_down(
     for client in clients.values():
         assert sorted(i.name for i in Gallery(client).identities()[1]) == IDENTITIES
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for index, photo in enumerate(PHOTOS):
-        shutil.copy(photo, frames / f"{index:03d}{photo.suffix}")
+    frames = _photo_folder(tmp_path)
     env = {**os.environ, "FACESTREAM_LOG__FORMAT": "json"}
     workers = subprocess.Popen(
         _facestream(config, "worker"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     replays: dict[str, subprocess.Popen[str]] = {}
     try:
-        for group in GROUPS:
-            replays[group] = subprocess.Popen(
-                _facestream(config, "replay", str(frames), "--group", group, "--camera-id",
-                            f"cam-{group}", "--fps", "6"),
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            )  # fmt: skip
+        replays.update(_replay_every_group(config, frames, env))
         north = clients["north"]
         wait_for(lambda: north.xlen(keys.results("north")) >= 2, what="north's first results")
         redis_nodes.kill(2)  # north's node, mid-run: frames queued, some in flight
@@ -454,10 +469,7 @@ def test_cluster_keeps_going_through_a_slot_migration_and_a_master_failover(
     for name in IDENTITIES:
         photos = sorted((FACES / "train" / name).iterdir())
         Gallery(client).enroll(embed_photos(engine, name, photos, largest_face=True))
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for index, photo in enumerate(PHOTOS):
-        shutil.copy(photo, frames / f"{index:03d}{photo.suffix}")
+    frames = _photo_folder(tmp_path)
 
     east_slot = redis_cluster.keyslot(keys.frames("east"))
     victim = redis_cluster.master_for_key(keys.frames("west"))  # west's (and north's) master
@@ -472,12 +484,7 @@ def test_cluster_keeps_going_through_a_slot_migration_and_a_master_failover(
     )  # fmt: skip
     replays: dict[str, subprocess.Popen[str]] = {}
     try:
-        for group in GROUPS:
-            replays[group] = subprocess.Popen(
-                _facestream(config, "replay", str(frames), "--group", group, "--camera-id",
-                            f"cam-{group}", "--fps", "6"),
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            )  # fmt: skip
+        replays.update(_replay_every_group(config, frames, env))
         wait_for(lambda: client.xlen(keys.results("east")) >= 2, what="east's first results")
         redis_cluster.migrate_slot(east_slot, new_home)  # live, with its frames and group
         wait_for(lambda: client.xlen(keys.results("west")) >= 4, what="west's results")
