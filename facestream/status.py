@@ -264,26 +264,19 @@ def collect_site_status(connections: Connections, groups: list[str] | None = Non
         wanted = placed.get(node.name, []) if placed else groups
         if placed and not wanted:
             continue
+        shown = wanted or list(node.groups + node.draining) or None
         try:
-            held = list(node.groups + node.draining) or None
-            report = collect_status(connections.node(node), wanted or held, node.name)
-            reports.append(
-                dataclasses.replace(
-                    report,
-                    groups=[
-                        dataclasses.replace(g, draining=g.group in node.draining)
-                        for g in report.groups
-                    ],
-                )
-            )
+            report = collect_status(connections.node(node), shown, node.name)
         except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
             unreachable = exc
             error = clip(f"unreachable: {exc}", 200)
             down = [
                 GroupStatus(group, 0, 0, None, 0, 0, 0, error=error, node=node.name)
-                for group in wanted or node.groups
+                for group in shown or []
             ]
-            reports.append(StatusReport(down, [], [], [NodeStatus(node.name, None, error)]))
+            report = StatusReport(down, [], [], [NodeStatus(node.name, None, error)])
+        marked = [dataclasses.replace(g, draining=g.group in node.draining) for g in report.groups]
+        reports.append(dataclasses.replace(report, groups=marked))
     site = StatusReport.merge(reports)
     if unreachable is not None and not any(node.up for node in site.nodes):
         raise unreachable
