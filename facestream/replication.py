@@ -8,6 +8,7 @@ latency cost is measured in benchmarks/topology.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
@@ -32,24 +33,33 @@ class ReplicaWait:
     replicas: int
     timeout_ms: int
 
-    def after_write(self, client: redis.Redis, key: str) -> int:
-        """Block until `replicas` replicas hold every write this client sent to `key`'s node
-        (at most `timeout_ms`); return how many do.
+    def after_writes(self, client: redis.Redis, written: Iterable[str]) -> int:
+        """Block until `replicas` replicas hold every write this client sent to the nodes of
+        the keys `written` (at most `timeout_ms` each); return the fewest that confirmed.
 
-        WAIT counts the writes of its own connection: on a cluster it goes to the node that
-        holds `key`, through that node's pool, whose last used connection made the write.
+        WAIT counts the writes of its own connection, so one WAIT per node covers every key
+        there: on a cluster it goes to each node holding one of the keys, through that node's
+        pool, whose last used connection made the writes.
         """
+        targets: list[tuple[redis.Redis, str]]
         if isinstance(client, RedisCluster):
-            node = client.get_redis_connection(client.get_node_from_key(key))
-            confirmed = int(node.execute_command("WAIT", self.replicas, self.timeout_ms))
+            holders: dict[str, tuple[redis.Redis, str]] = {}
+            for key in written:
+                node = client.get_node_from_key(key)
+                holders.setdefault(node.name, (client.get_redis_connection(node), key))
+            targets = list(holders.values())
         else:
-            confirmed = int(client.wait(self.replicas, self.timeout_ms))
-        if confirmed < self.replicas:
-            SHORT_WAITS.inc()
-            log.warning(
-                "write not confirmed by enough replicas",
-                key=key,
-                confirmed=confirmed,
-                wanted=self.replicas,
-            )
-        return confirmed
+            targets = [(client, key) for key in list(written)[:1]]
+        fewest = self.replicas
+        for target, key in targets:
+            confirmed = int(target.wait(self.replicas, self.timeout_ms))
+            if confirmed < self.replicas:
+                SHORT_WAITS.inc()
+                log.warning(
+                    "write not confirmed by enough replicas",
+                    key=key,
+                    confirmed=confirmed,
+                    wanted=self.replicas,
+                )
+            fewest = min(fewest, confirmed)
+        return fewest

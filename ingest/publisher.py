@@ -101,7 +101,7 @@ class FramePublisher:
                 self.stream, fields, maxlen=self.maxlen, approximate=True
             )
             if self.replica_wait is not None:
-                self.replica_wait.after_write(self._adder, self.stream)
+                self.replica_wait.after_writes(self._adder, [self.stream])
         except (redis.ConnectionError, redis.TimeoutError):
             self._in_doubt = frame
             raise

@@ -172,8 +172,8 @@ class Worker:
         for group, exc in refused.items():
             self._quarantine(group, exc)
         if self.replica_wait is not None:
-            for group in sorted({d.group for d in deliveries} - refused.keys()):
-                self.replica_wait.after_write(self.client, keys.results(group))
+            committed = sorted({d.group for d in deliveries} - refused.keys())
+            self.replica_wait.after_writes(self.client, map(keys.results, committed))
         per_frame = (time.monotonic() - start) / len(deliveries)
         self._seconds_per_frame = 0.8 * self._seconds_per_frame + 0.2 * per_frame
 
