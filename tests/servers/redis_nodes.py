@@ -450,11 +450,13 @@ class ClusterProcess(_ServerSet):
         """True once every live node says cluster_state:ok, all slots ok, views agree, synced."""
         alive = self._alive_ports()
         owners: dict[int, str] | None = None
+        views: dict[int, dict[str, _ViewEntry]] = {}
         for port in alive:
             info = self._call(port, "CLUSTER", "INFO")
             if "cluster_state:ok" not in info or f"cluster_slots_ok:{CLUSTER_SLOTS}" not in info:
                 return None
             view = self._view(port)
+            views[port] = view
             alive_ids = {self._node_ids.get(p) for p in alive} - {None}
             live = {entry.port: entry for entry in view.values() if entry.port in alive}
             if len(live) != len(alive):
@@ -481,6 +483,21 @@ class ClusterProcess(_ServerSet):
                 return None
             if "role:slave" in replication and "master_sync_in_progress:1" in replication:
                 return None
+        # Every node sees every live node in the role that node gives itself: a restarted
+        # master that came back as a replica is known as one everywhere, not only by itself.
+        claimed = {
+            entry.port: ("master" in entry.flags, entry.master_id)
+            for view in views.values()
+            for entry in view.values()
+            if "myself" in entry.flags
+        }
+        for view in views.values():
+            for entry in view.values():
+                if entry.port in claimed and claimed[entry.port] != (
+                    "master" in entry.flags,
+                    entry.master_id,
+                ):
+                    return None
         return True
 
     def wait_healthy(self, timeout_s: float = 30.0) -> None:
