@@ -30,13 +30,10 @@ lint: $(BIN)/.installed typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The three top-level packages install under `facestream.`; mypy needs to see that layout,
-# so it checks a tree of symlinks that mirrors the installed package.
+# facestream/schemas, facestream/ingest and facestream/recognizer are committed symlinks to the
+# top-level folders, so mypy sees the installed layout as it is.
 typecheck: $(BIN)/.installed
-	rm -rf build/typecheck && mkdir -p build/typecheck/facestream
-	for f in facestream/*; do ln -s "$$PWD/$$f" build/typecheck/facestream/; done
-	for p in schemas ingest recognizer; do ln -s "$$PWD/$$p" build/typecheck/facestream/$$p; done
-	MYPYPATH=build/typecheck $(BIN)/mypy -p facestream
+	$(BIN)/mypy -p facestream
 
 bench: $(BIN)/.installed  ## worker vs bare model vs the seed's recipe; camera agent capacity
 	$(BIN)/python benchmarks/throughput.py

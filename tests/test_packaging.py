@@ -148,3 +148,29 @@ def test_no_server_anywhere_is_one_line_that_says_how_to_get_one(tmp_path: Path)
     assert result.stderr == f"error: {NO_SERVER_HINT}\n"
     for how in ("apt install redis-server", "brew install redis", "docker run"):
         assert how in NO_SERVER_HINT
+
+
+def test_a_bare_clone_imports_every_package_through_its_committed_symlink(tmp_path: Path) -> None:
+    # No install, no generated tree: only the clone's root on sys.path (the venv supplies the
+    # third-party packages). The layout every tool sees is the one git holds.
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    links = subprocess.run(
+        ["git", "ls-files", "-s", "facestream/schemas", "facestream/ingest", "facestream/recognizer"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    assert [line.split()[0] for line in links if line] == ["120000"] * 3  # symlinks, in git
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "import facestream.schemas as s, facestream.ingest as i, facestream.recognizer as r; "
+        "print(s.__file__, i.__file__, r.__file__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(clone)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    for imported in result.stdout.split():
+        assert Path(imported).is_relative_to(clone / "facestream"), imported
