@@ -38,7 +38,7 @@ from facestream.replicas import GalleryReplicas
 from facestream.schemas import FacestreamError, GalleryError, keys
 from facestream.topology import Topology
 
-from . import admin
+from . import admin, api
 from .auth import COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Sessions, login, logout
 from .metrics import render_metrics
 from .monitor import Filters, Monitor
@@ -125,6 +125,7 @@ def _routes() -> list[Route | Mount]:
         Route("/api/dead/{group}/purge", admin.purge_dead, methods=["POST"]),
         Route("/api/dead/{group}/{entry_id}/retry", admin.retry_dead, methods=["POST"]),
         Route("/api/dead/{group}/{entry_id}/purge", admin.purge_dead, methods=["POST"]),
+        *api.ROUTES,  # the REST API for backends (api.py, documented at /api/openapi.json)
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
