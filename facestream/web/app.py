@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
@@ -186,14 +187,16 @@ async def stream(request: Request) -> StreamingResponse:
     start = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
 
     async def events() -> AsyncIterator[bytes]:
-        after, sampled, quiet = int(start) if start.isdigit() else 0, -1.0, 0.0
+        after, quiet = int(start) if start.isdigit() else 0, 0.0
+        sampled: tuple[float, str | None] = (-1.0, None)
         while not monitor.stopped:
             for item in monitor.items_after(after, group, wanted):
                 after = item.id
                 yield _event(item.kind, item.to_dict(), item.id)
                 quiet = 0.0
-            if monitor.sampled_at != sampled:
-                sampled = monitor.sampled_at
+            # A failed sample is news too: the page must say Redis is gone, not wait on.
+            if (monitor.sampled_at, monitor.error) != sampled:
+                sampled = (monitor.sampled_at, monitor.error)
                 yield _event("status", _overview(monitor))
                 quiet = 0.0
             elif quiet >= _KEEPALIVE_S:
@@ -264,7 +267,10 @@ def _overview(monitor: Monitor) -> dict[str, Any]:
         "gallery_size": len(monitor.gallery[1]),
         "cameras": cameras,
         "sample": monitor.history[-1] if monitor.history else None,
+        "sampled": report is not None,  # False until the first sample: not yet "live"
         "error": monitor.error,
+        "error_since": monitor.error_since,
+        "now": int(time.time() * 1000),  # the page's clock for frame ages (cameras' is theirs)
     }
 
 
