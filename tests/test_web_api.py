@@ -7,20 +7,24 @@ import threading
 import time
 import urllib.parse
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
+import pytest
 import redis
+from pydantic import ValidationError
 from starlette.routing import Route
 
 from facestream.config import Settings
 from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine
 from facestream.schemas import Event, keys
-from facestream.web import api
-from facestream.web.app import _routes
+from facestream.server import free_port
+from facestream.web import WebSettings, api
+from facestream.web.app import _routes, create_app
 
 from .helpers import FACES, enrol, make_worker, wait_for
-from .web_support import TOKEN, Page, multipart, page, snapshot_jpeg
+from .web_support import TOKEN, Page, multipart, page, serving, snapshot_jpeg
 
 __all__ = ["page"]  # the fixture, imported so that pytest finds it here
 
@@ -197,3 +201,28 @@ def test_openapi_document_matches_the_routes(page: Page) -> None:
     query = {p["name"] for p in document["paths"]["/api/visits"]["get"]["parameters"]}
     assert query == {"identity", "unknown", "camera", "group", "from", "to", "limit"}
     assert page.call("GET", "/api/openapi.json")[0] == 401
+
+
+def test_api_token_reaches_the_api_and_nothing_else(
+    settings: Settings, client: redis.Redis
+) -> None:
+    """A backend's token (`web.api_token`) uses the REST API and the snapshots it names, but
+    neither logs in nor reads the page's gallery, overview, metrics or changes anything."""
+    backend = "b" * 24
+    web = WebSettings(port=free_port(), token=TOKEN, api_token=backend, sample_s=0.2)
+    client.set(keys.snapshot("g1", "t1"), snapshot_jpeg(), ex=60)
+    with serving(create_app(settings, web, client=client), web) as running:
+        bearer = {"Authorization": f"Bearer {backend}"}
+        for path in ("/api/visits", "/api/people/obama", "/api/openapi.json",
+                     "/api/snapshots/g1/t1"):  # fmt: skip
+            assert running.call("GET", path, **bearer)[0] == 200, path
+        for path in ("/api/overview", "/api/gallery", "/api/dead", "/api/stream", "/metrics"):
+            assert running.call("GET", path, **bearer)[0] == 401, path
+        assert running.call("POST", "/api/dead/g1/purge", **bearer)[0] == 401
+        assert running.call("DELETE", "/api/gallery/obama", **bearer)[0] == 401
+        form = urllib.parse.urlencode({"password": backend}).encode()
+        assert running.call("POST", "/login", form)[2]["location"] == "/login?failed=1"
+        # The operator's token still reaches everything, the API included.
+        assert running.call("GET", "/api/visits", **BEARER)[0] == 200
+    with pytest.raises(ValidationError, match=r"set web\.api_token or web\.api_token_file, not"):
+        WebSettings(api_token=backend, api_token_file=Path(__file__))

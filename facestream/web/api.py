@@ -1,9 +1,10 @@
 """The REST API for backends: recognise one photo, search visits, a person; its OpenAPI document.
 
-Served by the page's process behind the page's own guard: a login or `Authorization: Bearer
-<web.token>` (the metrics token is refused), the same upload caps (`limits.max_bytes`) and
-validation as the page. `GET /api/openapi.json` describes exactly the routes of `ROUTES` (a
-test compares them), with the schemas of the pydantic models that shape each answer.
+Served by the page's process behind the page's own guard: a login, `Authorization: Bearer
+<web.token>` or the backends' own `web.api_token` (the scope `api`: this API and the snapshots
+and frames it names, nothing else; the metrics token is refused), the same upload caps
+(`limits.max_bytes`) and validation as the page. `GET /api/openapi.json` describes exactly
+the routes of `ROUTES` (a test compares them), with the schemas of the models of each answer.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from facestream.schemas import Result, keys
 from facestream.schemas.gallery import IDENTITY_NAME_PATTERN
 from facestream.status import known_groups
 
+from .auth import API
 from .monitor import Monitor
 from .visits import Person, VisitQuery, Visits, find_visits, last_seen, parse_time
 
@@ -72,7 +74,7 @@ def _invalid(exc: ValueError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=422)
 
 
-@requires("authenticated", status_code=401)
+@requires(API, status_code=401)
 async def visits(request: Request) -> Response:
     """GET /api/visits?identity=&unknown=&camera=&group=&from=&to=&limit="""
     try:
@@ -84,7 +86,7 @@ async def visits(request: Request) -> Response:
     return JSONResponse(found.model_dump(mode="json"))
 
 
-@requires("authenticated", status_code=401)
+@requires(API, status_code=401)
 async def people(request: Request) -> Response:
     """GET /api/people/{name}?from=&to=: enrolment, last seen, visits in range, snapshots."""
     name = request.path_params["name"]
@@ -115,7 +117,7 @@ async def people(request: Request) -> Response:
     return JSONResponse((await run_in_threadpool(gather)).model_dump(mode="json"))
 
 
-@requires("authenticated", status_code=401)
+@requires(API, status_code=401)
 async def recognise(request: Request) -> Response:
     """POST /api/recognise?group=&timeout=: one photo in (a JPEG body, or multipart `photo`),
     its result out, as `facestream recognise` does: a one-photo frame the workers answer."""
@@ -181,7 +183,7 @@ def _name_ok(name: str) -> bool:
     return _NAME_RE.fullmatch(name) is not None
 
 
-@requires("authenticated", status_code=401)
+@requires(API, status_code=401)
 def openapi(request: Request) -> JSONResponse:
     return JSONResponse(document())
 

@@ -40,7 +40,7 @@ from facestream.schemas import FacestreamError, GalleryError, keys
 from facestream.topology import Topology
 
 from . import admin, api
-from .auth import COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Sessions, login, logout
+from .auth import API, COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Sessions, login, logout
 from .metrics import render_metrics
 from .monitor import Filters, Monitor
 from .settings import WebSettings
@@ -209,7 +209,7 @@ async def stream(request: Request) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-@requires("authenticated", status_code=401)
+@requires(API, status_code=401)
 def frame(request: Request) -> Response:
     """A frame's JPEG while the frames stream still keeps it (404 once trimmed)."""
     group = keys.validate_group(request.path_params["group"])
@@ -219,7 +219,7 @@ def frame(request: Request) -> Response:
     return Response(jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=60"})
 
 
-@requires("authenticated", status_code=401)
+@requires(API, status_code=401)
 def snapshot(request: Request) -> Response:
     """A track's best face crop, named by its events, while its TTL keeps it (404 after)."""
     group = keys.validate_group(request.path_params["group"])
