@@ -83,6 +83,7 @@ def test_browser_sees_replay_and_enrols(
                 _visits_first(tab)
                 _tile_opens_full_size(tab)
                 _tile_from_a_health_record(tab, client)
+                _charts_are_readable(tab)
                 _person_page(tab)
                 _enrol_through_the_form(tab)
                 _purge_a_dead_letter(tab, client)
@@ -362,3 +363,18 @@ def _log_in(tab: Tab, url: str) -> None:
     tab.goto(url + "/")
     tab.fill("input[name=password]", PASSWORD)
     tab.click("button[type=submit]")
+
+
+def _charts_are_readable(tab: Tab) -> None:
+    """Legends name each series under its chart; counts get whole-number ticks only."""
+    legend = tab.locator("#charts-section figure", has=tab.locator("#chart-backlog")).locator("li")
+    expect(legend).to_contain_text([re.compile(r"^g1 lag \d+$"), re.compile(r"^g1 pending \d+$")])
+    throughput = tab.locator("#charts-section figure", has=tab.locator("#chart-throughput"))
+    expect(throughput.locator("li").first).to_contain_text("g1 results/s")
+    for top in (0.0, 0.4, 3.0, 7.0, 23.0, 1234.0):
+        ticks = tab.evaluate("(top) => valueTicks(top, true)", top)
+        assert ticks[0] == 0 and ticks[-1] >= max(top, 1), (top, ticks)
+        assert all(float(t).is_integer() for t in ticks) and len(ticks) <= 7, (top, ticks)
+    start = 1_764_600_000_123
+    moments = tab.evaluate("([a, b]) => timeTicks(a, b, 5)", [start, start + 120_000])
+    assert 2 <= len(moments) <= 5 and all(t % 30_000 == 0 for t in moments), moments

@@ -35,8 +35,9 @@ function drawChart(canvas, series, options = {}) {
   ctx.textAlign = "center";
   for (const t of timeTicks(t0, t1, Math.max(2, Math.floor((W - left - right) / 90)))) {
     ctx.moveTo(x(t), top); ctx.lineTo(x(t), H - bottom);
-    ctx.fillText(new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" }),
-                 x(t), H - bottom + 15);
+    const label = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    const half = ctx.measureText(label).width / 2;  // kept inside the canvas at both ends
+    ctx.fillText(label, Math.min(Math.max(x(t), half), W - half), H - bottom + 15);
   }
   ctx.stroke();
   ctx.textAlign = "left";
