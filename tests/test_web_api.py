@@ -226,3 +226,13 @@ def test_api_token_reaches_the_api_and_nothing_else(
         assert running.call("GET", "/api/visits", **BEARER)[0] == 200
     with pytest.raises(ValidationError, match=r"set web\.api_token or web\.api_token_file, not"):
         WebSettings(api_token=backend, api_token_file=Path(__file__))
+
+
+def test_api_without_redis_answers_503(settings: Settings) -> None:
+    web = WebSettings(port=free_port(), token=TOKEN, sample_s=0.2)
+    nowhere = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    with serving(create_app(settings, web, client=nowhere), web) as running:
+        for path in ("/api/visits", "/api/people/obama"):
+            status, body, _ = running.call("GET", path, **BEARER)
+            assert status == 503, path
+            assert orjson.loads(body)["error"].startswith("Redis unavailable: ConnectionError: ")

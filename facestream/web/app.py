@@ -36,7 +36,7 @@ from facestream.config import ConfigError, Settings
 from facestream.connect import Connections, connect_node
 from facestream.recognizer import FaceEngine
 from facestream.replicas import GalleryReplicas
-from facestream.schemas import FacestreamError, GalleryError, keys
+from facestream.schemas import FacestreamError, GalleryError, clip, keys
 from facestream.topology import Topology
 
 from . import admin, api
@@ -80,7 +80,7 @@ def create_app(
             Middleware(Guard, sessions=sessions),
             Middleware(AuthenticationMiddleware, backend=SessionAuth(sessions)),
         ],
-        exception_handlers={FacestreamError: _refused},
+        exception_handlers={FacestreamError: _refused, redis.RedisError: _unavailable},
         lifespan=lifespan,
     )
     topology = Topology(settings)
@@ -135,6 +135,13 @@ async def _refused(request: Request, exc: Exception) -> Response:
     """An expected failure is one line for the page: bad input 422, a refused action 409."""
     status = 422 if isinstance(exc, GalleryError | ValueError) else 409
     return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """Redis did not answer a read made for this request: 503 with the reason, not a 500."""
+    return JSONResponse(
+        {"error": clip(f"Redis unavailable: {type(exc).__name__}: {exc}", 300)}, status_code=503
+    )
 
 
 @requires("authenticated", redirect="login_page")
