@@ -232,7 +232,7 @@ def test_api_without_redis_answers_503(settings: Settings) -> None:
     web = WebSettings(port=free_port(), token=TOKEN, sample_s=0.2)
     nowhere = redis.Redis(port=free_port(), socket_connect_timeout=1)
     with serving(create_app(settings, web, client=nowhere), web) as running:
-        for path in ("/api/visits", "/api/people/obama"):
+        for path in ("/api/visits", "/api/people/obama", "/api/snapshots/g1/t1", "/api/dead"):
             status, body, _ = running.call("GET", path, **BEARER)
             assert status == 503, path
             assert orjson.loads(body)["error"].startswith("Redis unavailable: ConnectionError: ")
