@@ -268,8 +268,13 @@ def _web(groups: list[str], version: tuple[int, int]) -> User:
             # Status samples (XINFO GROUPS, XLEN), frame images for tiles and thumbnails, and
             # a retried dead letter's frame sent again (its only XADD).
             Grant(("exists", "xinfo|groups", "xlen", "xrange", "xadd"), frames),
-            # The live feed: one XREAD follows a group's results and events together.
-            Grant(("xread", "xrevrange", "xlen"), _each(groups, keys.results, keys.events), "R"),
+            # The live feed: one XREAD follows a group's results and events together; visits
+            # and people are read by time range (XRANGE), a photo's result by XREAD.
+            Grant(
+                ("xread", "xrange", "xrevrange", "xlen"),
+                _each(groups, keys.results, keys.events),
+                "R",
+            ),
             Grant(("watch", "xrange", "xrevrange", "xlen", "xdel", "del"), dead),
             Grant(_GALLERY_WRITES, _GALLERY),
             *_erase(groups),

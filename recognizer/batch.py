@@ -38,6 +38,7 @@ from .engine import FaceEngine, Recognition, decode_jpeg, label
 from .metrics import COMMITS_LOST, faces_counter, frames_counter, stage_histogram
 from .settings import TrackSettings, WorkerSettings
 from .tracks import (
+    CameraTracks,
     FrameRef,
     Sighting,
     TrackBook,
@@ -117,6 +118,20 @@ class _Pending:
     def frame_or_fail(self) -> Frame:
         assert self.frame is not None, "only accepted entries are recognised"
         return self.frame
+
+
+def _decoded_for_snapshots(
+    jpeg: bytes, state: CameraTracks, faces: int
+) -> NDArray[np.uint8] | None:
+    """A cache hit's image, while its camera has fewer tracks holding a snapshot than it has
+    faces (a new visit, or one whose crop was never kept); None once every one has a crop, so
+    hits stay cheap (no decode per hit), or when it cannot be decoded (no snapshot, no loss)."""
+    if sum(track.snapshot is not None for track in state.tracks) >= faces:
+        return None
+    try:
+        return decode_jpeg(jpeg)
+    except Exception:  # a snapshot only: the frame's result is published all the same
+        return None
 
 
 class BatchProcessor:
@@ -462,9 +477,15 @@ class BatchProcessor:
         assert self.tracks is not None and self.track_settings is not None
         settings, frame, recognition = self.track_settings, item.frame_or_fail(), item.recognition
         token, state = self.tracks.state(base.group, frame.camera)
+        image = item.image
+        if image is None and base.result.faces:
+            # A cache hit was never decoded; its tracks still need their snapshot (issue 20,
+            # item 9): decode it while one of its faces may lack one, so a visit served from
+            # the cache gets its crop like any other.
+            image = _decoded_for_snapshots(frame.img, state, len(base.result.faces))
         sightings = []
         for index, face in enumerate(base.result.faces):
-            quality, crop = face_quality(item.image, face) if item.image is not None else (0, None)
+            quality, crop = face_quality(image, face) if image is not None else (0, None)
             embedding = recognition.embeddings[index] if recognition.was_embedded(index) else None
             sightings.append(Sighting(face, embedding, quality, crop))
         ref = FrameRef(base.group, frame.camera, item.delivery.entry_id, frame.ts)

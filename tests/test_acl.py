@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,6 +440,24 @@ def test_the_web_page_runs_as_web(deployment: Deployment, engine: FaceEngine) ->
         assert get(event["snapshot"])[:2] == b"\xff\xd8"
         kinds = {kind for kind, _ in page.stream("?group=g2", TOKEN)}
         assert kinds >= {"recognition", "event", "status"}
+        # The REST API: visits and a person from the events, one photo through the worker.
+        assert orjson.loads(get("/api/visits?group=g2"))["visits"]
+        assert orjson.loads(get("/api/people/obama"))["last_seen"]["group"] == "g2"
+        answer: list[Any] = []
+        photo = (FACES / "test" / "obama1.jpg").read_bytes()
+
+        def ask() -> None:
+            jpeg = {"Content-Type": "image/jpeg"}
+            answer.append(post("POST", "/api/recognise?group=g2", photo, **jpeg))
+
+        def answered() -> bool:
+            recogniser.step()
+            return not asking.is_alive()
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        wait_for(answered, 30, "the worker to answer the photo")
+        assert [f["identity"] for f in answer[0]["faces"]] == ["obama"]
         # Gallery: list, thumbnail from the camera's frame, enrol, remove, erase.
         assert [i["name"] for i in orjson.loads(get("/api/gallery"))["identities"]] == ["obama"]
         assert get("/api/gallery/obama/thumbnail")[:2] == b"\xff\xd8"

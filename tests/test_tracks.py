@@ -156,3 +156,25 @@ def test_two_workers_serving_one_camera_keep_one_track(
     assert kinds == {"appeared": 1, "identified": 1, "seen": 1, "left": 1}
     (left,) = (e for e in events(client) if e.type == "left")
     assert left.frames == len(shown)
+
+
+def test_a_visit_served_from_the_cache_keeps_a_snapshot(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, walk: list[bytes]
+) -> None:
+    """The same frames again on another camera are cache hits; that visit still gets its crop."""
+    enrol(engine, client, ["obama"])
+    # The first camera is untracked, so every frame is embedded and cached whole.
+    tracks = TRACKS.model_copy(update={"untracked_cameras": ["first"]})
+    worker = make_worker(client, engine, settings, tracks=tracks)
+    publish_clip(client, "g1", "first", walk, FPS, START_MS)
+    drain(worker, client, "g1", len(walk))
+    publish_clip(client, "g1", "again", walk, FPS, START_MS + 60_000)
+    drain(worker, client, "g1", 2 * len(walk))
+
+    again = [r for r in results(client) if r.camera == "again"]
+    assert again and all(r.cached for r in again)  # served from the cache, every frame
+    (left,) = (e for e in events(client) if e.type == "left" and e.camera == "again")
+    assert left.identity == "obama"
+    assert left.snapshot == keys.snapshot("g1", left.track)
+    snapshot = client.get(left.snapshot)
+    assert snapshot is not None and snapshot.startswith(b"\xff\xd8")  # a JPEG

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
@@ -35,11 +36,11 @@ from facestream.config import ConfigError, Settings
 from facestream.connect import Connections, connect_node
 from facestream.recognizer import FaceEngine
 from facestream.replicas import GalleryReplicas
-from facestream.schemas import FacestreamError, GalleryError, keys
+from facestream.schemas import FacestreamError, GalleryError, clip, keys
 from facestream.topology import Topology
 
-from . import admin
-from .auth import COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Sessions, login, logout
+from . import admin, api
+from .auth import API, COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Sessions, login, logout
 from .metrics import render_metrics
 from .monitor import Filters, Monitor
 from .settings import WebSettings
@@ -79,7 +80,7 @@ def create_app(
             Middleware(Guard, sessions=sessions),
             Middleware(AuthenticationMiddleware, backend=SessionAuth(sessions)),
         ],
-        exception_handlers={FacestreamError: _refused},
+        exception_handlers={FacestreamError: _refused, redis.RedisError: _unavailable},
         lifespan=lifespan,
     )
     topology = Topology(settings)
@@ -125,6 +126,7 @@ def _routes() -> list[Route | Mount]:
         Route("/api/dead/{group}/purge", admin.purge_dead, methods=["POST"]),
         Route("/api/dead/{group}/{entry_id}/retry", admin.retry_dead, methods=["POST"]),
         Route("/api/dead/{group}/{entry_id}/purge", admin.purge_dead, methods=["POST"]),
+        *api.ROUTES,  # the REST API for backends (api.py, documented at /api/openapi.json)
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
@@ -133,6 +135,13 @@ async def _refused(request: Request, exc: Exception) -> Response:
     """An expected failure is one line for the page: bad input 422, a refused action 409."""
     status = 422 if isinstance(exc, GalleryError | ValueError) else 409
     return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """Redis did not answer a read made for this request: 503 with the reason, not a 500."""
+    return JSONResponse(
+        {"error": clip(f"Redis unavailable: {type(exc).__name__}: {exc}", 300)}, status_code=503
+    )
 
 
 @requires("authenticated", redirect="login_page")
@@ -185,14 +194,16 @@ async def stream(request: Request) -> StreamingResponse:
     start = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
 
     async def events() -> AsyncIterator[bytes]:
-        after, sampled, quiet = int(start) if start.isdigit() else 0, -1.0, 0.0
+        after, quiet = int(start) if start.isdigit() else 0, 0.0
+        sampled: tuple[float, str | None] = (-1.0, None)
         while not monitor.stopped:
             for item in monitor.items_after(after, group, wanted):
                 after = item.id
                 yield _event(item.kind, item.to_dict(), item.id)
                 quiet = 0.0
-            if monitor.sampled_at != sampled:
-                sampled = monitor.sampled_at
+            # A failed sample is news too: the page must say Redis is gone, not wait on.
+            if (monitor.sampled_at, monitor.error) != sampled:
+                sampled = (monitor.sampled_at, monitor.error)
                 yield _event("status", _overview(monitor))
                 quiet = 0.0
             elif quiet >= _KEEPALIVE_S:
@@ -205,7 +216,7 @@ async def stream(request: Request) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-@requires("authenticated", status_code=401)
+@requires(API, status_code=401)
 def frame(request: Request) -> Response:
     """A frame's JPEG while the frames stream still keeps it (404 once trimmed)."""
     group = keys.validate_group(request.path_params["group"])
@@ -215,7 +226,7 @@ def frame(request: Request) -> Response:
     return Response(jpeg, media_type="image/jpeg", headers={"cache-control": "private, max-age=60"})
 
 
-@requires("authenticated", status_code=401)
+@requires(API, status_code=401)
 def snapshot(request: Request) -> Response:
     """A track's best face crop, named by its events, while its TTL keeps it (404 after)."""
     group = keys.validate_group(request.path_params["group"])
@@ -263,7 +274,10 @@ def _overview(monitor: Monitor) -> dict[str, Any]:
         "gallery_size": len(monitor.gallery[1]),
         "cameras": cameras,
         "sample": monitor.history[-1] if monitor.history else None,
+        "sampled": report is not None,  # False until the first sample: not yet "live"
         "error": monitor.error,
+        "error_since": monitor.error_since,
+        "now": int(time.time() * 1000),  # the page's clock for frame ages (cameras' is theirs)
     }
 
 

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .settings import WebSettings, verify_password
 
 __all__ = [
+    "API",
     "COOKIE",
     "CSRF_HEADER",
     "METRICS",
@@ -46,6 +47,7 @@ log = structlog.get_logger("web")
 COOKIE = "facestream_session"
 CSRF_HEADER = "x-csrf-token"
 METRICS = "metrics"  # the scope /metrics asks for: every login has it, the metrics token only it
+API = "api"  # the scope of the REST API for backends: every login has it, the API token only it
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What the browser may load and from where: only this origin, nothing inline but images.
 _SECURITY_HEADERS = [
@@ -72,6 +74,7 @@ class Sessions:
         # Read once: a secret file is not read again per request.
         self._token = _encoded(settings.login_token())
         self._metrics_token = _encoded(settings.scrape_token())
+        self._api_token = _encoded(settings.backend_token())
 
     def issue(self) -> str:
         expiry = int(time.time() + self.settings.session_hours * 3600)
@@ -105,6 +108,10 @@ class Sessions:
         """`Authorization: Bearer <web.metrics_token>`: /metrics only."""
         return _bearer_is(authorization, self._metrics_token)
 
+    def api_bearer_ok(self, authorization: str | None) -> bool:
+        """`Authorization: Bearer <web.api_token>`: the REST API only."""
+        return _bearer_is(authorization, self._api_token)
+
     def _mac(self, purpose: str, body: str) -> str:
         return hmac.new(self._key, f"{purpose}:{body}".encode(), hashlib.sha256).hexdigest()
 
@@ -119,11 +126,13 @@ class SessionAuth(AuthenticationBackend):
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         authorization = conn.headers.get("authorization")
         if self.sessions.bearer_ok(authorization):
-            return AuthCredentials(["authenticated", "bearer", METRICS]), SimpleUser("token")
+            return AuthCredentials(["authenticated", "bearer", METRICS, API]), SimpleUser("token")
         if self.sessions.metrics_bearer_ok(authorization):
             return AuthCredentials([METRICS]), SimpleUser("scraper")
+        if self.sessions.api_bearer_ok(authorization):
+            return AuthCredentials([API, "bearer"]), SimpleUser("backend")
         if self.sessions.valid(conn.cookies.get(COOKIE)):
-            return AuthCredentials(["authenticated", METRICS]), SimpleUser("operator")
+            return AuthCredentials(["authenticated", METRICS, API]), SimpleUser("operator")
         return AuthCredentials(), UnauthenticatedUser()
 
 
@@ -153,9 +162,10 @@ class Guard:
             return None
         if not _same_origin(request.headers):
             return JSONResponse({"error": "cross-origin write refused"}, status_code=403)
-        if request.url.path == "/login" or self.sessions.bearer_ok(
-            request.headers.get("authorization")
-        ):
+        authorization = request.headers.get("authorization")
+        if request.url.path == "/login" or self.sessions.bearer_ok(authorization):
+            return None
+        if self.sessions.api_bearer_ok(authorization):  # its scope is checked by the route
             return None
         cookie = request.cookies.get(COOKIE)
         sent = request.headers.get(CSRF_HEADER, "")

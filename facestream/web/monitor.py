@@ -126,6 +126,7 @@ class Monitor:
         self.report: StatusReport | None = None
         self.sampled_at = 0.0  # monotonic time of the last good sample
         self.error: str | None = None
+        self.error_since: int | None = None  # epoch ms of the first failed sample in a row
         self.history: deque[dict[str, Any]] = deque(
             maxlen=max(2, int(settings.history_s / settings.sample_s))
         )
@@ -207,7 +208,7 @@ class Monitor:
                 },
             }
         )
-        self.report, self.sampled_at, self.error = report, now, None
+        self.report, self.sampled_at, self.error, self.error_since = report, now, None, None
 
     def _sample_loop(self) -> None:
         while not self._stop.is_set():
@@ -215,6 +216,7 @@ class Monitor:
                 self.sample()
             except Exception as exc:  # Redis down, or a key we cannot read: the page says so
                 self.error = clip(f"{type(exc).__name__}: {exc}", 300)
+                self.error_since = self.error_since or int(time.time() * 1000)
                 log.warning("status sample failed", error=self.error)
             self._stop.wait(self.settings.sample_s)
 

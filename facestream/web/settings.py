@@ -60,6 +60,13 @@ class WebSettings(BaseModel):
     metrics_token_file: Path | None = Field(
         None, description="File holding the metrics token (Prometheus' credentials_file)."
     )
+    api_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token of backends: the REST API (recognise, visits, people) and "
+        "the snapshots and frames it names; no gallery or dead-letter changes, no page login.",
+    )
+    api_token_file: Path | None = Field(None, description="File holding the API token; one line.")
     session_secret: SecretStr | None = Field(
         None,
         min_length=16,
@@ -89,7 +96,7 @@ class WebSettings(BaseModel):
 
     @model_validator(mode="after")
     def _one_source_each(self) -> WebSettings:
-        for name in ("token", "metrics_token"):
+        for name in ("token", "metrics_token", "api_token"):
             if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
                 raise ValueError(f"set web.{name} or web.{name}_file, not both")
             path = getattr(self, f"{name}_file")
@@ -113,6 +120,10 @@ class WebSettings(BaseModel):
     def scrape_token(self) -> str | None:
         """The token that may only read /metrics (field, then file), if any."""
         return _secret(self.metrics_token, self.metrics_token_file, "web.metrics_token_file")
+
+    def backend_token(self) -> str | None:
+        """The token that may use the REST API only (field, then file), if any."""
+        return _secret(self.api_token, self.api_token_file, "web.api_token_file")
 
     @property
     def loopback(self) -> bool:

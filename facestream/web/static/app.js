@@ -1,8 +1,8 @@
-// The operators' page: camera tiles, live feed (server-sent events), charts, gallery, dead letters.
+// The operators' page: live feed of visits (server-sent events), charts, gallery, dead letters.
 "use strict";
 
 const state = { csrf: "", header: "x-csrf-token", history: [], source: null, deadTotal: -1,
-                groups: new Set() };
+                groups: new Set(), status: null, streamUp: false };
 const MAX_FEED = 200;
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -43,124 +43,116 @@ function faceTitle(face) {
   return parts.join(" · ");
 }
 
-// ---- camera tiles --------------------------------------------------------------------------
-
-function renderCameras(cameras) {
-  const grid = $("#cameras");
-  if (!cameras.length) return;
-  $(".muted", grid)?.remove();
-  for (const camera of cameras) {
-    let tile = grid.querySelector(`[data-camera="${CSS.escape(camera.camera)}"]`);
-    if (!tile) {
-      tile = el("article", { class: "tile", "data-camera": camera.camera },
-        el("header", {}, el("strong", { text: camera.camera }),
-          el("span", { class: "muted", text: camera.group || "" }), el("span", { class: "badge state" })),
-        el("div", { class: "frame" }, el("img", { alt: `latest frame of ${camera.camera}` }),
-          el("svg:svg", { preserveAspectRatio: "xMidYMid meet" })),
-        el("p", { class: "names" }), el("p", { class: "health" }));
-      grid.append(tile);
-    }
-    updateTile(tile, camera);
-  }
-}
-
-function updateTile(tile, camera) {
-  const health = camera.health, latest = camera.latest, badge = $(".state", tile);
-  badge.textContent = health ? health.state : "no agent";
-  badge.className = `badge state ${health?.state === "streaming" ? "ok" : health ? "bad" : ""}`;
-  $(".health", tile).textContent = health
-    ? `in ${health.fps_in.toFixed(1)}/s · out ${health.fps_out.toFixed(1)}/s · dropped ${health.dropped}` +
-      ` · reconnects ${health.reconnects}${health.last_error ? ` · ${health.last_error}` : ""}`
-    : "no health report (a replay or an agent without health)";
-  if (!latest || tile.dataset.frame === latest.frame_id) return;
-  tile.dataset.frame = latest.frame_id;
-  const img = $("img", tile), svg = $("svg", tile);
-  // Names, boxes and picture change together, once the frame has loaded (or is gone).
-  img.onload = () => { drawFaces(svg, img, latest.faces); nameFaces(tile, latest); };
-  img.onerror = () => { svg.replaceChildren(); nameFaces(tile, latest); };
-  img.src = latest.frame_url;
-}
-
-function nameFaces(tile, latest) {
-  const names = $(".names", tile);
-  names.textContent = latest.faces.length ? latest.faces.map(faceLabel).join(", ") : "no face";
-  names.title = `frame ${latest.frame_id} · seq ${latest.seq} · ${time(latest.ts)}`;
-}
-
-function drawFaces(svg, img, faces) {
-  svg.setAttribute("viewBox", `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
-  const size = Math.max(12, Math.round(img.naturalHeight / 16));  // labels scale with the frame
-  svg.replaceChildren(...faces.map(face => {
-    const [x, y, w, h] = face.box;
-    return el("svg:g", {},
-      el("svg:title", { text: faceTitle(face) }),
-      el("svg:rect", { x, y, width: w, height: h, class: face.identity ? "known" : "unknown" }),
-      el("svg:text", { x, y: Math.max(y - size / 4, size), "font-size": size,
-                       "stroke-width": size / 6, text: face.identity || "unknown" }));
-  }));
-}
-
-// ---- live feed -----------------------------------------------------------------------------
+// ---- live feed: visits first ---------------------------------------------------------------
 
 function connect() {
   state.source?.close();
   const filters = new URLSearchParams(new FormData($("#filters")));
-  for (const [key, value] of [...filters]) if (!value) filters.delete(key);
+  for (const [key, value] of [...filters]) if (!value || key === "frames" || key === "unknown") filters.delete(key);
   $("#feed").replaceChildren();
   const source = new EventSource(`/api/stream?${filters}`);
   state.source = source;
-  source.addEventListener("open", () => setConnection("live", "ok"));
-  source.addEventListener("error", () => setConnection("reconnecting…", "warn"));
+  source.addEventListener("open", () => { state.streamUp = true; showState(); });
+  source.addEventListener("error", () => { state.streamUp = false; showState(); });
   source.addEventListener("recognition", event => addFeedItem(JSON.parse(event.data)));
   source.addEventListener("event", event => addVisitItem(JSON.parse(event.data)));
   source.addEventListener("status", event => onStatus(JSON.parse(event.data)));
 }
 
-function setConnection(text, kind) {
-  const badge = $("#connection");
-  badge.textContent = text;
-  badge.className = `badge ${kind}`;
+// The feed shows per-frame rows only when asked, unknowns only when asked (CSS does the hiding,
+// so a toggle needs no reconnect and loses nothing).
+function applyFeedToggles() {
+  const form = $("#filters"), feed = $("#feed");
+  feed.classList.toggle("show-frames", form.elements.frames.checked);
+  feed.classList.toggle("unknown-only", form.elements.unknown.checked);
 }
 
 function addFeedItem(item) {
-  const faces = item.faces.length ? item.faces : null;
-  prependToFeed(el("li", { "data-id": item.id, "data-kind": item.kind, title: `frame ${item.frame_id}` },
+  const known = item.faces.some(face => face.identity);
+  prependToFeed(el("li", { "data-id": item.id, "data-kind": item.kind, "data-known": String(known),
+                           title: `frame ${item.frame_id}` },
     el("span", { text: time(item.ts) }),
     el("span", { text: `${item.group}/${item.camera} #${item.seq}` }),
-    el("span", { class: "who", text: faces ? faces.map(faceLabel).join(", ") : "no face" }),
-    el("span", { class: "muted", text: `${item.cached ? "cache" : "model"} ${Math.round(item.latency_ms.e2e ?? 0)} ms` })));
+    el("span", { class: "who", text: item.faces.length ? summariseFaces(item.faces) : "no face" }),
+    el("span", { class: "muted", text: `${item.cached ? "cache" : "model"} ${Math.round(item.latency_ms.e2e ?? 0)} ms` })), "recognition");
 }
 
-// A visit event: a track appeared, was identified, left; a person seen (once per cooldown).
+// A visit is one line per track, updated by its events: appeared, identified, left (with its
+// dwell); a site-wide `seen` gets a line of its own.
 function addVisitItem(item) {
-  const who = item.identity
-    ? `${item.identity}${item.similarity === null ? "" : ` (${item.similarity.toFixed(2)})`}` : "unknown";
-  const details = item.type === "left"
-    ? `${((item.dwell_ms ?? 0) / 1000).toFixed(1)} s · ${item.frames ?? 0} frames` : "";
-  const line = el("li", { "data-id": item.id, "data-kind": item.kind, class: "event",
-                          title: `frame ${item.frame_id} · track ${item.track}` },
-    el("span", { text: time(item.ts) }),
-    el("span", { text: `${item.group}/${item.camera}` }),
-    el("span", { class: "who", text: `${item.type} ${who}` }),
-    el("span", { class: "muted", text: [`track ${item.track}`, details].filter(Boolean).join(" · ") }));
-  if (item.snapshot) {
-    // Snapshots expire: an expired one (404) leaves the line without a picture.
-    line.prepend(el("img", { class: "snapshot", src: item.snapshot, alt: `snapshot of track ${item.track}`,
-                             onerror: event => event.target.remove() }));
+  const key = item.type === "seen" ? null : `${item.group}/${item.track}`;
+  const old = key && $(`#feed li[data-visit="${CSS.escape(key)}"]`);
+  const visit = { ...(old?.visit || {}), ...Object.fromEntries(Object.entries(item).filter(([, v]) => v !== null)) };
+  if (item.type === "identified" || item.type === "left") {
+    visit.identity = item.identity;  // a track's identity may go back to unknown
+    visit.similarity = item.similarity;
   }
-  prependToFeed(line);
+  visit.first_ts = Math.min(old?.visit?.first_ts ?? Infinity, item.first_ts ?? item.ts, item.ts);
+  const similarity = visit.identity && visit.similarity != null ? ` (${visit.similarity.toFixed(2)})` : "";
+  const stay = item.type === "left" ? dwell(item.dwell_ms) : `${dwell(item.ts - visit.first_ts)} so far`;
+  const line = el("li", { "data-id": item.id, "data-kind": item.kind, "data-type": item.type,
+                          "data-known": String(Boolean(visit.identity)), class: `event ${item.type}`,
+                          title: `frame ${item.frame_id} · track ${item.track}` },
+    visit.snapshot
+      ? el("img", { class: "snapshot", src: visit.snapshot, alt: `snapshot of track ${item.track}`,
+                    // Snapshots expire: an expired one (404) leaves the line without a picture.
+                    onerror: event => event.target.replaceWith(el("span", { class: "snapshot none" })) })
+      : el("span", { class: "snapshot none" }),
+    el("span", { class: "who" }, `${item.type} `, visit.identity ? personLink(visit.identity) : "unknown", similarity),
+    el("span", { text: `${item.group}/${item.camera}` }),
+    el("span", { class: "dwell", text: item.type === "seen" ? "site-wide" : stay }),
+    el("span", { class: "time", text: time(item.ts) }),
+    el("span", { class: "muted", text: `track ${item.track}` }));
+  line.visit = visit;
+  if (key) line.dataset.visit = key;
+  old?.remove();
+  prependToFeed(line, "event");
 }
 
-function prependToFeed(line) {
+function prependToFeed(line, kind) {
   const feed = $("#feed");
   feed.prepend(line);
-  while (feed.children.length > MAX_FEED) feed.lastElementChild.remove();
+  const rows = feed.querySelectorAll(`li[data-kind="${kind}"]`);
+  for (let i = MAX_FEED; i < rows.length; i++) rows[i].remove();
 }
 
-// ---- status: summary, tiles, charts --------------------------------------------------------
+// ---- status: honest state, tiles, charts ---------------------------------------------------
+
+// What the page knows about its own connection: the event stream, and Redis behind it.
+function showState() {
+  const badge = $("#connection"), banner = $("#banner"), status = state.status;
+  let text = "connecting…", kind = "";
+  if (!state.streamUp) {
+    [text, kind] = state.status ? ["page server unreachable, retrying…", "bad"] : ["connecting…", "warn"];
+  } else if (status?.error) {
+    [text, kind] = ["Redis unreachable", "bad"];
+  } else if (status?.sampled) {
+    [text, kind] = ["live", "ok"];
+  } else if (status) {
+    [text, kind] = ["waiting for Redis…", "warn"];
+  }
+  badge.textContent = text;
+  badge.className = `badge ${kind}`;
+  const down = state.streamUp && status?.error;
+  banner.hidden = !(down || (!state.streamUp && state.status));
+  if (down) {
+    const since = status.error_since ? ` since ${time(status.error_since)}` : "";
+    banner.textContent = `Redis is unreachable${since}: ${status.error.replace(/\.+$/, "")}. ` +
+      "Workers cannot be seen; tiles and charts show what the page last saw.";
+  } else if (!state.streamUp && state.status) {
+    banner.textContent = "The page's server does not answer; the browser keeps retrying.";
+  }
+  const placeholder = $("#cameras .placeholder");
+  if (placeholder) {
+    placeholder.textContent = !status ? "Waiting for the first status sample…"
+      : status.error ? "Cameras unknown: Redis is unreachable." : "No camera has sent a frame or a health report yet.";
+  }
+}
 
 function onStatus(status) {
-  renderCameras(status.cameras);
+  state.status = status;
+  showState();
+  renderCameras(status.cameras, status.now);
   const select = $("#filters select[name=group]");
   for (const group of status.groups) {
     if (state.groups.has(group.group)) continue;
@@ -168,7 +160,7 @@ function onStatus(status) {
     select.append(el("option", { value: group.group, text: group.group }));
   }
   const pending = status.groups.reduce((sum, g) => sum + g.pending, 0);
-  $("#summary").textContent = status.error ? `Redis: ${status.error}` :
+  $("#summary").textContent = status.error ? "" :
     `${status.groups.length} group(s) · ${status.cameras.length} camera(s) · pending ${pending} · ` +
     `gallery v${status.gallery_version} (${status.gallery_size})`;
   if (status.sample && (!state.history.length || state.history.at(-1).t < status.sample.t)) {
@@ -176,21 +168,22 @@ function onStatus(status) {
     if (state.history.length > 2000) state.history.shift();
     drawCharts();
   }
+  if (status.error) return;  // nothing below can be read now
   const dead = status.groups.reduce((sum, g) => sum + g.dead, 0);
   if (dead !== state.deadTotal) { state.deadTotal = dead; loadDead(); }
   if ($("#gallery-version").dataset.version !== String(status.gallery_version)) loadGallery();
 }
 
-function perGroup(field) {
+function perGroup(field, label = field) {
   const groups = [...new Set(state.history.flatMap(s => Object.keys(s.groups)))];
-  return groups.map(group => ({ label: `${group} ${field}`,
+  return groups.map(group => ({ label: `${group} ${label}`,
     points: state.history.map(s => [s.t, s.groups[group]?.[field] ?? null]) }));
 }
 
 function drawCharts() {
-  drawChart($("#chart-throughput"), perGroup("results_per_s"));
-  drawChart($("#chart-backlog"), [...perGroup("lag"), ...perGroup("pending")]);
-  drawChart($("#chart-dead"), perGroup("dead"));
+  drawChart($("#chart-throughput"), perGroup("results_per_s", "results/s"));
+  drawChart($("#chart-backlog"), [...perGroup("lag"), ...perGroup("pending")], { integer: true });
+  drawChart($("#chart-dead"), perGroup("dead"), { integer: true });
   const stages = [...new Set(state.history.flatMap(s => Object.keys(s.latency_ms)))].sort();
   drawChart($("#chart-latency"), stages.map(stage => ({ label: stage,
     points: state.history.map(s => [s.t, s.latency_ms[stage] ?? null]) })));
@@ -203,6 +196,7 @@ async function loadGallery() {
   const version = $("#gallery-version");
   version.dataset.version = body.version;
   version.textContent = `version ${body.version} · ${body.identities.length} identities`;
+  $("#identities").replaceChildren(...body.identities.map(i => el("option", { value: i.name })));
   $("#gallery").replaceChildren(...body.identities.map(identity => {
     const initials = el("span", { class: "thumb", text: identity.name.slice(0, 2).toUpperCase() });
     const thumb = identity.thumbnail
@@ -211,7 +205,7 @@ async function loadGallery() {
                     onerror: event => event.target.replaceWith(initials) })
       : initials;
     return el("li", { "data-identity": identity.name }, thumb,
-      el("span", { class: "who" }, el("strong", { text: identity.name }),
+      el("span", { class: "who" }, el("strong", {}, personLink(identity.name)),
         el("br"), el("span", { class: "muted", text: `${identity.photos} photo(s) · ${time(identity.enrolled_at)}` })),
       el("button", { type: "button", text: "Remove", onclick: () => removeIdentity(identity.name, false) }),
       el("button", { type: "button", class: "danger", text: "Erase", onclick: () => removeIdentity(identity.name, true) }));
@@ -281,16 +275,23 @@ async function start() {
   const { body } = await api("/api/session");
   state.csrf = body.csrf;
   state.header = body.header;
+  setUpViewer();
+  setUpPeople();
   state.history = (await api("/api/history")).body;
   drawCharts();
   $("#filters").addEventListener("submit", event => { event.preventDefault(); connect(); });
+  $("#filters").addEventListener("change", event => {
+    if (event.target.type === "checkbox") applyFeedToggles();
+  });
+  applyFeedToggles();
   $("#enrol").addEventListener("submit", enrol);
   $("#logout").addEventListener("click", async () => {
     await api("/logout", { method: "POST" }).catch(() => null);
     location.href = "/login";
   });
-  await Promise.all([loadGallery(), loadDead()]);
   connect();
+  await Promise.all([loadGallery(), loadDead()]).catch(() => null);  // Redis may be down now
 }
 
-start();
+// After every script has run: cameras.js and people.js define what start() calls.
+document.addEventListener("DOMContentLoaded", start);
