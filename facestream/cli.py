@@ -18,7 +18,16 @@ import typer
 from pydantic import BaseModel
 
 from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
-from facestream.schemas import CameraHealth, DeadLetter, Event, FacestreamError, Frame, Result
+from facestream.schemas import (
+    CameraHealth,
+    DeadLetter,
+    Event,
+    EventDeadLetter,
+    FacestreamError,
+    Frame,
+    Heartbeat,
+    Result,
+)
 
 from . import __version__
 from .acl import password_file
@@ -376,6 +385,9 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "result": Result,
     "dead-letter": DeadLetter,
     "event": Event,
+    "event-dead-letter": EventDeadLetter,
+    "camera-health": CameraHealth,
+    "heartbeat": Heartbeat,
 }
 
 

@@ -14,8 +14,9 @@ import structlog
 
 from facestream.ingest.outages import Outages, Stopped
 from facestream.schemas import InvalidMessage
+from facestream.schemas.entries import is_after
 
-__all__ = ["StreamSubscriber", "SubscriberStats", "last_id"]
+__all__ = ["StreamSubscriber", "SubscriberStats"]
 
 log = structlog.get_logger("client")
 
@@ -183,7 +184,7 @@ class StreamSubscriber(Generic[D]):
         return claimed
 
     def _parse(self, entry: _Entry) -> D | None:
-        if _id_tuple(entry.entry_id) > _id_tuple(self._position[entry.stream].encode()):
+        if is_after(entry.entry_id, self._position[entry.stream]):
             self._position[entry.stream] = entry.entry_id.decode()
         if not entry.fields:  # trimmed after it was handed out, before it was acknowledged
             self._gap(entry.stream, 1, f"a pending {self.noun[:-1]} was trimmed unread")
@@ -223,7 +224,7 @@ class StreamSubscriber(Generic[D]):
                 continue
             delivered = ours["last-delivered-id"]
             first = info.get("first-entry")
-            if first is not None and _id_tuple(first[0]) <= _id_tuple(delivered):
+            if first is not None and not is_after(first[0], delivered):
                 continue
             missing = int(ours["lag"]) - int(info["length"])
             seen_at, counted = self._gap_seen.get(stream, (b"", 0))
@@ -269,14 +270,3 @@ class StreamSubscriber(Generic[D]):
         ours = next(g for g in groups if g["name"] == self.consumer_group.encode())
         delivered: bytes = ours["last-delivered-id"]
         return delivered.decode()
-
-
-def last_id(client: redis.Redis, stream: str) -> str:
-    """Id of the newest entry of `stream` ("0-0" if empty): read after it to see only new ones."""
-    last: Any = client.xrevrange(stream, count=1)
-    return last[0][0].decode() if last else "0-0"
-
-
-def _id_tuple(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.decode().partition("-")
-    return int(ms), int(seq or 0)

@@ -1,0 +1,38 @@
+"""A worker's heartbeat, as written to `fs:workers:<consumer>` and read by `status`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .entries import Int64
+from .errors import InvalidMessage
+
+__all__ = ["Heartbeat"]
+
+
+class Heartbeat(BaseModel):
+    """What a running worker refreshes every few seconds (the key expires when it stops)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    groups: list[str] = Field(default_factory=list, description="Groups it serves.")
+    quarantined: dict[str, str] = Field(
+        default_factory=dict, description="Group -> why its keys refuse the worker's commands."
+    )
+    pid: Int64 = Field(description="The worker process's id.")
+    at: Int64 = Field(description="When it was written, epoch milliseconds.")
+    counts: dict[str, Int64] = Field(
+        default_factory=dict,
+        description="Frames read, recognised, cached, dead-lettered, lost to trimming, ...",
+    )
+
+    def dumps(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Heartbeat:
+        """Parse a heartbeat, raising InvalidMessage with the reason."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise InvalidMessage(f"invalid worker heartbeat: {exc}") from exc
