@@ -33,6 +33,7 @@ from . import __version__
 from .acl import password_file
 from .bridges.cli import bridge_app
 from .cli_acl import acl_app
+from .cli_dead import dead_app
 from .cli_events import events_app
 from .cli_feeds import echo_feed, tail_sources
 from .cli_gallery import eval_command, gallery_app, visitors_app
@@ -65,6 +66,7 @@ app.add_typer(visitors_app, name="visitors")
 app.add_typer(acl_app, name="acl")
 app.add_typer(events_app, name="events")
 app.add_typer(bridge_app, name="bridge")
+app.add_typer(dead_app, name="dead")
 app.command("eval")(eval_command)
 
 

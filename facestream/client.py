@@ -27,6 +27,7 @@ from facestream.schemas import (
     Result,
     StreamFields,
     keys,
+    printable,
 )
 
 from .subscriber import StreamSubscriber, SubscriberStats
@@ -312,7 +313,8 @@ def describe_result(result: Result) -> str:
     )
     source = "cache" if result.cached else "model"
     e2e = result.latency_ms.get("e2e", 0.0)
-    return f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
+    line = f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
+    return printable(line)  # names and cameras come from the stream: no terminal escapes
 
 
 def describe_event(event: Event) -> str:
@@ -322,4 +324,4 @@ def describe_event(event: Event) -> str:
         who += f" ({event.similarity:.2f})"
     if event.dwell_ms is not None:
         who += f", {event.dwell_ms / 1000:.1f} s in {event.frames} frames"
-    return f"{event.camera:>12} {event.type:<10} {event.track:<14} {who}"
+    return printable(f"{event.camera:>12} {event.type:<10} {event.track:<14} {who}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
@@ -13,8 +14,10 @@ import redis
 import structlog
 
 from facestream.ingest.outages import Outages, Stopped
-from facestream.schemas import InvalidMessage
+from facestream.schemas import InvalidMessage, clip
 from facestream.schemas.entries import is_after
+
+from .tail import skip_reason
 
 __all__ = ["StreamSubscriber", "SubscriberStats"]
 
@@ -33,6 +36,7 @@ class SubscriberStats:
     gaps: int = 0
     regrouped: int = 0
     invalid: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # the invalid ones, by reason
 
 
 class _Entry(NamedTuple):
@@ -196,8 +200,13 @@ class StreamSubscriber(Generic[D]):
         except InvalidMessage as exc:
             # Not ours to fix; acknowledged by the caller so it does not come back forever.
             self.stats.invalid += 1
+            self.stats.skipped[skip_reason(exc)] += 1
             log.warning(
-                f"skipping invalid {self.noun[:-1]}", entry_id=entry.entry_id, error=exc.reason
+                f"skipping invalid {self.noun[:-1]}",
+                stream=entry.stream,
+                entry_id=entry.entry_id,
+                error=clip(exc.reason, 300),
+                invalid=self.stats.invalid,
             )
             return None
         self.stats.delivered += 1

@@ -35,9 +35,12 @@ _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\
 
 
 def validate_entry_id(entry_id: str | bytes) -> str:
-    """`entry_id` as text if it is a stream entry id, else InvalidMessage saying why."""
-    entry_id_parts(entry_id)
-    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    """`entry_id` as text if it is a whole stream entry id (`<ms>-<seq>`), else InvalidMessage."""
+    text = entry_id.decode(errors="replace") if isinstance(entry_id, bytes) else entry_id
+    if "-" not in text:
+        raise InvalidMessage(f"invalid stream entry id {text[:44]!r}")
+    entry_id_parts(text)
+    return text
 
 
 def entry_id_parts(entry_id: str | bytes) -> tuple[int, int]:

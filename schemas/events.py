@@ -34,7 +34,9 @@ class Event(BaseModel):
     camera: str
     track: str = Field(description="Track id, unique per group (`seen`: the track that saw).")
     ts: Int64 = Field(description="Time of the frame that caused the event, epoch milliseconds.")
-    frame_id: str = Field(description="Stream id of that frame on `fs:{G}:frames`.")
+    frame_id: Annotated[str, Field(pattern=ENTRY_ID_PATTERN)] = Field(
+        description="Stream id of that frame on `fs:{G}:frames`."
+    )
     identity: str | None = Field(None, description="The track's identity, None while unknown.")
     similarity: float | None = Field(None, description="Similarity behind the identity.")
     first_ts: Int64 | None = Field(None, description="The track's first frame (appeared, left).")

@@ -65,6 +65,8 @@ def validate_group(group: str) -> str:
         raise InvalidGroup(
             f"invalid camera group {group!r}: use 1-64 letters, digits, '_', '.' or '-'"
         )
+    if group in (".", ".."):  # a URL path segment of its own: /api/dead/../purge
+        raise InvalidGroup(f"invalid camera group {group!r}: not only dots")
     return group
 
 
@@ -140,7 +142,7 @@ def group_of(key: str | bytes) -> str:
     match = _KEY_RE.match(text)
     if match is None:
         raise InvalidGroup(f"{text[:100]!r} is not a facestream group key")
-    return match.group(1)
+    return validate_group(match.group(1))
 
 
 def groups_in(

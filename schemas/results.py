@@ -104,7 +104,9 @@ class Result(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: Int64 = SCHEMA_VERSION
-    frame_id: str = Field(description="Stream id of the frame: the idempotency key.")
+    frame_id: Annotated[str, Field(pattern=ENTRY_ID_PATTERN)] = Field(
+        description="Stream id of the frame: the idempotency key."
+    )
     camera: str
     group: str
     seq: Int64

@@ -84,7 +84,7 @@ class FeedItem:
             "camera": entry.camera,
             "ts": entry.ts,
             "frame_id": entry.frame_id,
-            "frame_url": f"/api/frames/{entry.group}/{entry.frame_id}",
+            "frame_url": f"/api/frames/{quote(entry.group)}/{quote(entry.frame_id)}",
         }
         if isinstance(entry, Event):
             event = entry.model_dump(exclude={"v", "group", "camera", "ts", "frame_id"})
