@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import structlog
-from pydantic import ValidationError
 from redis.exceptions import RedisClusterException
 
 from facestream.recognizer import Gallery
@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger("status")
+
+M = TypeVar("M")
 
 _COUNTS = ("read", "recognised", "cached", "dead", "lost")  # what `status` shows of a worker
 
@@ -186,56 +188,49 @@ def known_groups(client: redis.Redis) -> list[str]:
     return sorted(found)
 
 
-def _values(client: redis.Redis, pattern: str) -> list[tuple[bytes, bytes | None]]:
-    """Every key matching `pattern` with its value (None if it expired since the SCAN)."""
-    names = sorted(client.scan_iter(match=pattern))
+def _records(
+    client: redis.Redis,
+    key_of: Callable[[str], str],
+    loads: Callable[[bytes], M],
+    unreadable: dict[str, str],
+) -> list[tuple[str, M]]:
+    """Every record at `key_of("*")`, by the name in its key; one that does not parse is left
+    out and named in `unreadable`, one that expired since the SCAN is left out."""
+    names = sorted(client.scan_iter(match=key_of("*")))
     lookup = client.pipeline(transaction=False)  # not MGET: the keys span slots on a cluster
     for name in names:
         lookup.get(name)
-    return list(zip(names, lookup.execute() if names else [], strict=True))
+    records = []
+    for name, raw in zip(names, lookup.execute() if names else [], strict=True):
+        key = name.decode(errors="replace")
+        if raw is None:
+            continue
+        try:
+            records.append((key.removeprefix(key_of("")), loads(raw)))
+        except InvalidMessage as exc:
+            _unreadable(unreadable, key, exc.reason)
+    return records
 
 
 def _workers(client: redis.Redis, node: str, unreadable: dict[str, str]) -> list[WorkerStatus]:
-    workers = []
-    prefix = keys.worker_heartbeat("")
-    for name, raw in _values(client, keys.worker_heartbeat("*")):
-        if raw is None:
-            continue  # expired between SCAN and GET
-        key = name.decode(errors="replace")
-        try:
-            beat = Heartbeat.loads(raw)
-        except InvalidMessage as exc:
-            _unreadable(unreadable, key, exc.reason)
-            continue
-        workers.append(
-            WorkerStatus(
-                consumer=key.removeprefix(prefix),
-                groups=beat.groups,
-                quarantined=beat.quarantined,
-                at=beat.at,
-                counts={k: beat.counts.get(k, 0) for k in _COUNTS},
-                node=node,
-            )
+    return [
+        WorkerStatus(
+            consumer=consumer,
+            groups=beat.groups,
+            quarantined=beat.quarantined,
+            at=beat.at,
+            counts={k: beat.counts.get(k, 0) for k in _COUNTS},
+            node=node,
         )
-    return workers
+        for consumer, beat in _records(client, keys.worker_heartbeat, Heartbeat.loads, unreadable)
+    ]
 
 
 def _cameras(client: redis.Redis, unreadable: dict[str, str]) -> list[CameraHealth]:
     """Each camera's last health record; the key's camera wins over what the record claims
     (a camera agent may write only its own key, but anything into it)."""
-    cameras = []
-    prefix = keys.camera_health("")
-    for name, raw in _values(client, keys.camera_health("*")):
-        if raw is None:
-            continue  # expired between SCAN and GET
-        key = name.decode(errors="replace")
-        try:
-            health = CameraHealth.model_validate_json(raw)
-        except ValidationError as exc:
-            _unreadable(unreadable, key, f"invalid camera health: {exc}")
-            continue
-        cameras.append(health.model_copy(update={"camera": key.removeprefix(prefix)}))
-    return cameras
+    found = _records(client, keys.camera_health, CameraHealth.loads, unreadable)
+    return [health.model_copy(update={"camera": camera}) for camera, health in found]
 
 
 def _unreadable(unreadable: dict[str, str], key: str, reason: str) -> None:

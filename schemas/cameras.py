@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .entries import Int64
+from .errors import InvalidMessage
 from .keys import GROUP_NAME_PATTERN
 
 __all__ = ["CameraHealth", "CameraState"]
@@ -34,3 +35,11 @@ class CameraHealth(BaseModel):
     last_error: str | None = None
     last_error_at: Int64 | None = Field(None, description="Epoch milliseconds.")
     updated_at: Int64 = 0
+
+    @classmethod
+    def loads(cls, raw: bytes) -> CameraHealth:
+        """Parse a health record, raising InvalidMessage with the reason."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise InvalidMessage(f"invalid camera health: {exc}") from exc

@@ -84,7 +84,7 @@ def _facestream(server: EmbeddedRedis, *args: str) -> subprocess.CompletedProces
 def test_cli_lists_retries_and_purges(redis_server: EmbeddedRedis, client: redis.Redis) -> None:
     frame_id = _frame(client)
     kept = _letter(client, frame_id)
-    client.xadd(keys.dead("g1"), {**HOSTILE[3], "reason": "\x1b[2Jwiped"})
+    client.xadd(keys.dead("g1"), {**HOSTILE[3], "reason": "\x1b[2Jwiped"})  # type: ignore[dict-item]
     escape = DeadLetter(frame_id="1-1", group="g1", reason="ok", deliveries=5, camera="c\x1b]0;x")
     client.xadd(keys.dead("g1"), escape.to_fields())  # type: ignore[arg-type]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import redis
@@ -99,6 +99,34 @@ def _until(items: Iterator[Any], frame_id: str) -> list[Any]:
     return taken
 
 
+def _check_tail_and_subscriber(
+    client: redis.Redis, kind: Literal["results", "events"], batch: list[Fields]
+) -> None:
+    """The tail and a subscriber of `kind` both hand out the same entries, each passable,
+    and account for every entry; the subscriber acknowledges the ones it skipped."""
+    client.flushall()
+    stream, good = (
+        (keys.results("g1"), _RESULT) if kind == "results" else (keys.events("g1"), _EVENT)
+    )
+    subscriber_class = ResultSubscriber if kind == "results" else EventSubscriber
+    tail = tail_results if kind == "results" else tail_events
+    subscriber = subscriber_class(client, ["g1"], "fuzz", "fuzz-1", 50, start="oldest")
+    for fields in batch:
+        client.xadd(stream, fields)  # type: ignore[arg-type]
+    _sentinel(client, stream, good)
+    stats = TailStats()
+    tailed = _until(tail(client, ["g1"], from_start=True, block_ms=50, stats=stats), "999-9")
+    assert stats.delivered + stats.invalid == len(batch) + 1
+    subscribed = _until(iter(subscriber), "999-9")
+    assert [r.frame_id for r in subscribed] == [r.frame_id for r in tailed]
+    assert subscriber.stats.invalid == stats.invalid == sum(stats.skipped.values())
+    for item in tailed + subscribed:
+        _passable(item)
+        item.to_json()  # what the bridges send
+    # Everything before the sentinel is acknowledged, the unparseable too: none comes back.
+    assert client.xpending(stream, "fuzz")["pending"] == 1
+
+
 @_FUZZ
 @given(batch=st.lists(_entries(_RESULT), min_size=1, max_size=5))
 @example(batch=[{**_RESULT, "faces": b"[1, 2"}])  # the issue's repro: it ended `results tail`
@@ -106,24 +134,7 @@ def _until(items: Iterator[Any], frame_id: str) -> list[Any]:
 def test_results_tail_and_subscriber_skip_what_they_cannot_parse(
     client: redis.Redis, batch: list[Fields]
 ) -> None:
-    client.flushall()
-    stream = keys.results("g1")
-    subscriber = ResultSubscriber(client, ["g1"], "fuzz", "fuzz-1", 50, start="oldest")
-    for fields in batch:
-        client.xadd(stream, fields)  # type: ignore[arg-type]
-    _sentinel(client, stream, _RESULT)
-    stats = TailStats()
-    tailed = _until(
-        tail_results(client, ["g1"], from_start=True, block_ms=50, stats=stats), "999-9"
-    )
-    assert stats.delivered + stats.invalid == len(batch) + 1
-    subscribed = _until(iter(subscriber), "999-9")
-    assert [r.frame_id for r in subscribed] == [r.frame_id for r in tailed]
-    assert subscriber.stats.invalid == stats.invalid == sum(stats.skipped.values())
-    for item in tailed + subscribed:
-        _passable(item)
-    # Everything before the sentinel is acknowledged, the unparseable too: none comes back.
-    assert client.xpending(stream, "fuzz")["pending"] == 1
+    _check_tail_and_subscriber(client, "results", batch)
 
 
 @_FUZZ
@@ -133,22 +144,7 @@ def test_results_tail_and_subscriber_skip_what_they_cannot_parse(
 def test_events_tail_and_subscriber_skip_what_they_cannot_parse(
     client: redis.Redis, batch: list[Fields]
 ) -> None:
-    client.flushall()
-    stream = keys.events("g1")
-    subscriber = EventSubscriber(client, ["g1"], "fuzz", "fuzz-1", 50, start="oldest")
-    for fields in batch:
-        client.xadd(stream, fields)  # type: ignore[arg-type]
-    _sentinel(client, stream, _EVENT)
-    stats = TailStats()
-    tailed = _until(tail_events(client, ["g1"], from_start=True, block_ms=50, stats=stats), "999-9")
-    assert stats.delivered + stats.invalid == len(batch) + 1
-    subscribed = _until(iter(subscriber), "999-9")
-    assert [e.frame_id for e in subscribed] == [e.frame_id for e in tailed]
-    assert subscriber.stats.invalid == stats.invalid
-    for item in tailed + subscribed:
-        _passable(item)
-        item.to_json()  # what the bridges send
-    assert client.xpending(stream, "fuzz")["pending"] == 1
+    _check_tail_and_subscriber(client, "events", batch)
 
 
 @_FUZZ
@@ -205,7 +201,7 @@ def test_dead_letters_list_skips_what_it_cannot_parse(
 
 _HEALTH = {"camera": "c1", "group": "g1", "source": "rtsp://cam", "state": "streaming",
            "fps_in": 10.0, "fps_out": 9.5, "frames_in": 3, "last_error": "x"}  # fmt: skip
-_JSON_VALUES = st.one_of(
+_JSON_VALUES: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from([float("nan"), float("inf"), 2**64, -(2**70), "\x1b[2Jx", "c2", None, []]),
     st.integers(),
     st.floats(),
