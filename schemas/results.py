@@ -118,7 +118,8 @@ class Result(BaseModel):
         0, ge=0, description="Faces found beyond `limits.max_faces` and left out (the smallest)."
     )
     model: str
-    latency_ms: dict[str, float] = Field(default_factory=dict)
+    # Bounded so that the page's sums and means of them stay finite (JSON has no infinity).
+    latency_ms: dict[str, Annotated[float, Field(ge=0, le=1e15)]] = Field(default_factory=dict)
 
     @property
     def identities(self) -> list[str]:

@@ -152,6 +152,7 @@ def test_events_tail_and_subscriber_skip_what_they_cannot_parse(
     results=st.lists(_entries(_RESULT), max_size=3), events=st.lists(_entries(_EVENT), max_size=3)
 )
 @example(results=[], events=[{**_EVENT, "first_ts": str(2**64).encode()}])  # closed the feed
+@example(results=[{**_RESULT, "latency_ms": b'{"e2e": 1e308}'}] * 2, events=[])
 def test_the_pages_feed_goes_on_past_malformed_entries(
     client: redis.Redis, results: list[Fields], events: list[Fields]
 ) -> None:
@@ -172,6 +173,8 @@ def test_the_pages_feed_goes_on_past_malformed_entries(
         for item in monitor.feed:
             json.dumps(item.to_dict(), allow_nan=False)
             assert item.entry.group == "g1"
+        monitor.sample()  # its means of the results' latencies are what the charts get
+        json.dumps(monitor.history[-1], allow_nan=False)
     finally:
         monitor.stop()
 
