@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .entries import Int64
 from .errors import InvalidMessage
+from .keys import GROUP_NAME_PATTERN
+
+_Group = Annotated[str, Field(pattern=GROUP_NAME_PATTERN)]
 
 __all__ = ["Heartbeat"]
 
@@ -15,8 +20,8 @@ class Heartbeat(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    groups: list[str] = Field(default_factory=list, description="Groups it serves.")
-    quarantined: dict[str, str] = Field(
+    groups: list[_Group] = Field(default_factory=list, description="Groups it serves.")
+    quarantined: dict[_Group, str] = Field(
         default_factory=dict, description="Group -> why its keys refuse the worker's commands."
     )
     pid: Int64 = Field(description="The worker process's id.")
