@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .entries import Int64
-from .errors import InvalidMessage
+from .entries import Int64, loads_as
 from .keys import GROUP_NAME_PATTERN
 
 __all__ = ["CameraHealth", "CameraState"]
@@ -39,7 +38,4 @@ class CameraHealth(BaseModel):
     @classmethod
     def loads(cls, raw: bytes) -> CameraHealth:
         """Parse a health record, raising InvalidMessage with the reason."""
-        try:
-            return cls.model_validate_json(raw)
-        except ValidationError as exc:
-            raise InvalidMessage(f"invalid camera health: {exc}") from exc
+        return loads_as(cls, raw, "camera health")

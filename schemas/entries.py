@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 
 from .errors import InvalidMessage
 
@@ -16,6 +16,7 @@ __all__ = [
     "entry_id_parts",
     "entry_ms",
     "is_after",
+    "loads_as",
     "printable",
     "validate_entry_id",
 ]
@@ -24,6 +25,8 @@ __all__ = [
 ENTRY_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
 _ENTRY_ID_RE = re.compile(ENTRY_ID_PATTERN)
 _U64 = 2**64
+
+M = TypeVar("M", bound=BaseModel)
 
 #: An integer read from an entry: orjson (the bridges, the page) refuses to write anything
 #: wider than 64 bits, so one wider value would stop every reader that passes it on.
@@ -77,3 +80,12 @@ def clip(text: str, limit: int) -> str:
 def printable(text: str) -> str:
     """`text` without terminal escapes, other control characters shown as '?': safe to print."""
     return "".join(c if c.isprintable() else "?" for c in _ESCAPES.sub("", text))
+
+
+def loads_as(model: type[M], raw: bytes, what: str) -> M:
+    """A JSON record (a heartbeat, a camera's health) as `model`, or InvalidMessage naming
+    `what` and why."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid {what}: {exc}") from exc

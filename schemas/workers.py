@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .entries import Int64
-from .errors import InvalidMessage
+from .entries import Int64, loads_as
 from .keys import GROUP_NAME_PATTERN
 
 _Group = Annotated[str, Field(pattern=GROUP_NAME_PATTERN)]
@@ -37,7 +36,4 @@ class Heartbeat(BaseModel):
     @classmethod
     def loads(cls, raw: bytes) -> Heartbeat:
         """Parse a heartbeat, raising InvalidMessage with the reason."""
-        try:
-            return cls.model_validate_json(raw)
-        except ValidationError as exc:
-            raise InvalidMessage(f"invalid worker heartbeat: {exc}") from exc
+        return loads_as(cls, raw, "worker heartbeat")
