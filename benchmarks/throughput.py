@@ -124,7 +124,9 @@ def main() -> None:
 
         results: list[Result] = []
         for round_index in range(args.rounds):
-            stale = [k for k in client.scan_iter() if not k.startswith(b"fs:{gallery}")]
+            stale = [
+                k for k in client.scan_iter() if not k.startswith(keys.GALLERY_KEYS[:-1].encode())
+            ]
             if stale:
                 client.delete(*stale)
             seconds["bare model loop"].append(timed(bare))

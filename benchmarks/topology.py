@@ -423,7 +423,9 @@ class RowRun:
         for target in self.targets:
             cursor = 0
             while True:
-                cursor, names = target.client.scan(cursor, match="fs:workers:*", count=1000)
+                cursor, names = target.client.scan(
+                    cursor, match=keys.worker_heartbeat("*"), count=1000
+                )
                 self.ledger.add("scan", 0, 0)
                 found += len(names)
                 if not cursor:

@@ -187,7 +187,9 @@ def _admin(groups: list[str], version: tuple[int, int]) -> User:
             root,
             Grant(_GALLERY_WRITES, _GALLERY),
             # `status`: stream lengths and consumer groups, camera health; reads only.
-            Grant(("xinfo|groups", "xinfo|stream", "xlen", "exists", "get"), ("fs:*",), "R"),
+            Grant(
+                ("xinfo|groups", "xinfo|stream", "xlen", "exists", "get"), (keys.EVERY_KEY,), "R"
+            ),
             *_erase(groups),
             Grant(("zcard", "del"), (keys.VISITOR_SEEN, keys.VISITOR_EMBEDDINGS)),
         ),

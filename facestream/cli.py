@@ -18,12 +18,22 @@ import typer
 from pydantic import BaseModel
 
 from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
-from facestream.schemas import CameraHealth, DeadLetter, Event, FacestreamError, Frame, Result
+from facestream.schemas import (
+    CameraHealth,
+    DeadLetter,
+    Event,
+    EventDeadLetter,
+    FacestreamError,
+    Frame,
+    Heartbeat,
+    Result,
+)
 
 from . import __version__
 from .acl import password_file
 from .bridges.cli import bridge_app
 from .cli_acl import acl_app
+from .cli_dead import dead_app
 from .cli_events import events_app
 from .cli_feeds import echo_feed, tail_sources
 from .cli_gallery import eval_command, gallery_app, visitors_app
@@ -56,6 +66,7 @@ app.add_typer(visitors_app, name="visitors")
 app.add_typer(acl_app, name="acl")
 app.add_typer(events_app, name="events")
 app.add_typer(bridge_app, name="bridge")
+app.add_typer(dead_app, name="dead")
 app.command("eval")(eval_command)
 
 
@@ -376,6 +387,9 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "result": Result,
     "dead-letter": DeadLetter,
     "event": Event,
+    "event-dead-letter": EventDeadLetter,
+    "camera-health": CameraHealth,
+    "heartbeat": Heartbeat,
 }
 
 

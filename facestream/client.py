@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
+from itertools import islice
 from typing import Any, TypeVar
 
 import cv2
@@ -16,7 +16,6 @@ import redis
 import structlog
 
 from facestream.ingest import EncodedFrame, FramePublisher
-from facestream.ingest.outages import Outages, Stopped
 from facestream.schemas import (
     Event,
     EventType,
@@ -26,10 +25,13 @@ from facestream.schemas import (
     InvalidFrame,
     InvalidMessage,
     Result,
+    StreamFields,
     keys,
+    printable,
 )
 
-from .subscriber import StreamSubscriber, SubscriberStats, last_id
+from .subscriber import StreamSubscriber, SubscriberStats
+from .tail import TailStats, follow, last_id
 
 __all__ = [
     "DeliveredEvent",
@@ -41,6 +43,7 @@ __all__ = [
     "ResultSubscriber",
     "StreamSubscriber",
     "SubscriberStats",
+    "TailStats",
     "describe_event",
     "describe_result",
     "fetch_snapshot",
@@ -51,7 +54,6 @@ __all__ = [
 
 log = structlog.get_logger("client")
 
-T = TypeVar("T")
 P = TypeVar("P")
 
 
@@ -64,17 +66,19 @@ def tail_results(
     block_ms: int = 1000,
     stop: threading.Event | None = None,
     wanted: ResultFilter | None = None,
+    stats: TailStats | None = None,
 ) -> Iterator[Result]:
     """Yield results of `groups` as they are published (from the start with `from_start`).
 
     `count` counts the results yielded, i.e. those that pass `wanted`. While Redis is
-    unreachable it waits (and logs) rather than ending the tail.
+    unreachable it waits (and logs) rather than ending the tail. A malformed result is logged,
+    counted in `stats` and skipped.
     """
-    streams = [keys.results(group) for group in groups]
-    return _tail(
-        client, streams, lambda _stream, fields: Result.from_fields(fields), "results",
-        from_start=from_start, count=count, block_ms=block_ms, stop=stop, wanted=wanted,
-    )  # fmt: skip
+    parsers = dict.fromkeys((keys.results(group) for group in groups), _parse_result)
+    items = follow(
+        client, parsers, "results", from_start=from_start, block_ms=block_ms, stop=stop, stats=stats
+    )
+    return _first(items, wanted, count)
 
 
 def tail_events(
@@ -86,64 +90,25 @@ def tail_events(
     block_ms: int = 1000,
     stop: threading.Event | None = None,
     wanted: EventFilter | None = None,
+    stats: TailStats | None = None,
 ) -> Iterator[Event]:
     """Yield visit events of `groups` as they are published, as `tail_results` does results.
 
-    Invalid events (see EventSubscriber) are logged and skipped.
+    Invalid events (see EventSubscriber) are logged, counted and skipped.
     """
-    streams = [keys.events(group) for group in groups]
-    return _tail(
-        client, streams, _parse_event, "events",
-        from_start=from_start, count=count, block_ms=block_ms, stop=stop, wanted=wanted,
-        skip_invalid=True,
-    )  # fmt: skip
+    parsers = dict.fromkeys((keys.events(group) for group in groups), _parse_event)
+    items = follow(
+        client, parsers, "events", from_start=from_start, block_ms=block_ms, stop=stop, stats=stats
+    )
+    return _first(items, wanted, count)
 
 
-def _tail(
-    client: redis.Redis,
-    streams: list[str],
-    parse: Callable[[str, dict[bytes, bytes]], P],
-    noun: str,
-    *,
-    from_start: bool,
-    count: int | None,
-    block_ms: int,
-    stop: threading.Event | None,
-    wanted: Callable[[P], bool] | None,
-    skip_invalid: bool = False,
+def _first(
+    items: Iterator[P], wanted: Callable[[P], bool] | None, count: int | None
 ) -> Iterator[P]:
-    stop = stop or threading.Event()
-    outages = Outages(stop, f"{noun} tail")
-    cursors = dict.fromkeys(streams, "0-0")
-    seen = 0
-    try:
-        if not from_start:
-            # Resolve "$" once, so entries added between two reads are not skipped.
-            for stream in cursors:
-                cursors[stream] = outages.call(partial(last_id, client, stream))
-        while not stop.is_set() and (count is None or seen < count):
-            read = partial(client.xread, cursors, count=100, block=block_ms)  # type: ignore[arg-type]
-            response: Any = outages.call(read)
-            for stream, entries in response or []:
-                for entry_id, fields in entries:
-                    cursors[stream.decode()] = entry_id.decode()
-                    try:
-                        item = parse(stream.decode(), fields)
-                    except InvalidMessage as exc:
-                        if not skip_invalid:
-                            raise
-                        log.warning(
-                            f"skipping invalid {noun[:-1]}", entry_id=entry_id, error=exc.reason
-                        )
-                        continue
-                    if wanted is not None and not wanted(item):
-                        continue
-                    yield item
-                    seen += 1
-                    if count is not None and seen >= count:
-                        return
-    except Stopped:
-        return
+    """The items `wanted` lets through, at most `count` of them."""
+    chosen = items if wanted is None else filter(wanted, items)
+    return chosen if count is None else islice(chosen, count)
 
 
 # What a subscriber adds to an entry; never part of what is passed on.
@@ -192,7 +157,7 @@ class ResultSubscriber(StreamSubscriber[DeliveredResult]):
     def parse(
         self, stream: str, fields: dict[bytes, bytes], entry_id: str, again: bool
     ) -> DeliveredResult:
-        result = Result.from_fields(fields)
+        result = _parse_result(stream, fields)
         return DeliveredResult.model_construct(**dict(result), entry_id=entry_id, redelivered=again)
 
 
@@ -272,7 +237,15 @@ def fetch_snapshot(client: redis.Redis, event: Event) -> bytes | None:
     return bytes(jpeg) if jpeg is not None else None
 
 
-def _parse_event(stream: str, fields: dict[bytes, bytes]) -> Event:
+def _parse_result(stream: str, fields: StreamFields) -> Result:
+    """A result of `stream`; InvalidMessage if it names another group."""
+    result = Result.from_fields(fields)
+    if result.group != keys.group_of(stream):
+        raise InvalidMessage(f"result of group {result.group[:64]!r} on {stream}")
+    return result
+
+
+def _parse_event(stream: str, fields: StreamFields) -> Event:
     """An event of `stream`; InvalidMessage if it names another group or a foreign snapshot."""
     event = Event.from_fields(fields)
     if event.group != keys.group_of(stream):
@@ -340,7 +313,8 @@ def describe_result(result: Result) -> str:
     )
     source = "cache" if result.cached else "model"
     e2e = result.latency_ms.get("e2e", 0.0)
-    return f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
+    line = f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
+    return printable(line)  # names and cameras come from the stream: no terminal escapes
 
 
 def describe_event(event: Event) -> str:
@@ -350,4 +324,4 @@ def describe_event(event: Event) -> str:
         who += f" ({event.similarity:.2f})"
     if event.dwell_ms is not None:
         who += f", {event.dwell_ms / 1000:.1f} s in {event.frames} frames"
-    return f"{event.camera:>12} {event.type:<10} {event.track:<14} {who}"
+    return printable(f"{event.camera:>12} {event.type:<10} {event.track:<14} {who}")

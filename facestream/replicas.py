@@ -28,7 +28,6 @@ __all__ = ["GalleryReplicas", "SyncReport"]
 
 T = TypeVar("T")
 
-_GALLERY_KEYS = "fs:{gallery}:*"
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
 
 log = structlog.get_logger("gallery")
@@ -151,7 +150,7 @@ def _read_gallery(client: redis.Redis) -> list[tuple[bytes, dict[bytes, bytes] |
     """Every gallery key and its value, the version last (it is what workers watch)."""
     found: list[tuple[bytes, dict[bytes, bytes] | bytes]] = []
     version: bytes | None = None
-    for key in sorted(client.scan_iter(match=_GALLERY_KEYS)):
+    for key in sorted(client.scan_iter(match=keys.GALLERY_KEYS)):
         kind = client.type(key)
         if kind == b"hash":
             found.append((key, cast(dict[bytes, bytes], client.hgetall(key))))
@@ -170,7 +169,7 @@ def _write_gallery(
     client: redis.Redis, snapshot: list[tuple[bytes, dict[bytes, bytes] | bytes]]
 ) -> None:
     """Replace the node's gallery with `snapshot` in one transaction."""
-    stale = set(client.scan_iter(match=_GALLERY_KEYS)) - {key for key, _ in snapshot}
+    stale = set(client.scan_iter(match=keys.GALLERY_KEYS)) - {key for key, _ in snapshot}
     pipe = client.pipeline(transaction=True)
     for key in stale:
         pipe.delete(key)

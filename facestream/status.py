@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
 import redis
-from pydantic import ValidationError
+import structlog
 from redis.exceptions import RedisClusterException
 
 from facestream.recognizer import Gallery
-from facestream.schemas import CameraHealth, InvalidGroup, clip, keys
+from facestream.schemas import CameraHealth, Heartbeat, InvalidMessage, clip, keys, printable
 
 from .connect import Connections
 from .topology import SINGLE_NODE
@@ -26,6 +26,12 @@ __all__ = [
     "collect_status",
     "known_groups",
 ]
+
+log = structlog.get_logger("status")
+
+M = TypeVar("M")
+
+_COUNTS = ("read", "recognised", "cached", "dead", "lost")  # what `status` shows of a worker
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class StatusReport:
     cameras: list[CameraHealth]
     workers: list[WorkerStatus]
     nodes: list[NodeStatus]
+    # Keys whose record did not parse (a camera or worker writing junk), with the reason.
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def gallery_version(self) -> int:
@@ -94,6 +102,7 @@ class StatusReport:
             cameras=[camera for report in reports for camera in report.cameras],
             workers=[worker for report in reports for worker in report.workers],
             nodes=[node for report in reports for node in report.nodes],
+            unreadable={key: why for report in reports for key, why in report.unreadable.items()},
         )
 
     @property
@@ -149,7 +158,11 @@ class StatusReport:
                 f"{health.fps_out:>7.1f}{health.dropped:>9}{health.reconnects:>8}  "
                 f"{health.last_error or '-'}"
             )
-        return "\n".join(lines)
+        if self.unreadable:
+            lines.append(f"\n{len(self.unreadable)} unreadable records skipped:")
+            lines += [f"  {key}: {why}" for key, why in sorted(self.unreadable.items())]
+        # Cameras and workers write what is shown: no escape of theirs reaches the terminal.
+        return "\n".join(printable(line) for line in lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +173,7 @@ class StatusReport:
             "cameras": [camera.model_dump(mode="json") for camera in self.cameras],
             "workers": [asdict(worker) for worker in self.workers],
             "quarantined": self.quarantined,
+            "unreadable": self.unreadable,
         }
 
 
@@ -168,43 +182,61 @@ def known_groups(client: redis.Redis) -> list[str]:
 
     A key that only looks like one (a hostile or foreign name) is skipped, as workers skip it.
     """
-    found = set()
-    for pattern in ("fs:{*}:frames", "fs:{*}:results"):
-        for key in client.scan_iter(match=pattern, _type="stream"):
-            try:
-                found.add(keys.group_of(key))
-            except InvalidGroup:
-                continue
+    found: set[str] = set()
+    for kind in ("frames", "results"):
+        found |= keys.groups_in(client.scan_iter(match=keys.every_group(kind), _type="stream"))
     return sorted(found)
 
 
-def _values(client: redis.Redis, pattern: str) -> list[tuple[bytes, bytes | None]]:
-    """Every key matching `pattern` with its value (None if it expired since the SCAN)."""
-    names = sorted(client.scan_iter(match=pattern))
+def _records(
+    client: redis.Redis,
+    key_of: Callable[[str], str],
+    loads: Callable[[bytes], M],
+    unreadable: dict[str, str],
+) -> list[tuple[str, M]]:
+    """Every record at `key_of("*")`, by the name in its key; one that does not parse is left
+    out and named in `unreadable`, one that expired since the SCAN is left out."""
+    names = sorted(client.scan_iter(match=key_of("*")))
     lookup = client.pipeline(transaction=False)  # not MGET: the keys span slots on a cluster
     for name in names:
         lookup.get(name)
-    return list(zip(names, lookup.execute() if names else [], strict=True))
-
-
-def _workers(client: redis.Redis, node: str) -> list[WorkerStatus]:
-    workers = []
-    for name, raw in _values(client, keys.worker_heartbeat("*")):
+    records = []
+    for name, raw in zip(names, lookup.execute() if names else [], strict=True):
+        key = name.decode(errors="replace")
         if raw is None:
-            continue  # expired between SCAN and GET
-        beat = orjson.loads(raw)
-        counts = {k: int(beat.get(k, 0)) for k in ("read", "recognised", "cached", "dead", "lost")}
-        workers.append(
-            WorkerStatus(
-                consumer=name.decode().removeprefix(keys.worker_heartbeat("")),
-                groups=list(beat.get("groups", [])),
-                quarantined=dict(beat.get("quarantined", {})),
-                at=int(beat.get("at", 0)),
-                counts=counts,
-                node=node,
-            )
+            continue
+        try:
+            records.append((key.removeprefix(key_of("")), loads(raw)))
+        except InvalidMessage as exc:
+            _unreadable(unreadable, key, exc.reason)
+    return records
+
+
+def _workers(client: redis.Redis, node: str, unreadable: dict[str, str]) -> list[WorkerStatus]:
+    return [
+        WorkerStatus(
+            consumer=consumer,
+            groups=beat.groups,
+            quarantined=beat.quarantined,
+            at=beat.at,
+            counts={k: beat.counts.get(k, 0) for k in _COUNTS},
+            node=node,
         )
-    return workers
+        for consumer, beat in _records(client, keys.worker_heartbeat, Heartbeat.loads, unreadable)
+    ]
+
+
+def _cameras(client: redis.Redis, unreadable: dict[str, str]) -> list[CameraHealth]:
+    """Each camera's last health record; the key's camera wins over what the record claims
+    (a camera agent may write only its own key, but anything into it)."""
+    found = _records(client, keys.camera_health, CameraHealth.loads, unreadable)
+    return [health.model_copy(update={"camera": camera}) for camera, health in found]
+
+
+def _unreadable(unreadable: dict[str, str], key: str, reason: str) -> None:
+    """Skip a record that does not parse, saying which and why (the others are still shown)."""
+    unreadable[clip(key, 120)] = clip(reason, 200)
+    log.warning("record skipped: it does not parse", key=clip(key, 120), error=clip(reason, 300))
 
 
 def _group_status(client: redis.Redis, group: str, node: str) -> GroupStatus:
@@ -236,19 +268,13 @@ def collect_status(
     client: redis.Redis, groups: list[str] | None = None, node: str = SINGLE_NODE
 ) -> StatusReport:
     """One node's groups (or `groups`), gallery version, workers and cameras' last health."""
-    cameras = []
-    for _, raw in _values(client, keys.camera_health("*")):
-        if raw is None:
-            continue  # expired between SCAN and GET
-        try:
-            cameras.append(CameraHealth.model_validate_json(raw))
-        except ValidationError:  # junk: a camera may write its own key
-            continue
+    unreadable: dict[str, str] = {}
     return StatusReport(
         groups=[_group_status(client, group, node) for group in groups or known_groups(client)],
-        cameras=cameras,
-        workers=_workers(client, node),
+        cameras=_cameras(client, unreadable),
+        workers=_workers(client, node, unreadable),
         nodes=[NodeStatus(node, Gallery(client).version())],
+        unreadable=unreadable,
     )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
@@ -13,9 +14,12 @@ import redis
 import structlog
 
 from facestream.ingest.outages import Outages, Stopped
-from facestream.schemas import InvalidMessage
+from facestream.schemas import InvalidMessage, clip
+from facestream.schemas.entries import is_after
 
-__all__ = ["StreamSubscriber", "SubscriberStats", "last_id"]
+from .tail import skip_reason
+
+__all__ = ["StreamSubscriber", "SubscriberStats"]
 
 log = structlog.get_logger("client")
 
@@ -32,6 +36,7 @@ class SubscriberStats:
     gaps: int = 0
     regrouped: int = 0
     invalid: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # the invalid ones, by reason
 
 
 class _Entry(NamedTuple):
@@ -183,7 +188,7 @@ class StreamSubscriber(Generic[D]):
         return claimed
 
     def _parse(self, entry: _Entry) -> D | None:
-        if _id_tuple(entry.entry_id) > _id_tuple(self._position[entry.stream].encode()):
+        if is_after(entry.entry_id, self._position[entry.stream]):
             self._position[entry.stream] = entry.entry_id.decode()
         if not entry.fields:  # trimmed after it was handed out, before it was acknowledged
             self._gap(entry.stream, 1, f"a pending {self.noun[:-1]} was trimmed unread")
@@ -195,8 +200,13 @@ class StreamSubscriber(Generic[D]):
         except InvalidMessage as exc:
             # Not ours to fix; acknowledged by the caller so it does not come back forever.
             self.stats.invalid += 1
+            self.stats.skipped[skip_reason(exc)] += 1
             log.warning(
-                f"skipping invalid {self.noun[:-1]}", entry_id=entry.entry_id, error=exc.reason
+                f"skipping invalid {self.noun[:-1]}",
+                stream=entry.stream,
+                entry_id=entry.entry_id,
+                error=clip(exc.reason, 300),
+                invalid=self.stats.invalid,
             )
             return None
         self.stats.delivered += 1
@@ -223,7 +233,7 @@ class StreamSubscriber(Generic[D]):
                 continue
             delivered = ours["last-delivered-id"]
             first = info.get("first-entry")
-            if first is not None and _id_tuple(first[0]) <= _id_tuple(delivered):
+            if first is not None and not is_after(first[0], delivered):
                 continue
             missing = int(ours["lag"]) - int(info["length"])
             seen_at, counted = self._gap_seen.get(stream, (b"", 0))
@@ -269,14 +279,3 @@ class StreamSubscriber(Generic[D]):
         ours = next(g for g in groups if g["name"] == self.consumer_group.encode())
         delivered: bytes = ours["last-delivered-id"]
         return delivered.decode()
-
-
-def last_id(client: redis.Redis, stream: str) -> str:
-    """Id of the newest entry of `stream` ("0-0" if empty): read after it to see only new ones."""
-    last: Any = client.xrevrange(stream, count=1)
-    return last[0][0].decode() if last else "0-0"
-
-
-def _id_tuple(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.decode().partition("-")
-    return int(ms), int(seq or 0)

@@ -11,6 +11,7 @@ import structlog
 
 from facestream.replication import ReplicaWait
 from facestream.schemas import Frame, FrameLimits, keys
+from facestream.schemas.entries import entry_id_parts
 
 from .outages import single_shot
 from .sources import EncodedFrame
@@ -116,7 +117,7 @@ class FramePublisher:
     def backlog(self) -> int:
         """How many of our frames the `recognizers` group has not been handed yet."""
         delivered = self._last_delivered()
-        while self._unread and _id_tuple(self._unread[0]) <= delivered:
+        while self._unread and entry_id_parts(self._unread[0]) <= delivered:
             self._unread.popleft()
         return len(self._unread)
 
@@ -165,11 +166,5 @@ class FramePublisher:
             return (0, 0)
         for info in groups:
             if info["name"] in (keys.RECOGNIZERS, keys.RECOGNIZERS.encode()):
-                return _id_tuple(info["last-delivered-id"])
+                return entry_id_parts(info["last-delivered-id"])
         return (0, 0)
-
-
-def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)

@@ -31,6 +31,7 @@ from facestream.schemas import (
     clip,
     keys,
 )
+from facestream.schemas.entries import entry_ms, is_after
 
 from .commit import CONFLICT, Commit, Committer, TrackWrite
 from .embedder import EMBEDDING_SIZE
@@ -44,7 +45,6 @@ from .tracks import (
     TrackBook,
     advance,
     face_quality,
-    is_after,
     plan_embeddings,
 )
 from .visitors import VisitorBook
@@ -355,7 +355,7 @@ class BatchProcessor:
                 faces, item.recognition.embeddings, item.recognition.embedded
             )
         latency = {name: round(ms, 3) for name, ms in item.latency_ms.items()}
-        latency["queue"] = round(max(delivery.read_at * 1000 - _entry_ms(delivery.entry_id), 0), 3)
+        latency["queue"] = round(max(delivery.read_at * 1000 - entry_ms(delivery.entry_id), 0), 3)
         latency["e2e"] = round(max(time.time() * 1000 - frame.ts, 0.0), 3)
         # Built from parts that are already validated: skip validating them again.
         result = Result.model_construct(
@@ -579,7 +579,3 @@ class BatchProcessor:
 def _stack(matrices: list[NDArray[np.float32]]) -> NDArray[np.float32]:
     rows = [m for m in matrices if m.size]
     return np.vstack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
-
-
-def _entry_ms(entry_id: str) -> float:
-    return float(entry_id.split("-", 1)[0])

@@ -127,7 +127,7 @@ class Gallery:
         templates /= np.linalg.norm(templates, axis=1, keepdims=True)
         purged = 0
         batch: list[bytes] = []
-        for key in self.client.scan_iter(match="fs:{*}:cache:*", count=_SCAN_BATCH):
+        for key in self.client.scan_iter(match=keys.every_group("cache"), count=_SCAN_BATCH):
             batch.append(key)
             if len(batch) >= _SCAN_BATCH:
                 purged += self._purge_matching(batch, templates, threshold)
@@ -141,20 +141,22 @@ class Gallery:
 
     def _purge_snapshots(self, name: str) -> int:
         doomed: set[str] = set()
-        for key in self.client.scan_iter(match="fs:{*}:track:*", count=_SCAN_BATCH, _type="hash"):
+        tracks = keys.every_group("track")
+        for key in self.client.scan_iter(match=tracks, count=_SCAN_BATCH, _type="hash"):
             state = parse_tracks(self.client.hget(key, "state"))  # type: ignore[arg-type]
             doomed.update(t.snapshot for t in state.tracks if t.identity == name and t.snapshot)
-        for key in self.client.scan_iter(match="fs:{*}:events", count=_SCAN_BATCH, _type="stream"):
-            doomed.update(self._snapshots_named(key, name))
+        streams = self.client.scan_iter(match=keys.every_group("events"), _type="stream")
+        for group in keys.groups_in(streams):
+            doomed.update(self._snapshots_named(group, name))
         purge = self.client.pipeline(transaction=False)
         for snapshot in doomed:
             purge.unlink(snapshot)
         return sum(purge.execute())
 
-    def _snapshots_named(self, stream: bytes, name: str) -> set[str]:
-        """Snapshot keys in the events of `stream` that carry `name`, read in chunks."""
+    def _snapshots_named(self, group: str, name: str) -> set[str]:
+        """Snapshot keys in the group's events that carry `name`, read in chunks."""
         found: set[str] = set()
-        group = keys.group_of(stream)
+        stream = keys.events(group)
         start = "-"
         while True:
             chunk: list[tuple[bytes, dict[bytes, bytes]]]

@@ -43,7 +43,6 @@ __all__ = [
     "TrackBook",
     "advance",
     "face_quality",
-    "is_after",
     "parse_tracks",
     "plan_embeddings",
 ]
@@ -145,18 +144,6 @@ class Step:
     faces: list[Face]
     events: list[Event] = field(default_factory=list)
     snapshots: dict[str, bytes] = field(default_factory=dict)  # key -> JPEG
-
-
-def is_after(entry_id: str, last: str) -> bool:
-    """Whether stream id `entry_id` comes after `last` ('' comes before everything)."""
-    if not last:
-        return True
-    return _id_tuple(entry_id) > _id_tuple(last)
-
-
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def iou(a: Box, b: Box) -> float:

@@ -15,14 +15,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import orjson
 import redis
 import structlog
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 
 from facestream.replication import ReplicaWait
-from facestream.schemas import FacestreamError, FrameLimits, InvalidGroup, clip, keys
+from facestream.schemas import FacestreamError, FrameLimits, Heartbeat, clip, keys
 
 from .batch import BatchProcessor, Delivery, WorkerStats
 from .commit import is_group_fault
@@ -83,7 +82,7 @@ class Worker:
         self._gallery_checked = -float("inf")
         self._gallery_seen: int | None = None
         self._discovered = -float("inf")
-        self._skipped: set[bytes] = set()
+        self._skipped: set[str | bytes] = set()
         self._ready_groups: set[str] = set()
         self._claimed = -float("inf")
         self._beat = -float("inf")
@@ -206,16 +205,12 @@ class Worker:
         self.groups = sorted(found)
 
     def _discover(self) -> set[str]:
-        found = set()
-        for key in self.client.scan_iter(match="fs:{*}:frames", count=1000, _type="stream"):
-            try:
-                found.add(keys.group_of(key))
-            except (InvalidGroup, UnicodeDecodeError):
-                # Somebody else's key, or a hostile one: never a group of ours, never fatal.
-                self._skip(key)
-        return found
+        streams = self.client.scan_iter(
+            match=keys.every_group("frames"), count=1000, _type="stream"
+        )
+        return keys.groups_in(streams, self._skip)
 
-    def _skip(self, key: bytes) -> None:
+    def _skip(self, key: str | bytes) -> None:
         """Say once per key that a frames-like stream is not served (a bounded memory of it)."""
         if key in self._skipped or len(self._skipped) >= _SKIPPED_KEPT:
             return
@@ -260,16 +255,16 @@ class Worker:
         if now - self._beat < _HEARTBEAT_EVERY_S:
             return
         self._beat = now
-        beat = {
-            "groups": self.groups,
-            "quarantined": self.quarantined,
-            "pid": os.getpid(),
-            "at": int(time.time() * 1000),
-            **vars(self.stats),
-        }
+        beat = Heartbeat(
+            groups=self.groups,
+            quarantined=self.quarantined,
+            pid=os.getpid(),
+            at=int(time.time() * 1000),
+            counts=vars(self.stats),
+        )
         try:
             self.client.set(
-                keys.worker_heartbeat(self.consumer), orjson.dumps(beat), ex=3 * _HEARTBEAT_EVERY_S
+                keys.worker_heartbeat(self.consumer), beat.dumps(), ex=3 * _HEARTBEAT_EVERY_S
             )
         except redis.ResponseError as exc:  # OOM, NOPERM: `status` misses us, frames do not
             redis_errors_counter(type(exc).__name__).inc()

@@ -1,7 +1,8 @@
 """The wire contract of facestream: stream entries, key layout and errors (no other deps)."""
 
-from . import keys
+from . import entries, keys
 from .cameras import CameraHealth, CameraState
+from .entries import clip, printable
 from .errors import (
     FacestreamError,
     GalleryError,
@@ -12,11 +13,12 @@ from .errors import (
     RedisServerError,
     SourceError,
 )
-from .events import Event, EventType, IdentitySource
+from .events import Event, EventDeadLetter, EventType, IdentitySource
 from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields, jpeg_size
 from .gallery import GalleryExport, Identity
-from .results import CachedRecognition, DeadLetter, Face, Result, clip
+from .results import CachedRecognition, DeadLetter, Face, Result
 from .urls import redact, redact_event, without_userinfo
+from .workers import Heartbeat
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -25,6 +27,7 @@ __all__ = [
     "CameraState",
     "DeadLetter",
     "Event",
+    "EventDeadLetter",
     "EventType",
     "Face",
     "FacestreamError",
@@ -32,6 +35,7 @@ __all__ = [
     "FrameLimits",
     "GalleryError",
     "GalleryExport",
+    "Heartbeat",
     "Identity",
     "IdentitySource",
     "InvalidFrame",
@@ -43,8 +47,10 @@ __all__ = [
     "SourceError",
     "StreamFields",
     "clip",
+    "entries",
     "jpeg_size",
     "keys",
+    "printable",
     "redact",
     "redact_event",
     "without_userinfo",

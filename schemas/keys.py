@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
+from typing import Literal
 
 from .errors import InvalidGroup
 
 __all__ = [
+    "EVERY_KEY",
     "GALLERY_IDENTITIES",
+    "GALLERY_KEYS",
     "GALLERY_VERSION",
     "GROUP_NAME_PATTERN",
     "RECOGNIZERS",
@@ -18,8 +22,10 @@ __all__ = [
     "dead",
     "events",
     "events_dead",
+    "every_group",
     "frames",
     "group_of",
+    "groups_in",
     "results",
     "seen",
     "snapshot",
@@ -39,6 +45,14 @@ RECOGNIZERS = "recognizers"
 # MULTI even on Redis Cluster.
 GALLERY_IDENTITIES = "fs:{gallery}:identities"
 GALLERY_VERSION = "fs:{gallery}:version"
+#: Every gallery key (SCAN MATCH pattern; also the prefix of each: drop the `*`).
+GALLERY_KEYS = "fs:{gallery}:*"
+#: Every facestream key (an ACL key pattern).
+EVERY_KEY = "fs:*"
+
+#: The kinds of a camera group's keys that `every_group` can match.
+GroupKeyKind = Literal["frames", "results", "dead", "events", "cache", "track"]
+_PER_ITEM = ("cache", "track")  # one key per image / camera, below the kind
 
 # Opt-in pseudonymous visitors: embedding per visitor id, and when each was last seen.
 VISITOR_EMBEDDINGS = "fs:{visitors}:embeddings"
@@ -51,6 +65,8 @@ def validate_group(group: str) -> str:
         raise InvalidGroup(
             f"invalid camera group {group!r}: use 1-64 letters, digits, '_', '.' or '-'"
         )
+    if group in (".", ".."):  # a URL path segment of its own: /api/dead/../purge
+        raise InvalidGroup(f"invalid camera group {group!r}: not only dots")
     return group
 
 
@@ -112,10 +128,36 @@ def worker_heartbeat(consumer: str) -> str:
     return f"fs:workers:{consumer}"
 
 
+def every_group(kind: GroupKeyKind) -> str:
+    """SCAN MATCH pattern of one kind of key in every group (`fs:{*}:frames`, `fs:{*}:cache:*`)."""
+    return f"fs:{{*}}:{kind}" + (":*" if kind in _PER_ITEM else "")
+
+
 def group_of(key: str | bytes) -> str:
-    """The camera group a facestream key belongs to."""
-    text = key.decode() if isinstance(key, bytes) else key
+    """The camera group a facestream key belongs to, or InvalidGroup."""
+    try:
+        text = key.decode() if isinstance(key, bytes) else key
+    except UnicodeDecodeError:
+        raise InvalidGroup(f"{key[:100]!r} is not a facestream group key") from None
     match = _KEY_RE.match(text)
     if match is None:
         raise InvalidGroup(f"{text[:100]!r} is not a facestream group key")
-    return match.group(1)
+    return validate_group(match.group(1))
+
+
+def groups_in(
+    names: Iterable[str | bytes], skipped: Callable[[str | bytes], None] | None = None
+) -> set[str]:
+    """The camera groups of keys found by a SCAN: how every reader discovers groups.
+
+    A key that only looks like a group's (somebody else's, or a hostile name) is never a group
+    of ours and never fatal: it is handed to `skipped`, if given, and left out.
+    """
+    found = set()
+    for name in names:
+        try:
+            found.add(group_of(name))
+        except InvalidGroup:
+            if skipped is not None:
+                skipped(name)
+    return found

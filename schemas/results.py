@@ -10,19 +10,15 @@ import orjson
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from .entries import ENTRY_ID_PATTERN, Int64, clip
 from .errors import InvalidMessage
 from .events import IdentitySource
 from .frames import SCHEMA_VERSION, StreamFields
+from .keys import GROUP_NAME_PATTERN
 
-__all__ = ["CachedRecognition", "DeadLetter", "Face", "Result", "clip"]
+__all__ = ["CachedRecognition", "DeadLetter", "Face", "Result"]
 
 Point = tuple[float, float]
-
-
-def clip(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters, control characters shown as '?': safe to log or store."""
-    shown = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 class Face(BaseModel):
@@ -107,20 +103,23 @@ class Result(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: int = SCHEMA_VERSION
-    frame_id: str = Field(description="Stream id of the frame: the idempotency key.")
+    v: Int64 = SCHEMA_VERSION
+    frame_id: Annotated[str, Field(pattern=ENTRY_ID_PATTERN)] = Field(
+        description="Stream id of the frame: the idempotency key."
+    )
     camera: str
     group: str
-    seq: int
-    ts: int = Field(description="Capture time of the frame, epoch milliseconds.")
+    seq: Int64
+    ts: Int64 = Field(description="Capture time of the frame, epoch milliseconds.")
     hash: str = Field(description="Content hash (BLAKE3-128, hex) of the encoded image.")
     cached: bool
     faces: list[Face]
-    faces_dropped: int = Field(
+    faces_dropped: Int64 = Field(
         0, ge=0, description="Faces found beyond `limits.max_faces` and left out (the smallest)."
     )
     model: str
-    latency_ms: dict[str, float] = Field(default_factory=dict)
+    # Bounded so that the page's sums and means of them stay finite (JSON has no infinity).
+    latency_ms: dict[str, Annotated[float, Field(ge=0, le=1e15)]] = Field(default_factory=dict)
 
     @property
     def identities(self) -> list[str]:
@@ -166,12 +165,13 @@ class DeadLetter(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    frame_id: str
-    group: str
+    # Read back into URLs and the page: an id and a group name, never a path of their own.
+    frame_id: Annotated[str, Field(pattern=ENTRY_ID_PATTERN)]
+    group: Annotated[str, Field(pattern=GROUP_NAME_PATTERN)]
     reason: str = Field(description="Why, in one line (at most 300 characters).")
-    deliveries: int
+    deliveries: Int64
     camera: str = Field("", description="The entry's camera field as sent, cut to 64.")
-    image_bytes: int = 0
+    image_bytes: Int64 = 0
 
     # Both may come from a hostile entry: keep them short and printable wherever they go.
     @field_validator("reason")
@@ -189,4 +189,8 @@ class DeadLetter(BaseModel):
 
     @classmethod
     def from_fields(cls, fields: StreamFields) -> DeadLetter:
-        return cls.model_validate({k.decode(): v.decode() for k, v in fields.items()})
+        """Parse one dead-letter entry, raising InvalidMessage with the reason."""
+        try:
+            return cls.model_validate({k.decode(): v.decode() for k, v in fields.items()})
+        except (UnicodeDecodeError, ValidationError) as exc:
+            raise InvalidMessage(f"invalid dead letter: {exc}") from exc

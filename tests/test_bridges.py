@@ -478,6 +478,33 @@ def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
     assert receiver.answered("t6") == [400] and client.xlen(keys.events_dead("g2")) == 0
 
 
+def test_an_event_the_bridge_cannot_pass_on_is_skipped_not_fatal(
+    client: redis.Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """An integer over 64 bits made `bridge webhook` exit 1 on every restart (issue 18)."""
+    receiver = Receiver({}, verify_snippet())
+    receiver.start()
+    secret = tmp_path / "webhook.secret"
+    secret.write_bytes(SECRET)
+    wide = {**make_event(1).to_fields(), "ts": str(2**64)}
+    client.xadd(keys.events("g1"), wide)  # type: ignore[arg-type]
+    publish_events(client, make_event(2))
+    process = bridge(
+        redis_server, "webhook", f"http://127.0.0.1:{receiver.port}/hook", "--group", "g1",
+        "--secret-file", str(secret), "--name", "wide", "--from-start",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: receiver.answered("t2") == [200], 60, "the event after the bad one")
+    finally:
+        code, out = stop(process)
+        receiver.stop()
+    assert code == 0, out
+    assert receiver.answered("t1") == []
+    assert client.xpending(keys.events("g1"), "bridge-webhook-wide")["pending"] == 0
+    skipped = [json.loads(line) for line in out.splitlines() if "skipping invalid" in line]
+    assert len(skipped) == 1 and "less than 9223372036854775808" in skipped[0]["error"], out
+
+
 def test_the_documented_check_refuses_forgeries_and_replays() -> None:
     verify = verify_snippet()
     body = make_event(1).to_json()

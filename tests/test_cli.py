@@ -16,7 +16,7 @@ import redis
 
 from facestream import __version__
 from facestream.cli_options import hoist_shared_options
-from facestream.schemas import keys
+from facestream.schemas import CameraHealth, Result, keys
 from facestream.server import EmbeddedRedis, free_port
 
 from .helpers import FACES, REPO, wait_for
@@ -100,6 +100,33 @@ def test_tail_of_an_unknown_group_says_so(redis_server: EmbeddedRedis) -> None:
     redis.Redis.from_url(redis_server.url).flushall()
     done = facestream("results", "tail", "--group", "nowhere", "--redis-url", redis_server.url)
     assert_one_line_failure(done, 2, "no group nowhere on this Redis yet (known: none)")
+
+
+def test_tail_and_status_skip_what_they_cannot_parse_and_print_no_escapes(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """A malformed result ended `results tail` with exit 2; escapes reached the terminal."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.xadd(keys.results("g1"), {"v": "1", "faces": "[1, 2"})
+    good = Result(
+        frame_id="1-1", camera="c\x1b[2J1", group="g1", seq=7, ts=0, hash="h", cached=False,
+        faces=[], model="m",
+    )  # fmt: skip
+    client.xadd(keys.results("g1"), good.to_fields())  # type: ignore[arg-type]
+    health = CameraHealth(camera="c1", group="g1", source="s", last_error="\x1b]0;owned\x07boom")
+    client.set(keys.camera_health("c1"), health.model_dump_json())
+    done = facestream(
+        "results", "tail", "--group", "g1", "--from-start", "--count", "1",
+        "--redis-url", redis_server.url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "skipping invalid result" in done.stderr
+    assert re.search(r"^ +c1 #7 ", done.stdout), done.stdout
+    done = facestream("status", "--redis-url", redis_server.url)
+    assert done.returncode == 0, done.stderr
+    assert "boom" in done.stdout and "\x1b" not in done.stdout and "\x07" not in done.stdout
+    client.close()
 
 
 def test_missing_photo_and_unwritable_export(redis_server: EmbeddedRedis, tmp_path: Path) -> None:

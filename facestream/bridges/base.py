@@ -21,7 +21,7 @@ import structlog
 from facestream.client import DeliveredEvent, StreamSubscriber
 from facestream.health import Probe
 from facestream.ingest.outages import Outages, Stopped
-from facestream.schemas import clip, keys
+from facestream.schemas import EventDeadLetter, keys
 
 from . import metrics
 from .settings import BridgeError, BridgeSettings
@@ -29,11 +29,11 @@ from .settings import BridgeError, BridgeSettings
 __all__ = [
     "Pump",
     "Sources",
+    "bridge_subscriber",
     "dead_letter",
     "require_groups",
     "run_pumps",
     "stop_on_signals",
-    "subscribe",
 ]
 
 D = TypeVar("D")
@@ -95,7 +95,7 @@ def stop_on_signals(stop: threading.Event) -> None:
         signal.signal(signum, lambda *_: stop.set())
 
 
-def subscribe(
+def bridge_subscriber(
     cls: type[S],
     client: redis.Redis,
     groups: Sequence[str],
@@ -143,17 +143,16 @@ def dead_letter(
 
     Through a Redis outage it waits, like the subscriber does (Stopped if asked to stop).
     """
-    fields = {
-        "entry_id": event.entry_id,
-        "group": event.group,
-        "bridge": bridge,
-        "reason": clip(reason, 300),
-        "attempts": attempts,
-        "event": event.to_json(),
-    }
+    letter = EventDeadLetter(
+        entry_id=event.entry_id,
+        group=event.group,
+        bridge=bridge,
+        reason=reason,
+        attempts=attempts,
+        event=event.to_json().decode(),
+    )
     stream = keys.events_dead(event.group)
+    fields = letter.to_fields()
     outages.call(partial(client.xadd, stream, fields, maxlen=DEAD_MAXLEN, approximate=True))  # type: ignore[arg-type]
     metrics.DEAD_LETTERS.labels(bridge).inc()
-    log.warning(
-        "event dead-lettered", bridge=bridge, entry_id=event.entry_id, reason=fields["reason"]
-    )
+    log.warning("event dead-lettered", bridge=bridge, entry_id=event.entry_id, reason=letter.reason)

@@ -25,7 +25,7 @@ from facestream.health import Probe
 from facestream.ingest.outages import Outages
 
 from . import metrics
-from .base import Pump, Sources, dead_letter, run_pumps, subscribe
+from .base import Pump, Sources, bridge_subscriber, dead_letter, run_pumps
 from .settings import BridgeError, BridgeSettings, MqttSettings
 
 __all__ = ["MqttPublisher", "run_mqtt_bridge", "topic_for"]
@@ -210,10 +210,12 @@ def run_mqtt_bridge(
 
     pumps: list[Pump[DeliveredEvent] | Pump[DeliveredResult]] = []
     for name, (client, groups) in sources.items():
-        events = subscribe(EventSubscriber, client, groups, "mqtt", settings, from_start, probe)
+        events = bridge_subscriber(
+            EventSubscriber, client, groups, "mqtt", settings, from_start, probe
+        )
         pumps.append(Pump(f"events@{name}", events, partial(deliver_event, client)))
         if mqtt_settings.results:
-            results = subscribe(
+            results = bridge_subscriber(
                 ResultSubscriber, client, groups, "mqtt", settings, from_start, probe
             )
             pumps.append(Pump(f"results@{name}", results, deliver_result))

@@ -29,7 +29,7 @@ from facestream.ingest.outages import Outages
 from facestream.schemas import redact
 
 from . import metrics
-from .base import Pump, Sources, dead_letter, run_pumps, subscribe
+from .base import Pump, Sources, bridge_subscriber, dead_letter, run_pumps
 from .settings import BridgeError, BridgeSettings, WebhookSettings
 
 __all__ = ["WebhookSender", "read_secret", "run_webhook_bridge", "sign"]
@@ -185,7 +185,9 @@ def run_webhook_bridge(
     pumps = [
         Pump(
             f"events@{name}",
-            subscribe(EventSubscriber, client, groups, "webhook", settings, from_start, probe),
+            bridge_subscriber(
+                EventSubscriber, client, groups, "webhook", settings, from_start, probe
+            ),
             partial(deliver, client),
         )
         for name, (client, groups) in sources.items()

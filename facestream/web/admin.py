@@ -23,20 +23,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from facestream.config import Settings
+from facestream.dead_letters import DeadLetters
 from facestream.recognizer import FaceEngine, embed_photos
-from facestream.schemas import (
-    DeadLetter,
-    FacestreamError,
-    GalleryError,
-    Identity,
-    keys,
-)
+from facestream.schemas import GalleryError, Identity, InvalidMessage, keys
+from facestream.schemas.entries import validate_entry_id
 from facestream.schemas.gallery import IDENTITY_NAME_PATTERN
-from facestream.status import known_groups
 
 __all__ = [
-    "InvalidRequest",
-    "NotRetryable",
     "dead_letters",
     "enrol",
     "erase_identity",
@@ -51,23 +44,15 @@ __all__ = [
 log = structlog.get_logger("web")
 _NAME_RE = re.compile(IDENTITY_NAME_PATTERN)
 _SAFE_FILE = re.compile(r"[^A-Za-z0-9_.-]+")
-_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-_DEAD_SHOWN = 100
 _THUMB_SIDE = 96
 _PRIVATE = {"cache-control": "private, max-age=30"}  # faces: never in a shared cache
 
 
-class NotRetryable(FacestreamError):
-    """A dead letter that is gone, or whose frame the frames stream no longer keeps."""
-
-
-class InvalidRequest(FacestreamError, ValueError):
-    """A request naming something that cannot exist (a malformed entry id)."""
-
-
 def read_frame(client: redis.Redis, group: str, frame_id: str) -> bytes | None:
     """The JPEG of a frame still kept in its group's frames stream, else None."""
-    if not _ENTRY_ID.fullmatch(frame_id):
+    try:
+        validate_entry_id(frame_id)
+    except InvalidMessage:
         return None
     found: Any = client.xrange(keys.frames(group), frame_id, frame_id, count=1)
     return found[0][1].get(b"img") if found else None
@@ -209,69 +194,26 @@ def erase_identity(request: Request) -> JSONResponse:
 @requires("authenticated", status_code=401)
 def dead_letters(request: Request) -> JSONResponse:
     """The newest dead letters of every group (or ?group=), newest first, with reasons."""
-    client: redis.Redis = request.app.state.client
     wanted = request.query_params.get("group")
-    groups = [keys.validate_group(wanted)] if wanted else known_groups(client)
-    letters = []
-    for group in groups:
-        entries: Any = client.xrevrange(keys.dead(group), count=_DEAD_SHOWN)
-        for entry_id, fields in entries:
-            letter = DeadLetter.from_fields(fields)
-            letters.append({"id": entry_id.decode(), **letter.model_dump()})
-    total = {group: client.xlen(keys.dead(group)) for group in groups}
-    return JSONResponse({"letters": letters, "total": total})
+    page = _dead(request).list([wanted] if wanted else None)
+    return JSONResponse(page.to_dict())
 
 
 @requires("authenticated", status_code=401)
 def retry_dead(request: Request) -> JSONResponse:
-    """Send a dead letter's frame again as a new frame entry, then drop the letter.
-
-    A dead letter keeps only the frame's id; the frame itself is still in the frames stream
-    until MAXLEN trims it. Watching the dead-letter stream makes a double click send it once.
-    """
-    group = keys.validate_group(request.path_params["group"])
-    entry_id = _entry_id(request)
-    client: redis.Redis = request.app.state.client
-    maxlen = request.app.state.settings.ingest.frames_maxlen
-
-    resent: list[str] = []
-
-    def resend(pipe: Any) -> None:
-        found = pipe.xrange(keys.dead(group), entry_id, entry_id, count=1)
-        if not found:
-            raise NotRetryable(f"no dead letter {entry_id} in group {group}")
-        frame_id = DeadLetter.from_fields(found[0][1]).frame_id
-        frame = pipe.xrange(keys.frames(group), frame_id, frame_id, count=1)
-        if not frame:
-            raise NotRetryable(
-                f"frame {frame_id} is no longer kept in {keys.frames(group)}: it cannot be retried"
-            )
-        pipe.multi()
-        pipe.xadd(keys.frames(group), frame[0][1], maxlen=maxlen, approximate=True)
-        pipe.xdel(keys.dead(group), entry_id)
-        resent[:] = [frame_id]  # a retried transaction (the stream changed) overwrites it
-
-    client.transaction(resend, keys.dead(group))
-    log.info("dead letter retried", group=group, entry_id=entry_id, frame_id=resent[0])
-    return JSONResponse({"retried": entry_id, "frame_id": resent[0]})
+    """Send a dead letter's frame again as a new frame entry, then drop the letter."""
+    entry_id = request.path_params["entry_id"]
+    frame_id = _dead(request).retry(request.path_params["group"], entry_id)
+    return JSONResponse({"retried": entry_id, "frame_id": frame_id})
 
 
 @requires("authenticated", status_code=401)
 def purge_dead(request: Request) -> JSONResponse:
     """Delete one dead letter (with an id) or every dead letter of the group."""
-    group = keys.validate_group(request.path_params["group"])
-    client: redis.Redis = request.app.state.client
-    if "entry_id" in request.path_params:
-        purged = int(client.xdel(keys.dead(group), _entry_id(request)))
-    else:
-        purged = int(client.xlen(keys.dead(group)))
-        client.delete(keys.dead(group))
-    log.info("dead letters purged", group=group, purged=purged)
-    return JSONResponse({"purged": purged})
+    entry_id = request.path_params.get("entry_id")
+    return JSONResponse({"purged": _dead(request).purge(request.path_params["group"], entry_id)})
 
 
-def _entry_id(request: Request) -> str:
-    entry_id = str(request.path_params["entry_id"])
-    if not _ENTRY_ID.fullmatch(entry_id):
-        raise InvalidRequest(f"invalid entry id {entry_id[:40]!r}")
-    return entry_id
+def _dead(request: Request) -> DeadLetters:
+    settings: Settings = request.app.state.settings
+    return DeadLetters(request.app.state.client, settings.ingest.frames_maxlen)

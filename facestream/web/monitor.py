@@ -18,19 +18,19 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import redis
 import structlog
 
-# One way to find where a live tail starts, shared with `tail_results`.
 from facestream.client import EventFilter, ResultFilter
 from facestream.recognizer import Gallery
 from facestream.schemas import Event, Face, Identity, InvalidMessage, Result, clip, keys
 from facestream.schemas.frames import StreamFields
 from facestream.status import StatusReport, collect_status
-from facestream.subscriber import last_id
+from facestream.tail import Parser, TailStats, follow
 
 from .settings import WebSettings
 
@@ -84,7 +84,7 @@ class FeedItem:
             "camera": entry.camera,
             "ts": entry.ts,
             "frame_id": entry.frame_id,
-            "frame_url": f"/api/frames/{entry.group}/{entry.frame_id}",
+            "frame_url": f"/api/frames/{quote(entry.group)}/{quote(entry.frame_id)}",
         }
         if isinstance(entry, Event):
             event = entry.model_dump(exclude={"v", "group", "camera", "ts", "frame_id"})
@@ -141,6 +141,7 @@ class Monitor:
         self._stop = threading.Event()
         self._tails: dict[str, threading.Thread] = {}
         self.following: set[str] = set()  # groups whose feed tail is reading (tests wait on it)
+        self.skipped = TailStats()  # what the feed tails read, and skipped by reason
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -222,43 +223,33 @@ class Monitor:
 
     def _follow(self, group: str) -> None:
         """Feed the group's results and events from the newest entry on, as they come."""
-        streams: dict[str, Callable[[StreamFields], Result | Event]] = {
-            keys.results(group): Result.from_fields,
-            keys.events(group): Event.from_fields,
+
+        def of_group(parse: Callable[[StreamFields], Result | Event]) -> Parser[Result | Event]:
+            def parsed(stream: str, fields: StreamFields) -> Result | Event:
+                entry = parse(fields)
+                if entry.group != group:  # it would be filed, and its snapshot looked up, elsewhere
+                    raise InvalidMessage(f"entry of group {entry.group[:64]!r} on {stream}")
+                return entry
+
+            return parsed
+
+        parsers = {
+            keys.results(group): of_group(Result.from_fields),
+            keys.events(group): of_group(Event.from_fields),
         }
         while not self._stop.is_set():
+            # Start at the newest entries (again after a refusal): the feed is live, not a log.
+            entries = follow(
+                self.client, parsers, "feed entries", block_ms=500, stop=self._stop,
+                stats=self.skipped, on_start=partial(self.following.add, group),
+            )  # fmt: skip
             try:
-                # Start at the newest entries (again after an outage): the feed is live, not
-                # a log.
-                cursors = {stream: last_id(self.client, stream) for stream in streams}
-                self.following.add(group)
-                while not self._stop.is_set():
-                    response: Any = self.client.xread(cursors, count=100, block=500)  # type: ignore[arg-type]
-                    for stream, entries in response or []:
-                        name = stream.decode()
-                        for entry_id, fields in entries:
-                            cursors[name] = entry_id.decode()
-                            self._parse_and_add(streams[name], fields, name, group)
+                for entry in entries:
+                    self._add(entry)
             except redis.RedisError as exc:
                 self.following.discard(group)
                 log.warning("feed tail interrupted", group=group, error=clip(str(exc), 300))
                 self._stop.wait(1.0)
-
-    def _parse_and_add(
-        self,
-        parse: Callable[[StreamFields], Result | Event],
-        fields: StreamFields,
-        stream: str,
-        group: str,
-    ) -> None:
-        try:
-            entry = parse(fields)
-            if entry.group != group:  # it would be filed, and its snapshot looked up, elsewhere
-                raise InvalidMessage(f"entry of group {entry.group[:64]!r} on {stream}")
-        except InvalidMessage as exc:  # one bad entry is skipped, never the stream
-            log.warning("feed entry skipped", stream=stream, error=clip(str(exc), 300))
-            return
-        self._add(entry)
 
     def _add(self, entry: Result | Event) -> None:
         with self._lock:

@@ -249,14 +249,19 @@ async function loadDead() {
   const { body } = await api("/api/dead");
   $("#dead-groups").replaceChildren(...Object.entries(body.total).filter(([, n]) => n).map(([group, n]) =>
     el("button", { type: "button", class: "danger", text: `Purge all ${n} of ${group}`,
-                   onclick: () => deadAction(`/api/dead/${group}/purge`, `Purge every dead letter of ${group}?`) })));
+                   onclick: () => deadAction(`/api/dead/${encodeURIComponent(group)}/purge`, `Purge every dead letter of ${group}?`) })));
   const none = el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No dead letters." }));
   $("#dead tbody").replaceChildren(...(body.letters.length ? [] : [none]), ...body.letters.map(letter => el("tr", { "data-id": letter.id },
     el("td", { text: letter.group }), el("td", { text: letter.id }), el("td", { text: letter.frame_id }),
     el("td", { text: letter.camera }), el("td", { text: letter.deliveries }), el("td", { text: letter.reason }),
     el("td", {},
-      el("button", { type: "button", text: "Retry", onclick: () => deadAction(`/api/dead/${letter.group}/${letter.id}/retry`) }),
-      el("button", { type: "button", class: "danger", text: "Purge", onclick: () => deadAction(`/api/dead/${letter.group}/${letter.id}/purge`) })))));
+      el("button", { type: "button", text: "Retry", onclick: () => deadAction(deadPath(letter, "retry")) }),
+      el("button", { type: "button", class: "danger", text: "Purge", onclick: () => deadAction(deadPath(letter, "purge")) })))));
+}
+
+// Both come from Redis: encoded, so neither can add a path segment of its own.
+function deadPath(letter, action) {
+  return `/api/dead/${encodeURIComponent(letter.group)}/${encodeURIComponent(letter.id)}/${action}`;
 }
 
 async function deadAction(path, question) {
