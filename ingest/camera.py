@@ -21,6 +21,7 @@ import structlog
 from numpy.typing import NDArray
 from redis.backoff import ExponentialWithJitterBackoff
 
+from facestream.redis_errors import REDIS_ERRORS, is_transient
 from facestream.replication import ReplicaWait
 from facestream.schemas import (
     CameraHealth,
@@ -217,15 +218,14 @@ class CameraAgent:
                 image, self.camera.jpeg_quality, self._max_side(image)
             )
             self.publisher.publish(EncodedFrame(jpeg, width, height), captured_ms)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self.health.redis_errors += 1
-            self._frame_lost(f"redis unavailable: {exc}")
-            return "redis-error"
-        except redis.ResponseError as exc:
-            # The server refused (the stream key holds another type, ACL, out of memory):
-            # someone has to fix it; keep trying at the back-off pace and keep saying so.
-            self.health.redis_errors += 1
-            self._frame_lost(f"redis refused the frame: {exc}")
+            if is_transient(exc):  # away, or "not now" (LOADING, CLUSTERDOWN, OOM...)
+                self._frame_lost(f"redis unavailable: {exc}")
+            else:
+                # The server refused (the key holds another type, ACL, password): someone has to
+                # fix it; keep trying at the back-off pace and keep saying so.
+                self._frame_lost(f"redis refused the frame: {exc}")
             return "redis-error"
         except (InvalidFrame, SourceError) as exc:  # over the byte limit, or not encodable
             camera_counter("rejected", self.camera.id).inc()
@@ -336,7 +336,7 @@ def run_cameras(
         for pipe in pipes.values():
             try:
                 pipe.execute()
-            except redis.RedisError as exc:  # down, or refused: the cameras carry on regardless
+            except REDIS_ERRORS as exc:  # down, or refused: the cameras carry on regardless
                 log.warning("cannot report camera health", error=str(exc))
     for agent in agents:
         agent.join(timeout_s=2.0 / max(len(agents), 1) + 0.5)

@@ -26,7 +26,9 @@ import structlog
 
 # One way to find where a live tail starts, shared with `tail_results`.
 from facestream.client import EventFilter, ResultFilter
+from facestream.outage import Outage
 from facestream.recognizer import Gallery
+from facestream.redis_errors import REDIS_ERRORS, is_transient
 from facestream.schemas import Event, Face, Identity, InvalidMessage, Result, clip, keys
 from facestream.schemas.frames import StreamFields
 from facestream.status import StatusReport, collect_status
@@ -210,12 +212,17 @@ class Monitor:
         self.report, self.sampled_at, self.error = report, now, None
 
     def _sample_loop(self) -> None:
+        outage = Outage(log, who="web status")
         while not self._stop.is_set():
             try:
                 self.sample()
+                outage.recovered()
             except Exception as exc:  # Redis down, or a key we cannot read: the page says so
                 self.error = clip(f"{type(exc).__name__}: {exc}", 300)
-                log.warning("status sample failed", error=self.error)
+                if is_transient(exc):
+                    outage.failed(exc)  # logged seldom: the page shows it at every sample
+                else:
+                    log.warning("status sample failed", error=self.error)
             self._stop.wait(self.settings.sample_s)
 
     def _follow(self, group: str) -> None:
@@ -224,11 +231,13 @@ class Monitor:
             keys.results(group): Result.from_fields,
             keys.events(group): Event.from_fields,
         }
+        outage = Outage(log, who="web feed", group=group)
         while not self._stop.is_set():
             try:
                 # Start at the newest entries (again after an outage): the feed is live, not
                 # a log.
                 cursors = {stream: last_id(self.client, stream) for stream in streams}
+                outage.recovered()
                 self.following.add(group)
                 while not self._stop.is_set():
                     response: Any = self.client.xread(cursors, count=100, block=500)  # type: ignore[arg-type]
@@ -237,9 +246,12 @@ class Monitor:
                         for entry_id, fields in entries:
                             cursors[name] = entry_id.decode()
                             self._parse_and_add(streams[name], fields, name, group)
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self.following.discard(group)
-                log.warning("feed tail interrupted", group=group, error=clip(str(exc), 300))
+                if is_transient(exc):
+                    outage.failed(exc, retry_in_s=1.0)
+                else:
+                    log.warning("feed tail interrupted", group=group, error=clip(str(exc), 300))
                 self._stop.wait(1.0)
 
     def _parse_and_add(
