@@ -82,8 +82,8 @@ def _root(
     """Face recognition over Redis Streams: one subcommand per role.
 
     The shared options (--config, --redis-url, --log-level, --log-format) are accepted before
-    or after the subcommand. Exit codes: 0 done, 2 bad input or config, 3 Redis unreachable,
-    4 Redis refused the credentials or a command (ACL), 130 interrupted.
+    or after the subcommand. Exit codes: 0 done, 2 bad input or config, 3 Redis unreachable
+    or not serving now, 4 Redis refused the credentials or a command (ACL), 130 interrupted.
     """
     CliState.config = config
     CliState.overrides = {
