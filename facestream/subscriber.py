@@ -13,6 +13,7 @@ import redis
 import structlog
 
 from facestream.ingest.outages import Outages, Stopped
+from facestream.redis_errors import Fault, classify
 from facestream.schemas import InvalidMessage
 
 __all__ = ["StreamSubscriber", "SubscriberStats", "last_id"]
@@ -244,7 +245,7 @@ class StreamSubscriber(Generic[D]):
                 return command()
             except redis.ResponseError as exc:
                 # A blocked read learns of a flush as UNBLOCKED (Redis 7), any other as NOGROUP.
-                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                if classify(exc) is not Fault.NO_GROUP:
                     raise
             for stream in self.streams:
                 self._create_group(stream, self._position[stream], lost=True)
