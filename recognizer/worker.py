@@ -116,6 +116,8 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
+                    if outage.down:  # a round may not touch Redis (no group yet): ask it first
+                        self.client.ping()
                     self.step()
                     failures = 0
                     outage.recovered()

@@ -160,6 +160,7 @@ def test_a_worker_waits_out_the_whole_cluster_gone_and_stops_cleanly(
     log = _Lines(worker.stderr)
     heartbeat = keys.worker_heartbeat(f"{socket.gethostname()}-{worker.pid}")
     ports = list(cluster.ports)
+    started = [worker]
     try:
         wait_for(lambda: client.exists(heartbeat), timeout_s=180, what="the worker to serve")
         client.close()
@@ -174,6 +175,14 @@ def test_a_worker_waits_out_the_whole_cluster_gone_and_stops_cleanly(
             "error: cannot reach Redis (Redis Cluster cannot be connected"
         )
         assert "Traceback" not in done.stderr
+        # A worker started meanwhile waits for the cluster too (its client needs a slot map).
+        late = subprocess.Popen(
+            _facestream(config, "worker"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        started.append(late)
+        late_log = _Lines(late.stderr)
+        wait_for(lambda: late_log.has("redis unavailable"), timeout_s=180, what="the late one")
         for port in ports[:-1]:
             cluster.restart(port, wait_healthy=False)
         cluster.restart(ports[-1])
@@ -186,13 +195,20 @@ def test_a_worker_waits_out_the_whole_cluster_gone_and_stops_cleanly(
         publisher = FramePublisher(client, "east", "cam-east", 100, settings.limits)
         publisher.publish(EncodedFrame(photo.read_bytes(), width, height))
         wait_for(lambda: client.xlen(keys.results("east")) == 1, what="a result after it")
+        late_beat = keys.worker_heartbeat(f"{socket.gethostname()}-{late.pid}")
+        wait_for(lambda: client.exists(late_beat), what="the late worker to serve")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
+        for process in started:
+            process.send_signal(signal.SIGTERM)
+        for process in started:
+            process.wait(60)
         for port in ports:
             if not cluster.alive(port):
                 cluster.restart(port, wait_healthy=False)
     assert worker.returncode == 0
+    assert late.returncode == 0
+    assert "Traceback" not in late_log.text()
+    assert late_log.has("redis available again")
     assert "Traceback" not in log.text()
     records = log.records()
     assert not [r for r in records if r["level"] in ("error", "critical")]
@@ -201,5 +217,7 @@ def test_a_worker_waits_out_the_whole_cluster_gone_and_stops_cleanly(
     assert all(r["level"] == "warning" for r in waits)
     assert "Redis Cluster cannot be connected" in waits[0]["error"]
     assert back["down_s"] > 0
+    print(f"\nwhole cluster gone: {len(waits)} 'redis unavailable' lines for "
+          f"{back['attempts']} attempts over {back['down_s']} s")  # fmt: skip
     assert len(waits) < back["attempts"]  # backed off: not one line per retry
     client.close()
