@@ -50,6 +50,7 @@ from .connect import Connections
 from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
 from .feed import MergedFeed
 from .health import Probe, serve_health
+from .redis_errors import REDIS_ERRORS, Fault, classify
 from .server import EmbeddedRedis
 from .status import collect_site_status
 from .topology import Topology
@@ -92,8 +93,8 @@ def _root(
     """Face recognition over Redis Streams: one subcommand per role.
 
     The shared options (--config, --redis-url, --log-level, --log-format) are accepted before
-    or after the subcommand. Exit codes: 0 done, 2 bad input or config, 3 Redis unreachable,
-    4 Redis refused the credentials or a command (ACL), 130 interrupted.
+    or after the subcommand. Exit codes: 0 done, 2 bad input or config, 3 Redis unreachable
+    or not serving now, 4 Redis refused the credentials or a command (ACL), 130 interrupted.
     """
     CliState.config = config
     CliState.overrides = {
@@ -431,15 +432,35 @@ def main() -> None:
         app(args=hoist_shared_options(sys.argv[1:]), prog_name="facestream")
     except FacestreamError as exc:
         _fail(str(exc), EXIT_INPUT)
-    except redis.AuthenticationError as exc:  # before ConnectionError: it is one
-        _fail(
+    except REDIS_ERRORS as exc:
+        message, code = _redis_failure(exc)
+        if code is None:
+            raise  # not an expected failure: a bug, and its traceback is the report
+        _fail(message, code)
+    except OSError as exc:  # a file or folder named on the command line or in the config
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc), EXIT_INPUT)
+
+
+def _redis_failure(exc: Exception) -> tuple[str, int | None]:
+    """The one line and exit code for a Redis error (code None: not one we expect)."""
+    fault = classify(exc)
+    if fault is Fault.CREDENTIALS:
+        return (
             f"authentication failed ({exc}); check the user and password "
             "(--redis-url, FACESTREAM_REDIS__PASSWORD or the config)",
             EXIT_REFUSED,
         )
-    except redis.exceptions.NoPermissionError as exc:
-        _fail(f"Redis refused a command for this ACL user ({exc})", EXIT_REFUSED)
-    except redis.ResponseError as exc:  # e.g. WRONGTYPE: a key holds something else
-        _fail(f"Redis refused a command ({exc})", EXIT_REFUSED)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        _fail(f"cannot reach Redis ({exc}); check --redis-url", EXIT_UNREACHABLE)
+    if fault is Fault.UNREACHABLE:
+        if isinstance(exc, redis.exceptions.InvalidResponse):
+            return (
+                f"cannot reach Redis: the server does not speak Redis ({exc}); check --redis-url",
+                EXIT_UNREACHABLE,
+            )
+        return f"cannot reach Redis ({exc}); check --redis-url", EXIT_UNREACHABLE
+    if fault is Fault.TRANSIENT:  # nobody has to change anything: not a refusal
+        return f"Redis cannot serve this now ({exc}); try again shortly", EXIT_UNREACHABLE
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return f"Redis refused a command for this ACL user ({exc})", EXIT_REFUSED
+    if fault is not None:  # e.g. WRONGTYPE: a key holds something else
+        return f"Redis refused a command ({exc})", EXIT_REFUSED
+    return str(exc), None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -294,6 +295,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     try:
         return FileSettings(**_drop_none(overrides))
+    except yaml.YAMLError as exc:  # its text names the line and column, over several lines
+        where = " ".join(str(exc).split())
+        raise ConfigError(f"config file {config_file} is not valid YAML: {where}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"

@@ -15,6 +15,7 @@ from redis.retry import Retry
 from facestream.schemas.urls import without_userinfo
 
 from .config import RedisSettings
+from .redis_errors import REDIS_ERRORS, is_transient
 from .topology import Node, Topology
 
 __all__ = ["Connections", "connect", "connect_node"]
@@ -155,8 +156,8 @@ def _refuse_bad_credentials(client: redis.Redis) -> None:
     """
     try:
         client.ping()
-    except redis.AuthenticationError:
+    except REDIS_ERRORS as exc:
+        if is_transient(exc):
+            return
         client.close()
         raise
-    except (redis.ConnectionError, redis.TimeoutError):
-        pass

@@ -16,19 +16,18 @@ from typing import TypeVar, cast
 
 import redis
 import structlog
-from redis.exceptions import RedisClusterException
 
 from facestream.recognizer import Gallery
 from facestream.schemas import GalleryError, keys
 
 from .connect import Connections
+from .redis_errors import REDIS_ERRORS, is_transient
 from .topology import Node
 
 __all__ = ["GalleryReplicas", "SyncReport"]
 
 T = TypeVar("T")
 
-_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
 
 log = structlog.get_logger("gallery")
 
@@ -100,7 +99,9 @@ class GalleryReplicas:
         for node, client in self._clients():
             try:
                 client.ping()
-            except _UNREACHABLE:
+            except REDIS_ERRORS as exc:
+                if not is_transient(exc):
+                    raise
                 continue
             clients[node.name] = client
         return clients
@@ -114,7 +115,9 @@ class GalleryReplicas:
         for node, client in self._clients():
             try:
                 version = Gallery(client).version()
-            except _UNREACHABLE as exc:
+            except REDIS_ERRORS as exc:
+                if not is_transient(exc):
+                    raise
                 last_error = exc
                 continue
             if newest is None or version > newest[0]:
@@ -137,7 +140,9 @@ class GalleryReplicas:
                     continue
                 snapshot = snapshot if snapshot is not None else _read_gallery(source_client)
                 _write_gallery(client, snapshot)
-            except _UNREACHABLE as exc:
+            except REDIS_ERRORS as exc:
+                if not is_transient(exc):
+                    raise
                 report.unreachable[node.name] = str(exc)
                 continue
             report.copied.append(node.name)

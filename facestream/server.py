@@ -15,6 +15,7 @@ import redis
 
 from facestream.schemas import RedisServerError
 
+from .redis_errors import REDIS_ERRORS, Fault, classify
 from .signals import deferred_signals
 
 __all__ = ["NO_SERVER_HINT", "SERVER_NAMES", "EmbeddedRedis", "find_redis_server", "free_port"]
@@ -145,10 +146,16 @@ class EmbeddedRedis:
                 try:
                     if client.ping():
                         return
-                except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
-                    return  # up, with the default user disabled by an ACL file
-                except (redis.ConnectionError, redis.BusyLoadingError):
-                    time.sleep(0.05)
+                except REDIS_ERRORS as exc:
+                    fault = classify(exc)
+                    if fault is None:
+                        raise
+                    if fault is Fault.UNREACHABLE or isinstance(exc, redis.BusyLoadingError):
+                        time.sleep(0.05)
+                        continue
+                    # Any other answer means it is up: the default user disabled by an ACL
+                    # file, a replica whose master is away (MASTERDOWN).
+                    return
         finally:
             client.close()
         raise RedisServerError(f"redis-server on port {self.port} not ready in {timeout_s}s")

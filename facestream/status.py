@@ -9,12 +9,12 @@ from typing import Any, TypeVar
 
 import redis
 import structlog
-from redis.exceptions import RedisClusterException
 
 from facestream.recognizer import Gallery
 from facestream.schemas import CameraHealth, Heartbeat, InvalidMessage, clip, keys, printable
 
 from .connect import Connections
+from .redis_errors import REDIS_ERRORS, Fault, classify, is_transient
 from .topology import SINGLE_NODE
 
 __all__ = [
@@ -242,7 +242,9 @@ def _unreadable(unreadable: dict[str, str], key: str, reason: str) -> None:
 def _group_status(client: redis.Redis, group: str, node: str) -> GroupStatus:
     try:
         return _read_group_status(client, group, node)
-    except redis.ResponseError as exc:  # one broken group must not hide the others
+    except REDIS_ERRORS as exc:  # one broken group must not hide the others
+        if classify(exc) in (None, Fault.CREDENTIALS, Fault.UNREACHABLE):
+            raise  # not the group's: the node's (or ours)
         return GroupStatus(group, 0, 0, None, 0, 0, 0, error=clip(str(exc), 200), node=node)
 
 
@@ -293,7 +295,9 @@ def collect_site_status(connections: Connections, groups: list[str] | None = Non
         shown = wanted or list(node.groups + node.draining) or None
         try:
             report = collect_status(connections.node(node), shown, node.name)
-        except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
+        except REDIS_ERRORS as exc:
+            if not is_transient(exc):
+                raise
             unreachable = exc
             error = clip(f"unreachable: {exc}", 200)
             down = [

@@ -14,6 +14,7 @@ import redis
 import structlog
 
 from facestream.ingest.outages import Outages, Stopped
+from facestream.redis_errors import Fault, classify
 from facestream.schemas import InvalidMessage, clip
 from facestream.schemas.entries import is_after
 
@@ -254,7 +255,7 @@ class StreamSubscriber(Generic[D]):
                 return command()
             except redis.ResponseError as exc:
                 # A blocked read learns of a flush as UNBLOCKED (Redis 7), any other as NOGROUP.
-                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                if classify(exc) is not Fault.NO_GROUP:
                     raise
             for stream in self.streams:
                 self._create_group(stream, self._position[stream], lost=True)

@@ -37,7 +37,9 @@ from .connect import connect_node
 from .exit_codes import EXIT_INPUT, EXIT_REFUSED
 from .health import Probe, serve_health
 from .logs import configure_logging
-from .topology import Topology
+from .outage import Outage
+from .redis_errors import REDIS_ERRORS, Fault, classify, is_transient
+from .topology import Node, Topology
 
 __all__ = ["run_worker", "run_workers"]
 
@@ -72,7 +74,9 @@ def run_worker(
     name = consumer or settings.worker.consumer or f"{socket.gethostname()}-{os.getpid()}"
     engine = FaceEngine.from_settings(settings.models, settings.match)
     (node,) = Topology(settings).select([])  # run_workers hands each process one node
-    client = connect_node(node)
+    client = _connect(node, stop, probe)
+    if client is None:
+        return  # stopped before Redis came back
     worker = Worker(
         client,
         engine,
@@ -94,6 +98,31 @@ def run_worker(
     worker.run(stop, on_round)
 
 
+def _connect(node: Node, stop: threading.Event, probe: Probe) -> redis.Redis | None:
+    """The node's client, once it can be made (None: stopped first).
+
+    A plain client connects lazily, but a cluster client must read the slot map from a node
+    first: a cluster none of whose nodes answers yet is an outage like any later one.
+    """
+    backoff = ExponentialWithJitterBackoff(base=0.1, cap=5.0)
+    outage = Outage(log, node=node.name)
+    while True:
+        try:
+            client = connect_node(node)
+        except REDIS_ERRORS as exc:
+            if not is_transient(exc):
+                raise
+            delay = backoff.compute(outage.failures + 1)
+            outage.failed(exc, delay)
+            probe.beat()
+            probe.set_ready(f"redis unavailable: {exc}")
+            if stop.wait(delay):
+                return None
+            continue
+        outage.recovered()
+        return client
+
+
 def _child(settings_json: str, index: int, restarts: int) -> None:
     # Its own process group: a Ctrl-C on the terminal reaches the supervisor only, which
     # forwards it once (twice would be a cold stop).
@@ -109,7 +138,9 @@ def _child(settings_json: str, index: int, restarts: int) -> None:
             metrics_port=port + index if port else None,
             restarts=restarts,
         )
-    except redis.AuthenticationError as exc:
+    except REDIS_ERRORS as exc:
+        if classify(exc) is not Fault.CREDENTIALS:
+            raise  # the supervisor restarts it with back-off
         print(f"error: authentication failed ({exc})", file=sys.stderr)
         raise SystemExit(EXIT_REFUSED) from None
     except FacestreamError as exc:

@@ -21,6 +21,8 @@ import structlog
 from numpy.typing import NDArray
 from redis.backoff import ExponentialWithJitterBackoff
 
+from facestream.outage import Outage
+from facestream.redis_errors import REDIS_ERRORS, is_transient
 from facestream.replication import ReplicaWait
 from facestream.schemas import (
     CameraHealth,
@@ -71,6 +73,7 @@ class CameraAgent:
             camera=camera.id, group=camera.group, source=redact(camera.source)
         )
         self.log = structlog.get_logger("camera").bind(camera=camera.id, group=camera.group)
+        self._outage = Outage(self.log)
         self._lock = threading.Lock()
         self._latest: NDArray[np.uint8] | None = None
         self._latest_ms = 0
@@ -202,6 +205,7 @@ class CameraAgent:
                 next_at = time.monotonic() + redis_backoff.compute(redis_failures)
             elif outcome == "sent":
                 redis_failures = 0
+                self._outage.recovered()
 
     def _publish(self, image: NDArray[np.uint8], captured_ms: int) -> _Outcome:
         """Encode and send one frame; any failure costs this frame only, counted and said."""
@@ -217,15 +221,16 @@ class CameraAgent:
                 image, self.camera.jpeg_quality, self._max_side(image)
             )
             self.publisher.publish(EncodedFrame(jpeg, width, height), captured_ms)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self.health.redis_errors += 1
-            self._frame_lost(f"redis unavailable: {exc}")
-            return "redis-error"
-        except redis.ResponseError as exc:
-            # The server refused (the stream key holds another type, ACL, out of memory):
-            # someone has to fix it; keep trying at the back-off pace and keep saying so.
-            self.health.redis_errors += 1
-            self._frame_lost(f"redis refused the frame: {exc}")
+            if is_transient(exc):  # away, or "not now" (LOADING, CLUSTERDOWN, OOM...)
+                self._count("dropped")
+                self._record_error(f"redis unavailable: {exc}", logged=False)
+                self._outage.failed(exc)  # logged seldom, and once when it is over
+            else:
+                # The server refused (the key holds another type, ACL, password): someone has to
+                # fix it; keep trying at the back-off pace and keep saying so.
+                self._frame_lost(f"redis refused the frame: {exc}")
             return "redis-error"
         except (InvalidFrame, SourceError) as exc:  # over the byte limit, or not encodable
             camera_counter("rejected", self.camera.id).inc()
@@ -272,11 +277,12 @@ class CameraAgent:
             self.log.info("camera state", state=state, previous=self.health.state)
             self.health.state = state
 
-    def _record_error(self, message: str) -> None:
+    def _record_error(self, message: str, logged: bool = True) -> None:
         # The one way into the log and the health record: an error may quote the source URL.
         message = redact(message)
         # One log line per change: a refused XADD at 5 fps would otherwise flood the log.
-        if message != self.health.last_error:
+        # (`logged` False: an outage, which `Outage` says instead.)
+        if logged and message != self.health.last_error:
             self.log.warning("camera error", error=message)
         self.health.last_error = message
         self.health.last_error_at = int(time.time() * 1000)
@@ -336,7 +342,7 @@ def run_cameras(
         for pipe in pipes.values():
             try:
                 pipe.execute()
-            except redis.RedisError as exc:  # down, or refused: the cameras carry on regardless
+            except REDIS_ERRORS as exc:  # down, or refused: the cameras carry on regardless
                 log.warning("cannot report camera health", error=str(exc))
     for agent in agents:
         agent.join(timeout_s=2.0 / max(len(agents), 1) + 0.5)

@@ -12,6 +12,10 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
+from facestream.outage import Outage
+from facestream.redis_errors import REDIS_ERRORS, is_transient
+from facestream.schemas import FacestreamError
+
 __all__ = ["Outages", "Stopped", "single_shot"]
 
 T = TypeVar("T")
@@ -19,37 +23,41 @@ T = TypeVar("T")
 log = structlog.get_logger("ingest.outages")
 
 
-class Stopped(Exception):
+class Stopped(FacestreamError):
     """Raised out of `Outages.call` when a stop was asked for while Redis was away."""
 
 
 class Outages:
-    """Retries calls on connection errors and timeouts only, for as long as it takes.
+    """Retries calls through an outage (unreachable, or "not now": LOADING, CLUSTERDOWN...) for
+    as long as it takes, saying so seldom (`facestream.outage.Outage`).
 
     For loops that lose nothing by waiting (a replay, a results subscriber). The server saying
-    no (ResponseError) is not retried: that needs someone to change something. `count` is the
-    number of failed attempts so far.
+    no for good (WRONGTYPE, NOPERM, a refused password) is not retried: that needs someone to
+    change something. `count` is the number of failed attempts so far.
     """
 
     def __init__(self, stop: threading.Event, what: str, cap_s: float = 2.0) -> None:
         self.stop = stop
         self.what = what
         self.count = 0
+        self._outage = Outage(log, who=what)
         # The cap also bounds how long a stop request waits while Redis is away.
         self._retry = Retry(
             ExponentialWithJitterBackoff(base=0.1, cap=cap_s),
             retries=-1,
-            supported_errors=(redis.ConnectionError, redis.TimeoutError),
+            supported_errors=REDIS_ERRORS,
         )
 
     def call(self, command: Callable[[], T]) -> T:
-        return self._retry.call_with_retry(command, self._failed)
+        result = self._retry.call_with_retry(command, self._failed, is_retryable=is_transient)
+        self._outage.recovered()
+        return result
 
     def _failed(self, error: Exception) -> None:
         self.count += 1
         if self.stop.is_set():
             raise Stopped from error
-        log.warning("redis unavailable, will retry", who=self.what, error=str(error))
+        self._outage.failed(error)
 
 
 def single_shot(client: redis.Redis) -> redis.Redis:

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 import structlog
 
+from facestream.redis_errors import REDIS_ERRORS, is_unreachable
 from facestream.replication import ReplicaWait
 from facestream.schemas import Frame, FrameLimits, keys
 from facestream.schemas.entries import entry_id_parts
@@ -103,8 +104,9 @@ class FramePublisher:
             )
             if self.replica_wait is not None:
                 self.replica_wait.after_writes(self._adder, [self.stream])
-        except (redis.ConnectionError, redis.TimeoutError):
-            self._in_doubt = frame
+        except REDIS_ERRORS as exc:
+            if is_unreachable(exc):  # the XADD may have landed before the reply was lost
+                self._in_doubt = frame
             raise
         self._added(entry_id)
         return entry_id.decode()

@@ -18,6 +18,7 @@ from blake3 import blake3
 from numpy.typing import NDArray
 from structlog.typing import FilteringBoundLogger
 
+from facestream.redis_errors import REDIS_ERRORS
 from facestream.schemas import (
     CachedRecognition,
     DeadLetter,
@@ -385,7 +386,7 @@ class BatchProcessor:
 
     def _fail(self, items: list[_Pending], exc: Exception, stage: str) -> None:
         """Dead-letter each of `items` with the error as the reason; Redis errors go up."""
-        if isinstance(exc, redis.RedisError):
+        if isinstance(exc, REDIS_ERRORS):  # the cluster client's RedisClusterException too
             raise exc
         if isinstance(exc, InvalidMessage):
             reason = exc.reason

@@ -1,4 +1,4 @@
-"""The ack-gated commit (one Lua call per frame), and which Redis errors are worth a retry.
+"""The ack-gated commit (one Lua call per frame), retried through "not now" replies.
 
 The commit acknowledges the entry and publishes its output (and sets the cache) only if the
 entry was still pending: if another worker claimed and answered it first, nothing is published.
@@ -36,17 +36,10 @@ from typing import Any, Literal
 import orjson
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import (
-    BusyLoadingError,
-    ClusterDownError,
-    MasterDownError,
-    NoPermissionError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    TryAgainError,
-)
+from redis.exceptions import NoPermissionError, NoScriptError
 from redis.retry import Retry
+
+from facestream.redis_errors import REDIS_ERRORS, is_transient
 
 __all__ = [
     "COMMIT_FUNCTION",
@@ -56,42 +49,7 @@ __all__ = [
     "Committer",
     "Outcome",
     "TrackWrite",
-    "is_group_fault",
-    "is_transient",
 ]
-
-# Replies that mean "not now" and that redis-py leaves as a plain ResponseError.
-_NOT_NOW = ("BUSY ", "NOREPLICAS ", "CLUSTERDOWN ")
-_TRANSIENT = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    BusyLoadingError,
-    ClusterDownError,
-    MasterDownError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    TryAgainError,
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A Redis error that goes away by itself (connection, LOADING, BUSY, OOM, READONLY...).
-
-    A refused password is not one: it stays refused until somebody changes the config.
-    """
-    if isinstance(exc, redis.AuthenticationError):
-        return False
-    if isinstance(exc, _TRANSIENT):
-        return True
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_NOT_NOW)
-
-
-def is_group_fault(exc: BaseException) -> bool:
-    """A refusal tied to the keys of one group (NOPERM on them, a key of the wrong type)."""
-    return isinstance(exc, NoPermissionError) or (
-        isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE")
-    )
-
 
 # KEYS: frames, output stream, cache, then with tracking: track state, events, snapshots...
 # ARGV: 1 consumer group, 2 entry id, 3 output MAXLEN, 4 cache TTL, 5 cache value ('' none),
@@ -241,7 +199,7 @@ class Committer:
         self._retry = Retry(
             ExponentialWithJitterBackoff(base=0.05, cap=2.0),
             retries=6,
-            supported_errors=(redis.RedisError,),
+            supported_errors=REDIS_ERRORS,
         )
 
     def commit(self, commits: Sequence[Commit]) -> list[Outcome]:

@@ -1,7 +1,8 @@
 """The recogniser loop: find groups, read or reclaim frames, hand batches over, recover.
 
-No Redis error ends the loop but a refused password. Transient ones (connection, LOADING, BUSY,
-OOM, READONLY...) back off and retry; NOPERM and WRONGTYPE on a group's keys quarantine that
+No Redis error ends the loop but a refused password (`facestream.redis_errors` classifies them).
+Outages (unreachable, or "not now": LOADING, BUSY, OOM, READONLY, CLUSTERDOWN...) back off and
+retry, logged seldom (`facestream.outage`); NOPERM and WRONGTYPE on a group's keys quarantine that
 group (logged once, in the heartbeat and in metrics) while the other groups go on, and the group
 is probed again every few seconds.
 """
@@ -20,11 +21,12 @@ import structlog
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 
+from facestream.outage import Outage
+from facestream.redis_errors import REDIS_ERRORS, Fault, classify, is_group_fault
 from facestream.replication import ReplicaWait
 from facestream.schemas import FacestreamError, FrameLimits, Heartbeat, clip, keys
 
 from .batch import BatchProcessor, Delivery, WorkerStats
-from .commit import is_group_fault
 from .embedder import EMBEDDING_SIZE
 from .engine import FaceEngine
 from .gallery import Gallery
@@ -106,49 +108,48 @@ class Worker:
         report = on_round or (lambda _problem: None)
         backoff = ExponentialWithJitterBackoff(base=0.1, cap=5.0)
         failures = 0
+        outage = Outage(self.log)
         self.log.info(
             "worker started", groups=self.fixed_groups or "discover", model=self.engine.model_id
         )
         try:
             while not stop.is_set():
                 try:
+                    if outage.down:  # a round may not touch Redis (no group yet): ask it first
+                        self.client.ping()
                     self.step()
                     failures = 0
+                    outage.recovered()
                     report(None)
-                except redis.AuthenticationError:
-                    raise
-                except redis.ResponseError as exc:
-                    redis_errors_counter(type(exc).__name__).inc()
-                    if str(exc).startswith("NOGROUP"):
+                except Exception as exc:
+                    fault = classify(exc)
+                    if fault is Fault.CREDENTIALS:
+                        raise
+                    if fault is not None:
+                        redis_errors_counter(type(exc).__name__).inc()
+                    if fault is Fault.NO_GROUP:
                         # The server lost our consumer groups (restart without persistence).
                         self.log.warning("consumer group missing, recreating", error=str(exc))
                         self._forget_groups()
                         continue
                     failures += 1
                     delay = backoff.compute(failures)
-                    self.log.warning(
-                        "redis refused a command, retrying",
-                        error=clip(f"{type(exc).__name__}: {exc}", 300),
-                        retry_in_s=round(delay, 2),
-                    )
-                    report(f"redis refused a command: {clip(str(exc), 200)}")
+                    if fault in (Fault.UNREACHABLE, Fault.TRANSIENT):
+                        outage.failed(exc, delay)
+                        report(f"redis unavailable: {clip(str(exc), 200)}")
+                    elif fault is not None:  # refused: someone must change something
+                        self.log.warning(
+                            "redis refused a command, retrying",
+                            error=clip(f"{type(exc).__name__}: {exc}", 300),
+                            retry_in_s=round(delay, 2),
+                        )
+                        report(f"redis refused a command: {clip(str(exc), 200)}")
+                    else:
+                        # Our own bug, not a frame's (those are dead letters): the batch stays
+                        # pending and is claimed again; the loop goes on.
+                        self.log.exception("worker step failed; retrying")
+                        report("worker step failed (see the log)")
                     stop.wait(delay)
-                except redis.RedisError as exc:  # connection, timeout, LOADING
-                    redis_errors_counter(type(exc).__name__).inc()
-                    failures += 1
-                    delay = backoff.compute(failures)
-                    self.log.warning(
-                        "redis unavailable", error=clip(str(exc), 300), retry_in_s=round(delay, 2)
-                    )
-                    report(f"redis unavailable: {clip(str(exc), 200)}")
-                    stop.wait(delay)
-                except Exception:
-                    # Our own bug, not a frame's (those are dead letters): the batch stays
-                    # pending and is claimed again; the loop goes on.
-                    failures += 1
-                    self.log.exception("worker step failed; retrying")
-                    report("worker step failed (see the log)")
-                    stop.wait(backoff.compute(failures))
         finally:
             self._goodbye()
 
@@ -177,7 +178,7 @@ class Worker:
         self._seconds_per_frame = 0.8 * self._seconds_per_frame + 0.2 * per_frame
 
     def _goodbye(self) -> None:
-        with contextlib.suppress(redis.RedisError):  # it expires by itself
+        with contextlib.suppress(*REDIS_ERRORS):  # it expires by itself
             self.client.delete(keys.worker_heartbeat(self.consumer))
         self.log.info("worker stopped", **vars(self.stats))
 

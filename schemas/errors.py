@@ -1,16 +1,31 @@
-"""The facestream exception hierarchy, rooted here so every package can share it.
+"""The facestream exception hierarchy: every error facestream raises on purpose derives from
+`FacestreamError`, rooted here so every package can share it. The whole tree (classes marked
+with a module live there, next to the code that raises them):
 
     FacestreamError
-    ├── InvalidMessage        a stream entry that breaks the wire contract (reason says how)
-    │   └── InvalidFrame      ... a frame entry: bad field, wrong version, over the limits
-    ├── InvalidGroup          a camera-group name that breaks the key rules (also a ValueError)
-    ├── ModelError            a model file missing, corrupt or unusable (recognizer)
-    ├── GalleryError          an enrolment refused or a gallery made by another model
-    ├── SourceError           a camera or file that cannot be opened or read (ingest)
-    └── RedisServerError      the embedded redis-server could not be found or started
+    ├── InvalidMessage         a stream entry that breaks the wire contract (reason says how)
+    │   └── InvalidFrame       ... a frame entry: bad field, wrong version, over the limits
+    ├── InvalidGroup           a camera-group name that breaks the key rules (also a ValueError)
+    ├── ModelError             a model file missing, corrupt or unusable (recognizer)
+    ├── GalleryError           an enrolment refused or a gallery made by another model
+    ├── SourceError            a camera or file that cannot be opened or read (ingest)
+    ├── RedisServerError       the embedded redis-server could not be found or started
+    ├── ConfigError            facestream.config: invalid settings, each bad field named
+    │   │                      (also a ValueError); a port the page cannot listen on
+    │   ├── UnmappedGroup      facestream.topology: a group no configured node holds
+    │   └── AclError           facestream.acl: no ACL with the asked-for guarantees can be made
+    ├── BridgeError            facestream.bridges.settings: a bridge cannot start as configured
+    ├── RecognitionTimeout     facestream.client: no result for a submitted image in time
+    │                          (also a TimeoutError)
+    ├── NotRetryable           facestream.web.admin: a dead letter gone, or its frame trimmed
+    ├── InvalidRequest         facestream.web.admin: a request naming what cannot exist
+    │                          (also a ValueError)
+    └── Stopped                facestream.ingest.outages: a stop asked for while Redis was away
 
-Nothing here is transient: retrying it without changing something is pointless. Which Redis
-errors are transient is decided in `recognizer/commit.py` (`is_transient`).
+Nothing here is transient: retrying it without changing something is pointless. What a Redis
+error means (transient, unreachable, refused, a group's fault) is decided once, in
+`facestream.redis_errors`; the CLI maps both trees to its exit codes in one place
+(`facestream.cli.main`: 2 for these, 3 unreachable or "not now", 4 refused).
 """
 
 from __future__ import annotations

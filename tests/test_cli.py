@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -264,3 +267,57 @@ def test_embedded_redis_has_a_password_only_its_user_can_read(tmp_path: Path) ->
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
+
+
+# -- expected failures at the CLI's boundary: one line, the documented code, no traceback -----
+
+
+def test_a_port_that_is_not_redis_is_exit_3() -> None:
+    """A web server where Redis should be answers in another protocol (InvalidResponse)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = facestream("status", "--redis-url", f"redis://127.0.0.1:{server.server_port}/0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert_one_line_failure(done, 3, "cannot reach Redis: the server does not speak Redis")
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "facestream.yaml"
+    config.write_text("redis:\n  url: [redis://127.0.0.1:6379\n")
+    done = facestream("--config", str(config), "status")
+    assert_one_line_failure(done, 2, f"config file {config} is not valid YAML: ")
+    assert "line 3, column 1" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_writing_into_a_missing_folder_is_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    done = facestream("schema", "--out", str(missing))
+    assert_one_line_failure(done, 2, f"{missing}/frame.schema.json: No such file or directory")
+    config = tmp_path / "groups.yaml"
+    config.write_text("groups: [east]\n")
+    done = facestream(
+        "--config", str(config), "acl", "generate", "--secrets", str(tmp_path / "secrets"),
+        "--out", str(missing / "acl"),
+    )  # fmt: skip
+    assert_one_line_failure(done, 2, f"{missing}/acl: No such file or directory")
+
+
+def test_the_page_on_a_port_in_use_is_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "web.yaml"
+    config.write_text("web:\n  token: a-token-long-enough-for-the-page-0123\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = facestream(
+            "--config", str(config), "--redis-url", "redis://127.0.0.1:1/0", "web",
+            "--port", str(port),
+        )  # fmt: skip
+    assert_one_line_failure(
+        done, 2, f"cannot listen on 127.0.0.1:{port} (Address already in use): pick another"
+    )

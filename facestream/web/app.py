@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ from facestream.client import EventFilter, ResultFilter
 from facestream.config import ConfigError, Settings
 from facestream.connect import Connections, connect_node
 from facestream.recognizer import FaceEngine
+from facestream.redis_errors import REDIS_ERRORS
 from facestream.replicas import GalleryReplicas
 from facestream.schemas import FacestreamError, GalleryError, clip, keys
 from facestream.topology import Topology
@@ -80,7 +82,10 @@ def create_app(
             Middleware(Guard, sessions=sessions),
             Middleware(AuthenticationMiddleware, backend=SessionAuth(sessions)),
         ],
-        exception_handlers={FacestreamError: _refused, redis.RedisError: _unavailable},
+        exception_handlers={
+            FacestreamError: _refused,
+            **dict.fromkeys(REDIS_ERRORS, _unavailable),
+        },
         lifespan=lifespan,
     )
     topology = Topology(settings)
@@ -308,7 +313,24 @@ def serve(settings: Settings, web: WebSettings) -> None:
             host=web.host,
         )
     server = build_server(create_app(settings, web), web)
+    listening = _listen(web)
     # uvicorn raises the signal that stopped it again once it has shut down gracefully; the
     # stop was orderly, so a SIGTERM ends here and the process exits 0 like every role.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    server.run()
+    server.run(sockets=[listening])
+
+
+def _listen(web: WebSettings) -> socket.socket:
+    """The page's listening socket, bound as uvicorn would; a port in use is a config error
+    (uvicorn itself would exit 3, the code that means "Redis unreachable")."""
+    listening = socket.socket(socket.AF_INET6 if ":" in web.host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((web.host, web.port))
+    except OSError as exc:
+        listening.close()
+        raise ConfigError(
+            f"cannot listen on {web.host}:{web.port} ({exc.strerror}): pick another --port "
+            "or web.port, or stop what uses it"
+        ) from None
+    return listening

@@ -26,7 +26,9 @@ import redis
 import structlog
 
 from facestream.client import EventFilter, ResultFilter
+from facestream.outage import Outage
 from facestream.recognizer import Gallery
+from facestream.redis_errors import REDIS_ERRORS, is_transient
 from facestream.schemas import Event, Face, Identity, InvalidMessage, Result, clip, keys
 from facestream.schemas.frames import StreamFields
 from facestream.status import StatusReport, collect_status
@@ -212,13 +214,18 @@ class Monitor:
         self.report, self.sampled_at, self.error, self.error_since = report, now, None, None
 
     def _sample_loop(self) -> None:
+        outage = Outage(log, who="web status")
         while not self._stop.is_set():
             try:
                 self.sample()
+                outage.recovered()
             except Exception as exc:  # Redis down, or a key we cannot read: the page says so
                 self.error = clip(f"{type(exc).__name__}: {exc}", 300)
                 self.error_since = self.error_since or int(time.time() * 1000)
-                log.warning("status sample failed", error=self.error)
+                if is_transient(exc):
+                    outage.failed(exc)  # logged seldom: the page shows it at every sample
+                else:
+                    log.warning("status sample failed", error=self.error)
             self._stop.wait(self.settings.sample_s)
 
     def _follow(self, group: str) -> None:
@@ -237,19 +244,27 @@ class Monitor:
             keys.results(group): of_group(Result.from_fields),
             keys.events(group): of_group(Event.from_fields),
         }
+        outage = Outage(log, who="web feed", group=group)
         while not self._stop.is_set():
             # Start at the newest entries (again after a refusal): the feed is live, not a log.
             entries = follow(
                 self.client, parsers, "feed entries", block_ms=500, stop=self._stop,
-                stats=self.skipped, on_start=partial(self.following.add, group),
+                stats=self.skipped, on_start=partial(self._following, group, outage),
             )  # fmt: skip
             try:
                 for entry in entries:
                     self._add(entry)
-            except redis.RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self.following.discard(group)
-                log.warning("feed tail interrupted", group=group, error=clip(str(exc), 300))
+                if is_transient(exc):
+                    outage.failed(exc, retry_in_s=1.0)
+                else:
+                    log.warning("feed tail interrupted", group=group, error=clip(str(exc), 300))
                 self._stop.wait(1.0)
+
+    def _following(self, group: str, outage: Outage) -> None:
+        outage.recovered()
+        self.following.add(group)
 
     def _add(self, entry: Result | Event) -> None:
         with self._lock:

@@ -570,9 +570,10 @@ class ClusterProcess(_ServerSet):
 
         return _poll(promoted, timeout_s, f"a replica of port {old_port} to take over")
 
-    def restart(self, port: int, timeout_s: float = 30.0) -> None:
+    def restart(self, port: int, timeout_s: float = 30.0, wait_healthy: bool = True) -> None:
         """Start a killed node again on its port and data dir; it rejoins (a failed-over master
-        comes back as a replica of its successor) and this waits until all is healthy again."""
+        comes back as a replica of its successor) and this waits until all is healthy again
+        (unless `wait_healthy` is False: other nodes are still to be restarted)."""
         if self.alive(port):
             raise ValueError(f"port {port} is still running")
         old = self._servers[port]
@@ -584,7 +585,8 @@ class ClusterProcess(_ServerSet):
         self._servers[port] = server
         server.start(timeout_s=timeout_s)
         self._killed_slots.pop(port, None)
-        _poll(self._healthy, timeout_s, f"port {port} to rejoin a healthy cluster")
+        if wait_healthy:
+            _poll(self._healthy, timeout_s, f"port {port} to rejoin a healthy cluster")
 
 
 class RedisNodes(_ServerSet):
