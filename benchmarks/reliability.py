@@ -144,9 +144,7 @@ def run_chaos(
     url = server.url
     client = redis.Redis.from_url(url, socket_timeout=5)
     settings = Settings()
-    engine = FaceEngine.from_settings(
-        settings.models.model_copy(update={"cache_dir": model_cache}), settings.match
-    )
+    engine = FaceEngine.from_settings(settings.models.model_copy(update={"cache_dir": model_cache}))
     gallery = Gallery(client)
     for person in sorted(p for p in (FACES / "train").iterdir() if p.is_dir()):
         gallery.enroll(embed_photos(engine, person.name, sorted(person.iterdir()), True))

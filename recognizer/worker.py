@@ -24,11 +24,13 @@ from redis.cluster import RedisCluster
 from facestream.replication import ReplicaWait
 from facestream.schemas import FacestreamError, FrameLimits, InvalidGroup, clip, keys
 
-from .batch import BatchProcessor, Delivery, WorkerStats
+from .batch import BatchProcessor, FrameCounts
 from .commit import is_group_fault
-from .embedder import EMBEDDING_SIZE
+from .deliveries import Delivery, read_deliveries, text
+from .embedder import check_embedding_size
 from .engine import FaceEngine
 from .gallery import Gallery
+from .matcher import Matcher
 from .metrics import quarantine_gauge, redis_errors_counter
 from .settings import MatchSettings, TrackSettings, WorkerSettings
 from .visitors import VisitorBook
@@ -74,11 +76,12 @@ class Worker:
         self.fixed_groups = [keys.validate_group(g) for g in groups]
         self.groups: list[str] = []
         self.quarantined: dict[str, str] = {}  # group -> why, as logged
-        self.stats = WorkerStats()
+        self.stats = FrameCounts()  # every batch's, added up
         self.gallery = Gallery(client)
+        self.matcher = Matcher([], match.threshold, match.margin)  # until the gallery is read
         self.log = structlog.get_logger("worker").bind(consumer=consumer)
         self.batches = BatchProcessor(
-            client, engine, settings, limits, self.stats, self.log, visitors, cameras, tracks
+            client, engine, settings, limits, consumer, visitors, cameras, tracks
         )
         self._gallery_checked = -float("inf")
         self._gallery_seen: int | None = None
@@ -168,7 +171,9 @@ class Worker:
     def process(self, deliveries: Sequence[Delivery]) -> None:
         """Finish a batch: every entry ends with one result or one dead letter."""
         start = time.monotonic()
-        refused = self.batches.process(deliveries)
+        done = self.batches.process(deliveries, self.matcher)
+        self.stats += done.counts
+        refused = done.refused
         for group, exc in refused.items():
             self._quarantine(group, exc)
         if self.replica_wait is not None:
@@ -288,9 +293,8 @@ class Worker:
             matcher = self.gallery.matcher(
                 self.engine.model_id, self.match.threshold, self.match.margin
             )
-            size = matcher.templates.shape[1] if matcher.names else EMBEDDING_SIZE
-            if size != EMBEDDING_SIZE:
-                raise ValueError(f"embeddings of size {size}, the model makes {EMBEDDING_SIZE}")
+            if matcher.names:
+                check_embedding_size(matcher.templates.shape[1])
         except (FacestreamError, ValueError) as exc:  # a bad import must not stop serving
             self.log.error(
                 "gallery not loaded; matching against the previous one",
@@ -298,7 +302,7 @@ class Worker:
                 error=clip(str(exc), 300),
             )
             return
-        self.engine.matcher = matcher
+        self.matcher = matcher
         self.log.info("gallery loaded", version=matcher.version, identities=len(matcher.names))
 
     # -- reading ----------------------------------------------------------------------------
@@ -329,7 +333,7 @@ class Worker:
                 else:
                     errors.append(reply)
                 continue
-            deliveries += _deliveries(reply)
+            deliveries += read_deliveries(reply)
         if deliveries or self._serving() != serving:
             return deliveries
         if errors:
@@ -351,7 +355,7 @@ class Worker:
             if not is_group_fault(exc):
                 raise
             return []  # the next read, one group at a time, finds out which
-        return _deliveries(response)
+        return read_deliveries(response)
 
     def _claim_idle(self) -> list[Delivery]:
         """XAUTOCLAIM entries idle past `claim_idle_ms` (their worker died or is stuck)."""
@@ -381,12 +385,12 @@ class Worker:
             count=count,
         )
         cursor, entries = claimed_raw[0], claimed_raw[1]
-        self._claim_cursor[group] = _text(cursor)
+        self._claim_cursor[group] = text(cursor)
         # Redis 7 reports pending entries MAXLEN trimmed, and drops them from the pending list
         # as it does: nothing is left to acknowledge, and only this reply knows of them.
-        gone = [_text(i) for i in claimed_raw[2]] if len(claimed_raw) > 2 else []
+        gone = [text(i) for i in claimed_raw[2]] if len(claimed_raw) > 2 else []
         claimed = [Delivery(group, entry_id, None, 0, pending=False) for entry_id in gone]
-        present = [(_text(i), fields) for i, fields in entries if i is not None]
+        present = [(text(i), fields) for i, fields in entries if i is not None]
         if len(present) < len(entries):
             # Redis 6.2 answers (nil, nil) for a claimed entry MAXLEN trimmed: find its id.
             present += [(i, None) for i in self._trimmed_pending(stream)]
@@ -405,7 +409,7 @@ class Worker:
         pending: Any = self.client.xpending_range(
             stream, keys.RECOGNIZERS, "-", "+", 1000, consumername=self.consumer
         )
-        ids = [_text(p["message_id"]) for p in pending]
+        ids = [text(p["message_id"]) for p in pending]
         lookup = self.client.pipeline(transaction=False)
         for entry_id in ids:
             lookup.xrange(stream, entry_id, entry_id)
@@ -421,19 +425,7 @@ class Worker:
         for entry_id in entry_ids:
             lookup.xpending_range(stream, keys.RECOGNIZERS, min=entry_id, max=entry_id, count=1)
         return {
-            _text(row["message_id"]): int(row["times_delivered"])
+            text(row["message_id"]): int(row["times_delivered"])
             for rows in lookup.execute()
             for row in rows
         }
-
-
-def _deliveries(response: Any) -> list[Delivery]:
-    return [
-        Delivery(keys.group_of(stream), _text(entry_id), fields, 1)
-        for stream, entries in response or []
-        for entry_id, fields in entries
-    ]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -209,7 +209,7 @@ def test_a_gallery_of_the_wrong_embedding_size_is_refused_and_serving_goes_on(
     results, letters = _outcomes(client)
     assert not letters
     assert [r.identities for r in results] == [["obama"], ["obama"], []]
-    assert engine.matcher.names == ["obama"]
+    assert worker.matcher.names == ["obama"]
 
 
 def test_delivery_counts_of_ids_9_and_10_reach_max_deliveries(
