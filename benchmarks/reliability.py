@@ -129,7 +129,7 @@ def run_chaos(
     distinct: int = 400,
     fps: float = 40.0,
     workers: int = 2,
-    kill_every_s: float = 2.5,
+    kill_every_s: float = 1.0,
     redis_kills: int = 2,
     redis_down_s: float = 3.0,
     timeout_s: float = 360.0,
@@ -157,7 +157,6 @@ def run_chaos(
         "FACESTREAM_WORKER__BATCH_SIZE": "8",
         "FACESTREAM_WORKER__BLOCK_MS": "200",
         "FACESTREAM_WORKER__CLAIM_IDLE_MS": "2000",
-        "FACESTREAM_WORKER__MAX_DELIVERIES": "10",
     }
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)

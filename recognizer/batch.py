@@ -191,10 +191,10 @@ class BatchProcessor:
         """The frame of a delivery, or InvalidFrame saying why it must be dead-lettered."""
         if delivery.fields is None:
             raise InvalidFrame(TRIMMED_REASON)
-        if delivery.deliveries > self.settings.max_deliveries:
+        if delivery.solo_failures >= self.settings.max_deliveries:
             raise InvalidFrame(
-                f"delivered {delivery.deliveries} times without a result "
-                f"(max_deliveries={self.settings.max_deliveries}): it may crash workers"
+                f"tried alone and its worker died without a result {delivery.solo_failures}x "
+                f"(max_deliveries={self.settings.max_deliveries}): it crashes workers"
             )
         frame = Frame.from_fields(delivery.fields, self.limits)
         if frame.group != delivery.group:

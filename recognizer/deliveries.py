@@ -22,6 +22,13 @@ class Delivery:
     read_at: float = field(default_factory=time.time)
     # False: Redis 7 dropped it from the pending list as it reported it trimmed; nothing to ack.
     pending: bool = True
+    # Solo attempts of it that ended without a result, their worker dead (recognizer/solo.py).
+    solo_failures: int = 0
+
+    @property
+    def redelivered(self) -> bool:
+        """Delivered before: its last delivery ended without a result, so it is tried alone."""
+        return self.deliveries > 1
 
 
 def read_deliveries(response: Any) -> list[Delivery]:

@@ -24,7 +24,7 @@ from redis.cluster import RedisCluster
 from facestream.replication import ReplicaWait
 from facestream.schemas import FacestreamError, FrameLimits, InvalidGroup, clip, keys
 
-from .batch import BatchProcessor, FrameCounts
+from .batch import BatchProcessor, BatchResult, FrameCounts
 from .commit import is_group_fault
 from .deliveries import Delivery, read_deliveries, text
 from .embedder import check_embedding_size
@@ -33,6 +33,7 @@ from .gallery import Gallery
 from .matcher import Matcher
 from .metrics import quarantine_gauge, redis_errors_counter
 from .settings import MatchSettings, TrackSettings, WorkerSettings
+from .solo import SoloLedger
 from .visitors import VisitorBook
 
 __all__ = ["Worker"]
@@ -83,6 +84,7 @@ class Worker:
         self.batches = BatchProcessor(
             client, engine, settings, limits, consumer, visitors, cameras, tracks
         )
+        self.solo = SoloLedger(client, consumer)
         self._gallery_checked = -float("inf")
         self._gallery_seen: int | None = None
         self._discovered = -float("inf")
@@ -108,6 +110,11 @@ class Worker:
         refused password.
         """
         report = on_round or (lambda _problem: None)
+        # A solo attempt that ends because we are being stopped must not count against its
+        # entry: say so on record as soon as the stop is asked for (the batch may never end).
+        threading.Thread(
+            target=self._excuse_on_stop, args=(stop,), name="solo-excuse", daemon=True
+        ).start()
         backoff = ExponentialWithJitterBackoff(base=0.1, cap=5.0)
         failures = 0
         self.log.info(
@@ -161,6 +168,7 @@ class Worker:
         self._refresh_groups()
         self._refresh_gallery()
         self._heartbeat()
+        self.solo.settle_owed()
         deliveries = self._claim_idle()
         if not deliveries:
             deliveries = self._read_new()
@@ -169,11 +177,19 @@ class Worker:
         return len(deliveries)
 
     def process(self, deliveries: Sequence[Delivery]) -> None:
-        """Finish a batch: every entry ends with one result or one dead letter."""
+        """Finish a batch: every entry ends with one result or one dead letter.
+
+        Redelivered entries (their last delivery ended without a result) are tried one at a
+        time, each on record as a solo attempt (recognizer/solo.py); the others together.
+        """
         start = time.monotonic()
-        done = self.batches.process(deliveries, self.matcher)
-        self.stats += done.counts
-        refused = done.refused
+        refused: dict[str, redis.ResponseError] = {}
+        together = [d for d in deliveries if not d.redelivered]
+        for done in [self._alone(d) for d in deliveries if d.redelivered] + (
+            [self.batches.process(together, self.matcher)] if together else []
+        ):
+            self.stats += done.counts
+            refused.update(done.refused)
         for group, exc in refused.items():
             self._quarantine(group, exc)
         if self.replica_wait is not None:
@@ -181,6 +197,20 @@ class Worker:
             self.replica_wait.after_writes(self.client, map(keys.results, committed))
         per_frame = (time.monotonic() - start) / len(deliveries)
         self._seconds_per_frame = 0.8 * self._seconds_per_frame + 0.2 * per_frame
+
+    def _excuse_on_stop(self, stop: threading.Event) -> None:
+        stop.wait()
+        self.solo.stopping()
+
+    def _alone(self, delivery: Delivery) -> BatchResult:
+        delivery.solo_failures = self.solo.begin(delivery)
+        finished = False
+        try:
+            done = self.batches.process([delivery], self.matcher)
+            finished = delivery.group not in done.refused
+        finally:  # an exception we live through is no crash of the entry's: excused
+            self.solo.end(finished)
+        return done
 
     def _goodbye(self) -> None:
         with contextlib.suppress(redis.RedisError):  # it expires by itself

@@ -16,6 +16,7 @@ from .events import Event, EventType, IdentitySource
 from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields, jpeg_size
 from .gallery import GalleryExport, Identity
 from .results import CachedRecognition, DeadLetter, Face, Result, clip
+from .solo import SoloAttempt
 from .urls import redact, redact_event, without_userinfo
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "ModelError",
     "RedisServerError",
     "Result",
+    "SoloAttempt",
     "SourceError",
     "StreamFields",
     "clip",
