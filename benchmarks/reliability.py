@@ -56,6 +56,7 @@ class ChaosReport:
     worker_kills: int = 0
     worker_starts: int = 0
     redis_kills: int = 0
+    solo_retries: int = 0  # solo attempts that began after an earlier one died (worker logs)
     redis_down_s: list[float] = field(default_factory=list)
     seconds: float = 0.0
     dead_reasons: list[str] = field(default_factory=list)
@@ -236,6 +237,10 @@ def run_chaos(
             replay.kill()
         replay.wait()
     report.seconds = round(time.monotonic() - started, 1)
+    report.solo_retries = sum(
+        log.read_text(errors="replace").count("trying an entry alone")
+        for log in logs.glob("worker-*.log")
+    )
     report.replay_exit = replay.returncode
     tail = (logs / "replay.log").read_text(errors="replace").strip().splitlines()
     for line in tail:
@@ -293,6 +298,7 @@ def table_rows(report: ChaosReport) -> list[tuple[str, object]]:
         ("lost", report.lost),
         ("doubled", report.doubled),
         ("good frames dead-lettered", report.good_dead),
+        ("solo attempts after a solo attempt died", report.solo_retries),
         ("wall time, s", report.seconds),
     ]  # fmt: skip
 

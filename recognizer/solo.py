@@ -129,15 +129,19 @@ class SoloLedger:
             del self._owed[group]
 
     def _write(self, group: str, attempt: SoloAttempt, clear: bool) -> None:
-        """Excuse the attempt on record (or, `clear`, delete it: it has its outcome)."""
+        """Excuse the attempt on record (or, `clear`, delete it: it has its outcome).
+
+        Only while the record is still this attempt's: gone, its commit took it off record
+        (and nothing may put it back); replaced, another worker has taken the entry on.
+        """
         key = keys.solo(group)
         try:
-            if clear:
-                current = self.client.hget(key, attempt.entry_id)
-                if current is not None and _same(current, attempt):  # type: ignore[arg-type]
+            current = self.client.hget(key, attempt.entry_id)
+            if current is not None and _same(current, attempt):  # type: ignore[arg-type]
+                if clear:
                     self.client.hdel(key, attempt.entry_id)
-            else:
-                self.client.hset(key, attempt.entry_id, attempt.dumps())
+                else:
+                    self.client.hset(key, attempt.entry_id, attempt.dumps())
             self._count(group)
         except redis.RedisError as exc:
             log.warning("solo record not updated", error=clip(str(exc), 200))

@@ -12,7 +12,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -184,10 +184,7 @@ class Worker:
         """
         start = time.monotonic()
         refused: dict[str, redis.ResponseError] = {}
-        together = [d for d in deliveries if not d.redelivered]
-        for done in [self._alone(d) for d in deliveries if d.redelivered] + (
-            [self.batches.process(together, self.matcher)] if together else []
-        ):
+        for done in self._batches(deliveries):  # counted as each ends: one may raise
             self.stats += done.counts
             refused.update(done.refused)
         for group, exc in refused.items():
@@ -197,6 +194,14 @@ class Worker:
             self.replica_wait.after_writes(self.client, map(keys.results, committed))
         per_frame = (time.monotonic() - start) / len(deliveries)
         self._seconds_per_frame = 0.8 * self._seconds_per_frame + 0.2 * per_frame
+
+    def _batches(self, deliveries: Sequence[Delivery]) -> Iterator[BatchResult]:
+        for delivery in deliveries:
+            if delivery.redelivered:
+                yield self._alone(delivery)
+        together = [d for d in deliveries if not d.redelivered]
+        if together:
+            yield self.batches.process(together, self.matcher)
 
     def _excuse_on_stop(self, stop: threading.Event) -> None:
         stop.wait()

@@ -186,6 +186,25 @@ def test_deliveries_that_died_in_a_batch_or_while_stopping_do_not_count(
     assert not client.exists(keys.solo("g1"))  # its result's commit took it off record
 
 
+def test_a_solo_attempt_its_worker_lives_through_is_excused(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    """A solo attempt that ends without a result but not with its worker (here the server
+    refuses the commit) is excused on record: with max_deliveries=1 it would count at once."""
+    worker, entry_id, fields = _read_by_a_dead_worker(engine, client, settings, 1)
+    client.xclaim(keys.frames("g1"), keys.RECOGNIZERS, "test-worker", 0, [entry_id])
+    client.set(keys.results("g1"), "not a stream")
+    worker.process([Delivery("g1", entry_id.decode(), fields, 2)])
+    on_record = SoloAttempt.loads(client.hget(keys.solo("g1"), entry_id))  # type: ignore[arg-type]
+    assert (on_record.consumer, on_record.failed, on_record.excused) == ("test-worker", 0, True)
+    client.delete(keys.results("g1"))
+    strict = settings.model_copy(update={"worker": worker.settings})
+    drain(make_worker(client, engine, strict, consumer="next"), client, "g1", 1, timeout_s=10)
+    (result,) = _results(client)
+    assert result.identities == ["obama"]
+    assert not client.exists(keys.solo("g1"))
+
+
 def _read_by_a_dead_worker(
     engine: FaceEngine, client: redis.Redis, settings: Settings, max_deliveries: int
 ) -> tuple[Worker, bytes, dict[bytes, bytes]]:
