@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import redis
 
-from facestream.config import Settings
 from facestream.recognizer import FaceEngine
 from facestream.schemas import DeadLetter, Frame, Result, keys
 from facestream.server import EmbeddedRedis
@@ -59,8 +58,8 @@ def _done(client: redis.Redis) -> int:
 
 @pytest.mark.timeout(420)
 def test_a_frame_that_kills_its_worker_is_dead_lettered_and_its_batch_mates_answered(
-    engine: FaceEngine, client: redis.Redis, settings: Settings, redis_server: EmbeddedRedis,
-    model_cache: Path, tmp_path: Path,
+    engine: FaceEngine, client: redis.Redis, redis_server: EmbeddedRedis, model_cache: Path,
+    tmp_path: Path,
 ) -> None:  # fmt: skip
     enrol(engine, client)
     env = {
