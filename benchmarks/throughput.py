@@ -99,18 +99,18 @@ def main() -> None:
             redis={"url": server.url}, models={"threads": args.threads}, worker=worker_overrides
         )
         client = redis.Redis.from_url(server.url)
-        engine = FaceEngine.from_settings(settings.models, settings.match)
+        engine = FaceEngine.from_settings(settings.models)
         gallery = Gallery(client)
         for folder in sorted(p for p in (DEMO_DATA / "gallery").iterdir() if p.is_dir()):
             gallery.enroll(embed_photos(engine, folder.name, sorted(folder.glob("*.jpg"))))
-        engine.matcher = gallery.matcher(engine.model_id, 0.363, 0.05)
+        matcher = gallery.matcher(engine.model_id, 0.363, 0.05)
         for jpeg in frames[:10]:  # warm-up: first runs allocate
-            engine.recognise([decode_jpeg(jpeg)])
+            engine.recognise([decode_jpeg(jpeg)], matcher)
         height, width = decode_jpeg(frames[0]).shape[:2]
 
         def bare() -> None:
             for jpeg in frames:
-                engine.recognise([decode_jpeg(jpeg)])
+                engine.recognise([decode_jpeg(jpeg)], matcher)
 
         def seed() -> None:
             for jpeg in frames:
@@ -119,7 +119,7 @@ def main() -> None:
                 if cached is not None:
                     orjson.loads(cached)
                     continue
-                (recognition,) = engine.recognise([decode_jpeg(jpeg)])
+                (recognition,) = engine.recognise([decode_jpeg(jpeg)], matcher)
                 client.set(key, orjson.dumps([f.model_dump() for f in recognition.faces]))
 
         results: list[Result] = []

@@ -689,7 +689,7 @@ def main() -> None:
     frames = make_frames(args.frames)
     height, width = decode_jpeg(frames[0]).shape[:2]
     settings = load_settings(models={"threads": 1})
-    engine = FaceEngine.from_settings(settings.models, settings.match)
+    engine = FaceEngine.from_settings(settings.models)
     identities = [
         embed_photos(engine, folder.name, sorted(folder.glob("*.jpg")))
         for folder in sorted(p for p in (DEMO_DATA / "gallery").iterdir() if p.is_dir())

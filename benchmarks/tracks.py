@@ -152,7 +152,7 @@ def main() -> None:
         server = EmbeddedRedis(work / "redis", appendonly=False)
         with server:
             settings = load_settings(redis={"url": server.url}, models={"threads": 1})
-            engine = FaceEngine.from_settings(settings.models, settings.match)
+            engine = FaceEngine.from_settings(settings.models)
             client = redis.Redis.from_url(server.url)
             for name in ENROLLED:
                 photos = sorted((FACES / "train" / name).iterdir())

@@ -186,9 +186,11 @@ def _admin(groups: list[str], version: tuple[int, int]) -> User:
         (
             root,
             Grant(_GALLERY_WRITES, _GALLERY),
-            # `status`: stream lengths and consumer groups, camera health; reads only.
+            # `status`: stream lengths and consumer groups, entries tried alone, camera health.
             Grant(
-                ("xinfo|groups", "xinfo|stream", "xlen", "exists", "get"), (keys.EVERY_KEY,), "R"
+                ("xinfo|groups", "xinfo|stream", "xlen", "exists", "get", "hlen"),
+                (keys.EVERY_KEY,),
+                "R",
             ),
             *_erase(groups),
             Grant(("zcard", "del"), (keys.VISITOR_SEEN, keys.VISITOR_EMBEDDINGS)),
@@ -201,12 +203,13 @@ def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> 
     outputs = _each(groups, keys.results, keys.dead)
     caches = _each(groups, _caches)
     events, tracks, snapshots = (_each(groups, k) for k in (keys.events, _tracks, _snapshots))
+    solos = _each(groups, keys.solo)
     # FCALL names every key of a commit; the function's own calls are checked again, one by
     # one, against the grants below. Without groups in its config a worker discovers them.
     discovery = ("scan",) if not settings.groups and not settings.nodes else ()
     # Redis 6 has no Functions: the commit script is loaded by the worker itself.
     commit = ("fcall",) if version >= (7, 0) else ("evalsha", "script|load")
-    committed = frames + outputs + caches + tracks + events + snapshots
+    committed = frames + outputs + caches + solos + tracks + events + snapshots
     grants = [
         Grant(_keyless(version, "multi", "exec", *commit, *discovery), committed),
         Grant(
@@ -217,6 +220,9 @@ def _worker(settings: Settings, groups: list[str], version: tuple[int, int]) -> 
         Grant(("get", "set"), caches),
         Grant(("get", "hgetall"), _GALLERY, "R"),
         Grant(("set", "del"), (keys.worker_heartbeat("*"),), "W"),
+        # Solo attempts (recognizer/solo.py): read and put on record before an entry is tried
+        # alone, counted (HLEN) for the metric; the commit clears its entry's (HDEL).
+        Grant(("hget", "hset", "hdel", "expire", "hlen"), solos),
         # Visits (recognizer/tracks.py and the commit): a camera's track state is a hash read
         # with HMGET and compare-and-set in the commit (HGET, HSET, EXPIRE); the commit checks
         # (TYPE) and writes events and best-face snapshots; a `seen` event goes out after the
@@ -270,6 +276,7 @@ def _web(groups: list[str], version: tuple[int, int]) -> User:
             # Status samples (XINFO GROUPS, XLEN), frame images for tiles and thumbnails, and
             # a retried dead letter's frame sent again (its only XADD).
             Grant(("exists", "xinfo|groups", "xlen", "xrange", "xadd"), frames),
+            Grant(("hlen",), _each(groups, keys.solo), "R"),  # status: entries tried alone
             # The live feed: one XREAD follows a group's results and events together; visits
             # and people are read by time range (XRANGE), a photo's result by XREAD.
             Grant(

@@ -149,7 +149,7 @@ def gallery_sync() -> None:
 def _embed(name: str, files: list[Path], largest_face: bool, what: str) -> Identity:
     """One face per photo, embedded with progress shown (one-face rule: embed_photos)."""
     settings = cli_settings()
-    engine = FaceEngine.from_settings(settings.models, settings.match)
+    engine = FaceEngine.from_settings(settings.models)
     with progress(len(files), what) as advance:
         return embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
 
@@ -186,7 +186,7 @@ def eval_command(
 
     settings = cli_settings(match={"threshold": threshold, "margin": margin})
     probes = load_labels(folder, labels)
-    engine = FaceEngine.from_settings(settings.models, settings.match)
+    engine = FaceEngine.from_settings(settings.models)
     photos = len(probes) + sum(1 for p in (folder / "train").rglob("*") if p.is_file())
     with progress(photos, "evaluating") as advance:
         report = evaluate(

@@ -130,7 +130,7 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
 
 
 def _enrol_gallery(settings: Settings, client: redis.Redis) -> None:
-    engine = FaceEngine.from_settings(settings.models, settings.match)
+    engine = FaceEngine.from_settings(settings.models)
     gallery = Gallery(client)
     for folder in sorted(p for p in (DEMO_DATA / "gallery").iterdir() if p.is_dir()):
         photos = sorted(folder.glob("*.jpg"))

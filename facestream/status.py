@@ -48,6 +48,7 @@ class GroupStatus:
     error: str | None = None  # a key of the group refuses our reads, or its node is down
     node: str = SINGLE_NODE
     draining: bool = False  # moved to another node; what is left here is still served
+    solo: int = 0  # entries being tried alone after a crash (recognizer/solo.py)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,10 @@ class StatusReport:
         if not self.gallery_in_sync:
             lines.append("GALLERY OUT OF SYNC between nodes: run `facestream gallery sync`")
         lines += [f"QUARANTINED {group}: {why}" for group, why in sorted(self.quarantined.items())]
+        lines += [
+            f"SOLO RETRY {g.group}: {g.solo} entries tried alone after a crash" for g in self.groups
+            if g.solo
+        ]  # fmt: skip
         if self.workers:
             lines.append(
                 f"\n{'worker':<28}{'read':>8}{'recognised':>12}{'cached':>8}{'dead':>6}  groups"
@@ -263,6 +268,7 @@ def _read_group_status(client: redis.Redis, group: str, node: str) -> GroupStatu
         results=client.xlen(keys.results(group)),
         dead=client.xlen(keys.dead(group)),
         node=node,
+        solo=client.hlen(keys.solo(group)),
     )
 
 

@@ -72,7 +72,7 @@ def run_worker(
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
     name = consumer or settings.worker.consumer or f"{socket.gethostname()}-{os.getpid()}"
-    engine = FaceEngine.from_settings(settings.models, settings.match)
+    engine = FaceEngine.from_settings(settings.models)
     (node,) = Topology(settings).select([])  # run_workers hands each process one node
     client = _connect(node, stop, probe)
     if client is None:

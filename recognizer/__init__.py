@@ -1,6 +1,7 @@
 """Recogniser: detect, align, embed and match faces; the worker loop over Redis Streams."""
 
-from .batch import Delivery, WorkerStats, content_hash
+from .batch import FrameCounts, content_hash
+from .deliveries import Delivery
 from .engine import FaceEngine, Recognition, current_model_id, decode_jpeg
 from .gallery import Gallery, embed_photos
 from .matcher import Match, Matcher
@@ -17,6 +18,7 @@ from .worker import Worker
 __all__ = [
     "Delivery",
     "FaceEngine",
+    "FrameCounts",
     "Gallery",
     "Match",
     "MatchSettings",
@@ -28,7 +30,6 @@ __all__ = [
     "VisitorSettings",
     "Worker",
     "WorkerSettings",
-    "WorkerStats",
     "content_hash",
     "current_model_id",
     "decode_jpeg",

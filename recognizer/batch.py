@@ -1,4 +1,4 @@
-"""One batch of deliveries to one commit each: validate, hash, cache, recognise, publish.
+"""One batch of deliveries to one commit each: admit → cache → model → track → commit.
 
 Whatever one frame does, it alone ends as a dead letter: a step that runs on several frames at
 once (the model, the cache matrix product) is re-run frame by frame when it fails, and the frame
@@ -9,21 +9,20 @@ to the worker, and the batch's entries stay pending.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import redis
+import structlog
 from blake3 import blake3
 from numpy.typing import NDArray
-from structlog.typing import FilteringBoundLogger
 
 from facestream.redis_errors import REDIS_ERRORS
 from facestream.schemas import (
     CachedRecognition,
     DeadLetter,
-    Event,
-    Face,
     Frame,
     FrameLimits,
     InvalidFrame,
@@ -32,25 +31,19 @@ from facestream.schemas import (
     clip,
     keys,
 )
-from facestream.schemas.entries import entry_ms, is_after
+from facestream.schemas.entries import entry_ms
 
-from .commit import CONFLICT, Commit, Committer, TrackWrite
-from .embedder import EMBEDDING_SIZE
+from .commit import CONFLICT, Commit, Committer
+from .deliveries import Delivery
+from .embedder import check_embedding_size
 from .engine import FaceEngine, Recognition, decode_jpeg, label
+from .matcher import Matcher
 from .metrics import COMMITS_LOST, faces_counter, frames_counter, stage_histogram
 from .settings import TrackSettings, WorkerSettings
-from .tracks import (
-    CameraTracks,
-    FrameRef,
-    Sighting,
-    TrackBook,
-    advance,
-    face_quality,
-    plan_embeddings,
-)
+from .tracking import Tracked, TrackingStage
 from .visitors import VisitorBook
 
-__all__ = ["TRIMMED_REASON", "BatchProcessor", "Delivery", "WorkerStats", "content_hash"]
+__all__ = ["TRIMMED_REASON", "BatchProcessor", "BatchResult", "FrameCounts", "content_hash"]
 
 TRIMMED_REASON = "entry was trimmed from the frames stream (MAXLEN) before it was processed"
 # Commits refused because another worker moved a camera's tracks on are re-applied this often;
@@ -67,27 +60,30 @@ def content_hash(data: bytes) -> str:
     return blake3(data).hexdigest(16)
 
 
-@dataclass
-class Delivery:
-    """One stream entry handed to this worker, and how often it has been delivered."""
+@dataclass(frozen=True)
+class FrameCounts:
+    """What became of the frames of a batch (or, added up, of all a worker's batches)."""
 
-    group: str
-    entry_id: str
-    fields: dict[bytes, bytes] | None  # None: trimmed from the stream before we got it
-    deliveries: int
-    read_at: float = field(default_factory=time.time)
-    # False: Redis 7 dropped it from the pending list as it reported it trimmed; nothing to ack.
-    pending: bool = True
-
-
-@dataclass
-class WorkerStats:
     read: int = 0
     recognised: int = 0
     cached: int = 0
     dead: int = 0
-    lost: int = 0
+    lost: int = 0  # answered by another worker that had claimed them
     retracked: int = 0  # commits refused because another worker had moved the tracks on
+
+    def __add__(self, other: FrameCounts) -> FrameCounts:
+        return FrameCounts(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch came to: its counts, and the groups whose commits the server refused for
+    good (WRONGTYPE, NOPERM; their entries stay pending)."""
+
+    counts: FrameCounts
+    refused: Mapping[str, redis.ResponseError]
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,19 @@ class _Outgoing:
     group: str
     outcome: str  # recognised | cached | dead
     result: Result | None
-    events: Sequence[Event] = ()
+    tracked: Tracked | None = None  # what its tracks made of it
+
+
+@dataclass
+class _Run:
+    """One call of `process`: the gallery it matches against, and what it came to so far."""
+
+    matcher: Matcher
+    counts: Counter[str] = field(default_factory=Counter)
+    refused: dict[str, redis.ResponseError] = field(default_factory=dict)
+
+    def result(self) -> BatchResult:
+        return BatchResult(FrameCounts(**self.counts), self.refused)
 
 
 @dataclass
@@ -121,20 +129,6 @@ class _Pending:
         return self.frame
 
 
-def _decoded_for_snapshots(
-    jpeg: bytes, state: CameraTracks, faces: int
-) -> NDArray[np.uint8] | None:
-    """A cache hit's image, while its camera has fewer tracks holding a snapshot than it has
-    faces (a new visit, or one whose crop was never kept); None once every one has a crop, so
-    hits stay cheap (no decode per hit), or when it cannot be decoded (no snapshot, no loss)."""
-    if sum(track.snapshot is not None for track in state.tracks) >= faces:
-        return None
-    try:
-        return decode_jpeg(jpeg)
-    except Exception:  # a snapshot only: the frame's result is published all the same
-        return None
-
-
 class BatchProcessor:
     """Turns each delivery of a batch into exactly one ack-gated commit."""
 
@@ -144,8 +138,7 @@ class BatchProcessor:
         engine: FaceEngine,
         settings: WorkerSettings,
         limits: FrameLimits,
-        stats: WorkerStats,
-        log: FilteringBoundLogger,
+        consumer: str,
         visitors: VisitorBook | None = None,
         cameras: Mapping[str, frozenset[str]] | None = None,
         tracks: TrackSettings | None = None,
@@ -154,28 +147,27 @@ class BatchProcessor:
         self.engine = engine
         self.settings = settings
         self.limits = limits
-        self.stats = stats
-        self.log = log
+        self.log = structlog.get_logger("batch").bind(consumer=consumer)
         self.visitors = visitors
         self.cameras = cameras or {}
         self.committer = Committer(client, keys.RECOGNIZERS)
-        self.track_settings = tracks if tracks is not None and tracks.enabled else None
-        self.tracks = TrackBook(client) if self.track_settings is not None else None
+        self.tracking = (
+            TrackingStage(client, tracks) if tracks is not None and tracks.enabled else None
+        )
 
-    def process(self, deliveries: Sequence[Delivery]) -> dict[str, redis.ResponseError]:
+    def process(self, deliveries: Sequence[Delivery], matcher: Matcher) -> BatchResult:
         """Finish a batch: every entry ends with one result or one dead letter.
 
-        Commits go out in delivery order (so results of a camera stay in order), each time the
-        longest ready run of entries: dead letters and cache hits at once, misses after the
-        model ran on them, `recognise_batch` at a time. Returns the groups whose commits the
-        server refused for good (WRONGTYPE, NOPERM); their entries stay pending.
+        Admit → cache → model → track → commit. Commits go out in delivery order (so results
+        of a camera stay in order), each time the longest ready run of entries: dead letters
+        and cache hits at once, misses after the model ran on them, `recognise_batch` at a time.
         """
-        self.stats.read += len(deliveries)
-        refused: dict[str, redis.ResponseError] = {}
+        run = _Run(matcher)
+        run.counts["read"] = len(deliveries)
         slots = [self._admit(delivery) for delivery in deliveries]
         waiting = [item for item in slots if item.outgoing is None]
-        self._serve_from_cache(waiting)
-        slots = self._flush_ready(slots, refused)
+        self._serve_from_cache(waiting, run)
+        slots = self._flush_ready(slots, run)
 
         # One recognition per distinct image; its duplicates in the batch reuse it.
         misses: dict[str, list[_Pending]] = {}
@@ -184,9 +176,9 @@ class BatchProcessor:
                 misses.setdefault(item.digest, []).append(item)
         leaders = [items[0] for items in misses.values()]
         for start in range(0, len(leaders), self.settings.recognise_batch):
-            self._recognise(leaders[start : start + self.settings.recognise_batch], misses)
-            slots = self._flush_ready(slots, refused)
-        return refused
+            self._recognise(leaders[start : start + self.settings.recognise_batch], misses, run)
+            slots = self._flush_ready(slots, run)
+        return run.result()
 
     def _admit(self, delivery: Delivery) -> _Pending:
         item = _Pending(delivery)
@@ -201,10 +193,10 @@ class BatchProcessor:
         """The frame of a delivery, or InvalidFrame saying why it must be dead-lettered."""
         if delivery.fields is None:
             raise InvalidFrame(TRIMMED_REASON)
-        if delivery.deliveries > self.settings.max_deliveries:
+        if delivery.solo_failures >= self.settings.max_deliveries:
             raise InvalidFrame(
-                f"delivered {delivery.deliveries} times without a result "
-                f"(max_deliveries={self.settings.max_deliveries}): it may crash workers"
+                f"tried alone and its worker died without a result {delivery.solo_failures}x "
+                f"(max_deliveries={self.settings.max_deliveries}): it crashes workers"
             )
         frame = Frame.from_fields(delivery.fields, self.limits)
         if frame.group != delivery.group:
@@ -219,7 +211,7 @@ class BatchProcessor:
             )
         return frame
 
-    def _serve_from_cache(self, pending: list[_Pending]) -> None:
+    def _serve_from_cache(self, pending: list[_Pending], run: _Run) -> None:
         digests = sorted({p.digest for p in pending})
         if not digests:
             return
@@ -234,7 +226,7 @@ class BatchProcessor:
             if value is not None and (entry := self._cache_entry(digest, value)) is not None:
                 found.append(entry)
         try:
-            hits = self._match_cached(found)
+            hits = self._match_cached(found, run.matcher)
         except Exception as exc:  # the cache only saves work: recognise them instead
             self.log.warning("cache hits not matched, recognising", error=clip(repr(exc), 200))
             hits = {}
@@ -253,18 +245,18 @@ class BatchProcessor:
         try:
             cached = CachedRecognition.loads(value)
             matrix = cached.embedding_matrix()
-            if matrix.size and matrix.shape[1] != EMBEDDING_SIZE:
-                raise ValueError(f"embeddings of size {matrix.shape[1]}, not {EMBEDDING_SIZE}")
+            if matrix.size:
+                check_embedding_size(matrix.shape[1])
         except Exception as exc:
             self.log.warning("unusable cache entry", hash=digest, error=clip(repr(exc), 200))
             return None
         return (digest, cached, matrix) if cached.model == self.engine.model_id else None
 
     def _match_cached(
-        self, found: list[tuple[str, CachedRecognition, NDArray[np.float32]]]
+        self, found: list[tuple[str, CachedRecognition, NDArray[np.float32]]], matcher: Matcher
     ) -> dict[str, tuple[Recognition, int]]:
         # One matrix product for every face of every hit.
-        matches = self.engine.matcher.match(_stack([matrix for _, _, matrix in found]))
+        matches = matcher.match(_stack([matrix for _, _, matrix in found]))
         hits: dict[str, tuple[Recognition, int]] = {}
         cursor = 0
         for digest, cached, matrix in found:
@@ -273,7 +265,9 @@ class BatchProcessor:
             hits[digest] = (Recognition(faces, matrix), cached.faces_dropped)
         return hits
 
-    def _recognise(self, leaders: list[_Pending], misses: dict[str, list[_Pending]]) -> None:
+    def _recognise(
+        self, leaders: list[_Pending], misses: dict[str, list[_Pending]], run: _Run
+    ) -> None:
         decoded: list[tuple[_Pending, NDArray[np.uint8]]] = []
         for item in leaders:
             start = time.perf_counter()
@@ -284,29 +278,18 @@ class BatchProcessor:
                 continue
             item.latency_ms["decode"] = (time.perf_counter() - start) * 1000
         plan = None
-        if self.tracks is not None and self.track_settings is not None:
-            book, settings = self.tracks, self.track_settings
-            states = [
-                None
-                if self._untracked(item)
-                else book.state(item.delivery.group, item.frame_or_fail().camera)
-                for item, _ in decoded
-            ]
-
-            def plan(index: int, faces: Sequence[Face]) -> list[bool]:
-                state = states[index]
-                if state is None:
-                    return [True] * len(faces)
-                return plan_embeddings(state[1], [f.box for f in faces], settings)
-
+        if self.tracking is not None:
+            plan = self.tracking.planner(
+                [(item.delivery.group, item.frame_or_fail()) for item, _ in decoded]
+            )
         try:
             recognitions = self.engine.recognise(
-                [image for _, image in decoded], self.limits.max_faces, plan
+                [image for _, image in decoded], run.matcher, self.limits.max_faces, plan
             )
         except Exception as exc:
             if len(decoded) > 1:  # find the frame that breaks the model: run each alone
                 for item, _ in decoded:
-                    self._recognise([item], misses)
+                    self._recognise([item], misses, run)
             elif decoded:
                 self._fail(misses[decoded[0][0].digest], exc, "recognition")
             return
@@ -337,7 +320,7 @@ class BatchProcessor:
         for index, copy in enumerate(same):
             copy.recognition, copy.dropped = recognition, dropped
             copy.cached = index > 0
-            copy.image = image if self.tracks is not None else None
+            copy.image = image if self.tracking is not None else None
             self._settle(copy, cache_value if index == 0 else b"")
 
     def _settle(self, item: _Pending, cache_value: bytes = b"") -> None:
@@ -422,10 +405,8 @@ class BatchProcessor:
         )
         return _Outgoing(commit, delivery.group, "dead", None)
 
-    def _flush_ready(
-        self, slots: list[_Pending], refused: dict[str, redis.ResponseError]
-    ) -> list[_Pending]:
-        """Send the longest prefix of `slots` that is ready; return what is left."""
+    def _flush_ready(self, slots: list[_Pending], run: _Run) -> list[_Pending]:
+        """Track and commit the longest prefix of `slots` that is ready; return what is left."""
         ready = 0
         while ready < len(slots) and slots[ready].outgoing is not None:
             ready += 1
@@ -434,147 +415,60 @@ class BatchProcessor:
         for attempt in range(_TRACK_ATTEMPTS + 1):
             if not todo:
                 break
-            if self.tracks is not None:
+            if self.tracking is not None:
                 for item in todo:
-                    self._apply_tracks(item, attempt < _TRACK_ATTEMPTS)
-            todo = self._send(todo, refused)
+                    self._track(item, self.tracking, attempt < _TRACK_ATTEMPTS)
+            todo = self._send(todo, run)
         return slots[ready:]
 
-    def _send(
-        self, items: list[_Pending], refused: dict[str, redis.ResponseError]
-    ) -> list[_Pending]:
+    def _track(self, item: _Pending, tracking: TrackingStage, update: bool) -> None:
+        """The item's commit as its camera's tracks make it (`update`: moving them on)."""
+        base = item.untracked = item.untracked or item.outgoing
+        if base is None or base.result is None or item.recognition is None:
+            return  # a dead letter: no tracks
+        jpeg = item.frame.img if item.frame is not None else None
+        tracked = tracking.apply(base.result, item.recognition, item.image, update, jpeg)
+        commit = replace(base.commit, fields=tracked.result.to_fields(), tracks=tracked.write)
+        item.outgoing = replace(base, commit=commit, result=tracked.result, tracked=tracked)
+
+    def _send(self, items: list[_Pending], run: _Run) -> list[_Pending]:
         """Commit `items` in one round trip; return those refused by a track conflict."""
         # A commit thread was tried: the GIL hand-back after each socket read (up to the
         # 5 ms switch interval) made cache hits 4x slower than committing inline.
         outgoing = [item.outgoing for item in items if item.outgoing is not None]
         outcomes = self.committer.commit([o.commit for o in outgoing])
         conflicts: list[_Pending] = []
-        published: list[_Outgoing] = []
+        published: list[Tracked] = []
         for item, out, outcome in zip(items, outgoing, outcomes, strict=True):
             if outcome is True:
-                self._count(out)
-                published.append(out)
+                _count(out, run.counts)
+                if out.tracked is not None:
+                    published.append(out.tracked)
                 continue
-            if out.commit.tracks is not None and self.tracks is not None:
-                self.tracks.forget(out.group, item.frame_or_fail().camera)
+            if out.commit.tracks is not None and self.tracking is not None:
+                self.tracking.refused(out.group, item.frame_or_fail().camera)
             if outcome == CONFLICT:
-                self.stats.retracked += 1
+                run.counts["retracked"] += 1
                 conflicts.append(item)
             elif isinstance(outcome, redis.ResponseError):
-                refused.setdefault(out.group, outcome)  # it stays pending
+                run.refused.setdefault(out.group, outcome)  # it stays pending
             else:
                 # Another worker claimed this entry meanwhile and answers for it.
-                self.stats.lost += 1
+                run.counts["lost"] += 1
                 COMMITS_LOST.inc()
-        if self.tracks is not None:
-            self._announce_seen(published)
+        if self.tracking is not None:
+            self.tracking.announce_seen(published)
         return conflicts
 
-    def _apply_tracks(self, item: _Pending, update: bool) -> None:
-        """Label the item's faces from its camera's tracks; with `update`, move them on."""
-        base = item.untracked = item.untracked or item.outgoing
-        if base is None or base.result is None or item.recognition is None or self._untracked(item):
-            return
-        assert self.tracks is not None and self.track_settings is not None
-        settings, frame, recognition = self.track_settings, item.frame_or_fail(), item.recognition
-        token, state = self.tracks.state(base.group, frame.camera)
-        image = item.image
-        if image is None and base.result.faces:
-            # A cache hit was never decoded; its tracks still need their snapshot (issue 20,
-            # item 9): decode it while one of its faces may lack one, so a visit served from
-            # the cache gets its crop like any other.
-            image = _decoded_for_snapshots(frame.img, state, len(base.result.faces))
-        sightings = []
-        for index, face in enumerate(base.result.faces):
-            quality, crop = face_quality(image, face) if image is not None else (0, None)
-            embedding = recognition.embeddings[index] if recognition.was_embedded(index) else None
-            sightings.append(Sighting(face, embedding, quality, crop))
-        ref = FrameRef(base.group, frame.camera, item.delivery.entry_id, frame.ts)
-        try:
-            step = advance(state, ref, sightings, settings, "cache" if item.cached else "model")
-        except Exception as exc:  # a bug of ours must not hold the frame back: publish it as is
-            self.log.exception("tracks not applied", camera=frame.camera, error=repr(exc))
-            item.outgoing = base
-            return
-        faces = step.faces
-        tracks = None
-        if not (update and is_after(ref.entry_id, token)):
-            # A late frame (its camera's tracks are past it), or one we gave up re-applying:
-            # labelled from the live tracks it continues, changing nothing.
-            live = {track.id for track in state.tracks}
-            faces = [
-                face if face.track in live else own
-                for face, own in zip(step.faces, base.result.faces, strict=True)
-            ]
-        else:
-            tracks = TrackWrite(
-                key=keys.track(base.group, frame.camera),
-                expect=token,
-                token=ref.entry_id,
-                state=step.state.dumps(),
-                state_ttl_s=settings.state_ttl_s,
-                events_key=keys.events(base.group),
-                events=[event.to_fields() for event in step.events],
-                events_maxlen=settings.events_maxlen,
-                snapshots=step.snapshots,
-                snapshot_ttl_s=settings.snapshot_ttl_s,
-            )
-            self.tracks.remember(base.group, frame.camera, ref.entry_id, step.state)
-        result = base.result.model_copy(update={"faces": faces})
-        commit = replace(base.commit, fields=result.to_fields(), tracks=tracks)
-        events = step.events if tracks is not None else []  # `seen` follows written ones only
-        item.outgoing = _Outgoing(commit, base.group, base.outcome, result, events)
 
-    def _untracked(self, item: _Pending) -> bool:
-        assert self.track_settings is not None
-        return item.frame_or_fail().camera in self.track_settings.untracked_cameras
-
-    def _announce_seen(self, published: list[_Outgoing]) -> None:
-        """One site-wide `seen` per identity per cooldown, after the commits that identified.
-
-        The marker lives in its own slot (`fs:{seen}:…`), so it cannot share the commit's
-        script: it is set (NX) only after the commit published the `identified` event, and the
-        `seen` event follows only where this worker set it. A crash between the two loses that
-        one `seen` (at most once per cooldown, never twice).
-        """
-        assert self.track_settings is not None
-        identified = [
-            (out.group, event)
-            for out in published
-            for event in out.events
-            if event.type == "identified" and event.identity is not None
-        ]
-        if not identified:
-            return
-        markers = self.client.pipeline(transaction=False)
-        for _, event in identified:
-            assert event.identity is not None
-            markers.set(
-                keys.seen(event.identity),
-                event.frame_id,
-                nx=True,
-                ex=self.track_settings.cooldown_s,
-            )
-        announce = self.client.pipeline(transaction=False)
-        for (group, event), fresh in zip(identified, markers.execute(), strict=True):
-            if fresh:
-                seen = event.model_copy(update={"type": "seen"})
-                announce.xadd(
-                    keys.events(group),
-                    seen.to_fields(),  # type: ignore[arg-type]
-                    maxlen=self.track_settings.events_maxlen,
-                    approximate=True,
-                )
-        announce.execute()
-
-    def _count(self, item: _Outgoing) -> None:
-        setattr(self.stats, item.outcome, getattr(self.stats, item.outcome) + 1)
-        frames_counter(item.group, item.outcome).inc()
-        if item.result is not None:
-            for stage, ms in item.result.latency_ms.items():
-                stage_histogram(stage).observe(ms / 1000)
-            for face in item.result.faces:
-                faces_counter(face.identity is not None).inc()
+def _count(item: _Outgoing, counts: Counter[str]) -> None:
+    counts[item.outcome] += 1
+    frames_counter(item.group, item.outcome).inc()
+    if item.result is not None:
+        for stage, ms in item.result.latency_ms.items():
+            stage_histogram(stage).observe(ms / 1000)
+        for face in item.result.faces:
+            faces_counter(face.identity is not None).inc()
 
 
 def _stack(matrices: list[NDArray[np.float32]]) -> NDArray[np.float32]:

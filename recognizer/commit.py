@@ -9,6 +9,10 @@ entry pending for XAUTOCLAIM, so it never gets none. All keys carry the group's 
 slot, works on Redis Cluster.
 Because of the gate, running a commit twice is harmless, which makes reloading the code simple.
 
+The commit that acknowledges an entry also clears its solo attempt on record (`fs:{G}:solo`,
+recognizer/solo.py): an entry is on record as tried alone exactly while it has no outcome, so
+the next claimer can tell an attempt that ended without a result from one that ended with it.
+
 With tracking, the same call also writes the camera's track state (only if nobody changed it
 since the worker read it: a compare-and-set on its token, else nothing is written and the entry
 stays pending), the frame's visit events and its tracks' new snapshots: a result and its events
@@ -40,6 +44,7 @@ from redis.exceptions import NoPermissionError, NoScriptError
 from redis.retry import Retry
 
 from facestream.redis_errors import REDIS_ERRORS, is_transient
+from facestream.schemas.keys import group_of, solo
 
 __all__ = [
     "COMMIT_FUNCTION",
@@ -51,22 +56,23 @@ __all__ = [
     "TrackWrite",
 ]
 
-# KEYS: frames, output stream, cache, then with tracking: track state, events, snapshots...
+# KEYS: frames, output stream, cache, solo attempts, then with tracking: track state, events,
+# snapshots...
 # ARGV: 1 consumer group, 2 entry id, 3 output MAXLEN, 4 cache TTL, 5 cache value ('' none),
 # 6 gated, 7 tracking, 8 expected state token, 9 new token, 10 state, 11 state TTL,
 # 12 events (JSON list of field lists), 13 events MAXLEN, 14 snapshot TTL, then one value per
 # snapshot key, then the output's fields.
 _ACK_THEN_PUBLISH = """
-local snapshots = math.max(#KEYS - 5, 0)
+local snapshots = math.max(#KEYS - 6, 0)
 if ARGV[6] == '1' and #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
     return 0
 end
 if ARGV[7] == '1' then
-    if (redis.call('HGET', KEYS[4], 'v') or '') ~= ARGV[8] then
+    if (redis.call('HGET', KEYS[5], 'v') or '') ~= ARGV[8] then
         return 2
     end
-    local kinds = {[5] = 'stream'}
-    for i = 6, #KEYS do kinds[i] = 'string' end
+    local kinds = {[6] = 'stream'}
+    for i = 7, #KEYS do kinds[i] = 'string' end
     for i, kind in pairs(kinds) do
         local found = redis.call('TYPE', KEYS[i]).ok
         if found ~= 'none' and found ~= kind then
@@ -81,27 +87,29 @@ if type(added) == 'table' and added.err then
     return redis.error_reply(added.err .. ': ' .. KEYS[2])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+-- pcall: a foreign key of another type there must not stop the writes that follow the ack.
+redis.pcall('HDEL', KEYS[4], ARGV[2])
 if ARGV[5] ~= '' then
     redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
 end
 if ARGV[7] == '1' then
-    redis.call('HSET', KEYS[4], 'v', ARGV[9], 'state', ARGV[10])
-    redis.call('EXPIRE', KEYS[4], ARGV[11])
+    redis.call('HSET', KEYS[5], 'v', ARGV[9], 'state', ARGV[10])
+    redis.call('EXPIRE', KEYS[5], ARGV[11])
     for _, event in ipairs(cjson.decode(ARGV[12])) do
-        redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[13], '*', unpack(event))
+        redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[13], '*', unpack(event))
     end
     for i = 1, snapshots do
-        redis.call('SET', KEYS[5 + i], ARGV[14 + i], 'EX', ARGV[14])
+        redis.call('SET', KEYS[6 + i], ARGV[14 + i], 'EX', ARGV[14])
     end
 end
 return 1
 """
 
 # Versioned: a library of the same name with other code would answer with the old protocol.
-COMMIT_FUNCTION = "facestream_commit_v2"
+COMMIT_FUNCTION = "facestream_commit_v3"
 #: The commit as a Redis 7 Function library, for `FUNCTION LOAD REPLACE`.
 COMMIT_LIBRARY = (
-    "#!lua name=facestream_v2\n"
+    "#!lua name=facestream_v3\n"
     f"redis.register_function('{COMMIT_FUNCTION}', function(KEYS, ARGV)\n"
     f"{_ACK_THEN_PUBLISH}end)\n"
 )
@@ -163,7 +171,7 @@ class Commit:
     tracks: TrackWrite | None = None
 
     def keys(self) -> list[str]:
-        names = [self.source, self.target, self.cache_key]
+        names = [self.source, self.target, self.cache_key, solo(group_of(self.source))]
         if self.tracks is not None:
             names += [self.tracks.key, self.tracks.events_key, *self.tracks.snapshots]
         return names

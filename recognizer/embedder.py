@@ -11,10 +11,19 @@ from numpy.typing import NDArray
 
 from facestream.schemas import ModelError
 
-__all__ = ["EMBEDDING_SIZE", "SFaceEmbedder", "align"]
+__all__ = ["EMBEDDING_SIZE", "SFaceEmbedder", "align", "check_embedding_size"]
 
 EMBEDDING_SIZE = 128
 _CROP = 112
+
+
+def check_embedding_size(size: int) -> None:
+    """Raise ValueError unless `size` is what this embedder makes (a gallery or a cache entry
+    written for other weights cannot be matched against our embeddings)."""
+    if size != EMBEDDING_SIZE:
+        raise ValueError(f"embeddings of size {size}, the model makes {EMBEDDING_SIZE}")
+
+
 # Where the eyes, nose tip and mouth corners land in the 112×112 crop: the ArcFace template that
 # SFace was trained on (the same one as insightface's norm_crop and OpenCV's alignCrop).
 _TEMPLATE = np.array(

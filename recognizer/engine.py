@@ -17,7 +17,7 @@ from .detector import Detection, YuNetDetector
 from .embedder import EMBEDDING_SIZE, SFaceEmbedder, align
 from .matcher import Match, Matcher
 from .models import SFACE, YUNET, create_session, prepare
-from .settings import MatchSettings, ModelSettings
+from .settings import ModelSettings
 
 __all__ = [
     "EmbedPlan",
@@ -62,15 +62,14 @@ class Recognition:
 
 
 class FaceEngine:
-    """Owns the two model sessions and the current gallery matcher."""
+    """Owns the two model sessions; the gallery matcher comes with each call (it changes)."""
 
-    def __init__(self, detector: YuNetDetector, embedder: SFaceEmbedder, matcher: Matcher) -> None:
+    def __init__(self, detector: YuNetDetector, embedder: SFaceEmbedder) -> None:
         self.detector = detector
         self.embedder = embedder
-        self.matcher = matcher
 
     @classmethod
-    def from_settings(cls, models: ModelSettings, match: MatchSettings) -> FaceEngine:
+    def from_settings(cls, models: ModelSettings) -> FaceEngine:
         detector = YuNetDetector(
             create_session(prepare(YUNET, models.source_dir, models.cache_dir), models.threads),
             input_size=models.detect_size,
@@ -81,7 +80,7 @@ class FaceEngine:
             create_session(prepare(SFACE, models.source_dir, models.cache_dir), models.threads),
             max_batch=models.max_batch,
         )
-        return cls(detector, embedder, Matcher([], match.threshold, match.margin))
+        return cls(detector, embedder)
 
     @property
     def model_id(self) -> str:
@@ -96,10 +95,12 @@ class FaceEngine:
     def recognise(
         self,
         images: Sequence[NDArray[np.uint8]],
+        matcher: Matcher,
         max_faces: int | None = None,
         plan: EmbedPlan | None = None,
     ) -> list[Recognition]:
-        """Recognise several decoded images, embedding all their faces in one batch.
+        """Recognise several decoded images against `matcher`, embedding all their faces in one
+        batch.
 
         With `max_faces`, an image keeps only its largest faces: a frame full of faces costs
         at most that many alignments and embeddings. With `plan`, only the faces it picks are
@@ -130,7 +131,7 @@ class FaceEngine:
         embeddings = self.embedder.embed(crops)
         embed_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        matches = self.matcher.match(embeddings)
+        matches = matcher.match(embeddings)
         match_ms = (time.perf_counter() - start) * 1000
 
         # Batch-wide stages are charged to each image in proportion to its embedded faces.

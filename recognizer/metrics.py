@@ -13,6 +13,7 @@ __all__ = [
     "frames_counter",
     "quarantine_gauge",
     "redis_errors_counter",
+    "solo_gauge",
     "stage_histogram",
 ]
 
@@ -37,6 +38,12 @@ REDIS_ERRORS = Counter(
 QUARANTINED = Gauge(
     "facestream_group_quarantined",
     "1 while a group is not served because its keys refuse our commands (NOPERM, WRONGTYPE).",
+    ["group"],
+)
+SOLO = Gauge(
+    "facestream_solo_entries",
+    "Entries of a group on record as tried alone after a crash (fs:{G}:solo), as this worker "
+    "last counted them: while above 0, redelivered entries are being retried one at a time.",
     ["group"],
 )
 RESTARTS = Gauge(
@@ -76,3 +83,8 @@ def redis_errors_counter(kind: str) -> Counter:
 @cache
 def quarantine_gauge(group: str) -> Gauge:
     return QUARANTINED.labels(group)
+
+
+@cache
+def solo_gauge(group: str) -> Gauge:
+    return SOLO.labels(group)

@@ -95,7 +95,11 @@ class WorkerSettings(BaseModel):
         "no more frames than fit in half of it at the measured time per frame.",
     )
     max_deliveries: int = Field(
-        3, ge=1, le=100, description="Deliveries before an entry goes to the dead-letter stream."
+        3,
+        ge=1,
+        le=100,
+        description="Solo attempts (a redelivered entry tried alone) that may end without a "
+        "result, their worker dead, before the entry goes to the dead-letter stream.",
     )
     cache_ttl_s: int = Field(3600, ge=1, description="Lifetime of a cached recognition.")
     results_maxlen: int = Field(100_000, ge=100, description="Approximate cap of results.")

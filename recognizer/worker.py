@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -26,12 +26,15 @@ from facestream.redis_errors import REDIS_ERRORS, Fault, classify, is_group_faul
 from facestream.replication import ReplicaWait
 from facestream.schemas import FacestreamError, FrameLimits, Heartbeat, clip, keys
 
-from .batch import BatchProcessor, Delivery, WorkerStats
-from .embedder import EMBEDDING_SIZE
+from .batch import BatchProcessor, BatchResult, FrameCounts
+from .deliveries import Delivery, read_deliveries, text
+from .embedder import check_embedding_size
 from .engine import FaceEngine
 from .gallery import Gallery
+from .matcher import Matcher
 from .metrics import quarantine_gauge, redis_errors_counter
 from .settings import MatchSettings, TrackSettings, WorkerSettings
+from .solo import SoloLedger
 from .visitors import VisitorBook
 
 __all__ = ["Worker"]
@@ -75,12 +78,14 @@ class Worker:
         self.fixed_groups = [keys.validate_group(g) for g in groups]
         self.groups: list[str] = []
         self.quarantined: dict[str, str] = {}  # group -> why, as logged
-        self.stats = WorkerStats()
+        self.stats = FrameCounts()  # every batch's, added up
         self.gallery = Gallery(client)
+        self.matcher = Matcher([], match.threshold, match.margin)  # until the gallery is read
         self.log = structlog.get_logger("worker").bind(consumer=consumer)
         self.batches = BatchProcessor(
-            client, engine, settings, limits, self.stats, self.log, visitors, cameras, tracks
+            client, engine, settings, limits, consumer, visitors, cameras, tracks
         )
+        self.solo = SoloLedger(client, consumer)
         self._gallery_checked = -float("inf")
         self._gallery_seen: int | None = None
         self._discovered = -float("inf")
@@ -106,6 +111,11 @@ class Worker:
         refused password.
         """
         report = on_round or (lambda _problem: None)
+        # A solo attempt that ends because we are being stopped must not count against its
+        # entry: say so on record as soon as the stop is asked for (the batch may never end).
+        threading.Thread(
+            target=self._excuse_on_stop, args=(stop,), name="solo-excuse", daemon=True
+        ).start()
         backoff = ExponentialWithJitterBackoff(base=0.1, cap=5.0)
         failures = 0
         outage = Outage(self.log)
@@ -158,6 +168,7 @@ class Worker:
         self._refresh_groups()
         self._refresh_gallery()
         self._heartbeat()
+        self.solo.settle_owed()
         deliveries = self._claim_idle()
         if not deliveries:
             deliveries = self._read_new()
@@ -166,9 +177,16 @@ class Worker:
         return len(deliveries)
 
     def process(self, deliveries: Sequence[Delivery]) -> None:
-        """Finish a batch: every entry ends with one result or one dead letter."""
+        """Finish a batch: every entry ends with one result or one dead letter.
+
+        Redelivered entries (their last delivery ended without a result) are tried one at a
+        time, each on record as a solo attempt (recognizer/solo.py); the others together.
+        """
         start = time.monotonic()
-        refused = self.batches.process(deliveries)
+        refused: dict[str, redis.ResponseError] = {}
+        for done in self._batches(deliveries):  # counted as each ends: one may raise
+            self.stats += done.counts
+            refused.update(done.refused)
         for group, exc in refused.items():
             self._quarantine(group, exc)
         if self.replica_wait is not None:
@@ -176,6 +194,28 @@ class Worker:
             self.replica_wait.after_writes(self.client, map(keys.results, committed))
         per_frame = (time.monotonic() - start) / len(deliveries)
         self._seconds_per_frame = 0.8 * self._seconds_per_frame + 0.2 * per_frame
+
+    def _batches(self, deliveries: Sequence[Delivery]) -> Iterator[BatchResult]:
+        for delivery in deliveries:
+            if delivery.redelivered:
+                yield self._alone(delivery)
+        together = [d for d in deliveries if not d.redelivered]
+        if together:
+            yield self.batches.process(together, self.matcher)
+
+    def _excuse_on_stop(self, stop: threading.Event) -> None:
+        stop.wait()
+        self.solo.stopping()
+
+    def _alone(self, delivery: Delivery) -> BatchResult:
+        delivery.solo_failures = self.solo.begin(delivery)
+        finished = False
+        try:
+            done = self.batches.process([delivery], self.matcher)
+            finished = delivery.group not in done.refused
+        finally:  # an exception we live through is no crash of the entry's: excused
+            self.solo.end(finished)
+        return done
 
     def _goodbye(self) -> None:
         with contextlib.suppress(*REDIS_ERRORS):  # it expires by itself
@@ -284,9 +324,8 @@ class Worker:
             matcher = self.gallery.matcher(
                 self.engine.model_id, self.match.threshold, self.match.margin
             )
-            size = matcher.templates.shape[1] if matcher.names else EMBEDDING_SIZE
-            if size != EMBEDDING_SIZE:
-                raise ValueError(f"embeddings of size {size}, the model makes {EMBEDDING_SIZE}")
+            if matcher.names:
+                check_embedding_size(matcher.templates.shape[1])
         except (FacestreamError, ValueError) as exc:  # a bad import must not stop serving
             self.log.error(
                 "gallery not loaded; matching against the previous one",
@@ -294,7 +333,7 @@ class Worker:
                 error=clip(str(exc), 300),
             )
             return
-        self.engine.matcher = matcher
+        self.matcher = matcher
         self.log.info("gallery loaded", version=matcher.version, identities=len(matcher.names))
 
     # -- reading ----------------------------------------------------------------------------
@@ -325,7 +364,7 @@ class Worker:
                 else:
                     errors.append(reply)
                 continue
-            deliveries += _deliveries(reply)
+            deliveries += read_deliveries(reply)
         if deliveries or self._serving() != serving:
             return deliveries
         if errors:
@@ -347,7 +386,7 @@ class Worker:
             if not is_group_fault(exc):
                 raise
             return []  # the next read, one group at a time, finds out which
-        return _deliveries(response)
+        return read_deliveries(response)
 
     def _claim_idle(self) -> list[Delivery]:
         """XAUTOCLAIM entries idle past `claim_idle_ms` (their worker died or is stuck)."""
@@ -377,12 +416,12 @@ class Worker:
             count=count,
         )
         cursor, entries = claimed_raw[0], claimed_raw[1]
-        self._claim_cursor[group] = _text(cursor)
+        self._claim_cursor[group] = text(cursor)
         # Redis 7 reports pending entries MAXLEN trimmed, and drops them from the pending list
         # as it does: nothing is left to acknowledge, and only this reply knows of them.
-        gone = [_text(i) for i in claimed_raw[2]] if len(claimed_raw) > 2 else []
+        gone = [text(i) for i in claimed_raw[2]] if len(claimed_raw) > 2 else []
         claimed = [Delivery(group, entry_id, None, 0, pending=False) for entry_id in gone]
-        present = [(_text(i), fields) for i, fields in entries if i is not None]
+        present = [(text(i), fields) for i, fields in entries if i is not None]
         if len(present) < len(entries):
             # Redis 6.2 answers (nil, nil) for a claimed entry MAXLEN trimmed: find its id.
             present += [(i, None) for i in self._trimmed_pending(stream)]
@@ -401,7 +440,7 @@ class Worker:
         pending: Any = self.client.xpending_range(
             stream, keys.RECOGNIZERS, "-", "+", 1000, consumername=self.consumer
         )
-        ids = [_text(p["message_id"]) for p in pending]
+        ids = [text(p["message_id"]) for p in pending]
         lookup = self.client.pipeline(transaction=False)
         for entry_id in ids:
             lookup.xrange(stream, entry_id, entry_id)
@@ -417,19 +456,7 @@ class Worker:
         for entry_id in entry_ids:
             lookup.xpending_range(stream, keys.RECOGNIZERS, min=entry_id, max=entry_id, count=1)
         return {
-            _text(row["message_id"]): int(row["times_delivered"])
+            text(row["message_id"]): int(row["times_delivered"])
             for rows in lookup.execute()
             for row in rows
         }
-
-
-def _deliveries(response: Any) -> list[Delivery]:
-    return [
-        Delivery(keys.group_of(stream), _text(entry_id), fields, 1)
-        for stream, entries in response or []
-        for entry_id, fields in entries
-    ]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

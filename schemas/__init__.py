@@ -17,6 +17,7 @@ from .events import Event, EventDeadLetter, EventType, IdentitySource
 from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields, jpeg_size
 from .gallery import GalleryExport, Identity
 from .results import CachedRecognition, DeadLetter, Face, Result
+from .solo import SoloAttempt
 from .urls import redact, redact_event, without_userinfo
 from .workers import Heartbeat
 
@@ -44,6 +45,7 @@ __all__ = [
     "ModelError",
     "RedisServerError",
     "Result",
+    "SoloAttempt",
     "SourceError",
     "StreamFields",
     "clip",

@@ -29,6 +29,7 @@ __all__ = [
     "results",
     "seen",
     "snapshot",
+    "solo",
     "track",
     "validate_group",
     "worker_heartbeat",
@@ -98,6 +99,11 @@ def events_dead(group: str) -> str:
 def track(group: str, camera: str) -> str:
     """Face-track state of one camera (updated by whichever worker serves its next frame)."""
     return f"fs:{{{validate_group(group)}}}:track:{camera}"
+
+
+def solo(group: str) -> str:
+    """Hash of the group's entries being tried alone after a crash (entry id -> SoloAttempt)."""
+    return f"fs:{{{validate_group(group)}}}:solo"
 
 
 def cache(group: str, image_hash: str) -> str:

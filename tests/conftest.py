@@ -44,6 +44,4 @@ def settings(redis_server: EmbeddedRedis, model_cache: Path) -> Settings:
 @pytest.fixture(scope="session")
 def engine(model_cache: Path) -> FaceEngine:
     defaults = Settings()
-    return FaceEngine.from_settings(
-        defaults.models.model_copy(update={"cache_dir": model_cache}), defaults.match
-    )
+    return FaceEngine.from_settings(defaults.models.model_copy(update={"cache_dir": model_cache}))

@@ -67,9 +67,9 @@ def test_running_worker_recognises_a_newly_enrolled_person(
     enrol(engine, client, ["alex_lacamoire"])
     version = Gallery(client).version()
     deadline = time.monotonic() + 5  # the worker polls every gallery_poll_s (0.1 s here)
-    while worker.engine.matcher.version != version and time.monotonic() < deadline:
+    while worker.matcher.version != version and time.monotonic() < deadline:
         worker.step()
-    assert worker.engine.matcher.version == version
+    assert worker.matcher.version == version
     publisher.publish(alex)  # same bytes: a cache hit, matched against the new gallery
     drain(worker, client, "g1", 2)
     first, second = (Result.from_fields(f) for _, f in client.xrange(keys.results("g1")))

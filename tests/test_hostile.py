@@ -19,7 +19,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from facestream.config import Settings
-from facestream.recognizer import FaceEngine, Gallery, Worker
+from facestream.recognizer import Delivery, FaceEngine, Gallery, Worker
+from facestream.recognizer.solo import SoloLedger
 from facestream.schemas import DeadLetter, Identity, Result, keys
 
 from .helpers import FACES, enrol, make_worker, wait_for
@@ -209,30 +210,34 @@ def test_a_gallery_of_the_wrong_embedding_size_is_refused_and_serving_goes_on(
     results, letters = _outcomes(client)
     assert not letters
     assert [r.identities for r in results] == [["obama"], ["obama"], []]
-    assert engine.matcher.names == ["obama"]
+    assert worker.matcher.names == ["obama"]
 
 
 def test_delivery_counts_of_ids_9_and_10_reach_max_deliveries(
     engine: FaceEngine, client: redis.Redis, settings: Settings
 ) -> None:
-    """Ids compare as numbers: "5-10" sorts before "5-9" as text, and was counted as 1."""
-    strict = settings.worker.model_copy(update={"claim_idle_ms": 100, "max_deliveries": 2})
+    """Ids compare as numbers: "5-10" sorts before "5-9" as text, and was counted as 1 (so it
+    would not be tried alone, and its failed solo attempt would not be seen)."""
+    strict = settings.worker.model_copy(update={"claim_idle_ms": 100, "max_deliveries": 1})
     worker = make_worker(client, engine, settings.model_copy(update={"worker": strict}))
     worker.step()  # creates the consumer group
     stream = keys.frames("g1")
     ids = [f"5-{n}" for n in range(1, 11)]
     for seq, entry_id in enumerate(ids):
         client.xadd(stream, _fields(OBAMA, 1480, 832, seq=seq), id=entry_id)  # type: ignore[arg-type]
-    # Two consumers take them and die without acking: deliveries 1 and 2.
+    # One consumer takes them and dies; a second tries each alone and dies: deliveries 1 and 2.
     client.xreadgroup(keys.RECOGNIZERS, "dead-1", {stream: ">"})
     client.xclaim(stream, keys.RECOGNIZERS, "dead-2", 0, ids)
+    dead = SoloLedger(client, "dead-2")
+    for entry_id in ids:
+        dead.begin(Delivery("g1", entry_id, None, 2))
     _steps_until_done(worker, client, len(ids))
     results, letters = _outcomes(client)
     assert not results
     assert sorted((letter.frame_id, letter.deliveries) for letter in letters) == sorted(
         (entry_id, 3) for entry_id in ids
     )
-    assert all("delivered 3 times" in letter.reason for letter in letters)
+    assert all("worker died without a result 1x" in letter.reason for letter in letters)
 
 
 # -- random entries against the running loop -------------------------------------------------

@@ -12,8 +12,10 @@ from facestream.config import Settings
 from facestream.demo import build_clip
 from facestream.ingest import EncodedFrame, FramePublisher, iter_frames, replay
 from facestream.recognizer import Delivery, FaceEngine, Worker
-from facestream.schemas import DeadLetter, Frame, Result, keys
+from facestream.recognizer.solo import SoloLedger
+from facestream.schemas import DeadLetter, Frame, Result, SoloAttempt, keys
 from facestream.server import EmbeddedRedis, find_redis_server
+from facestream.status import collect_status
 
 from .helpers import (
     FACES,
@@ -142,24 +144,83 @@ def test_a_stale_worker_publishes_nothing_for_a_claimed_frame(
     assert slow.stats.lost == 1 and fast.stats.recognised == 1
 
 
-def test_a_frame_that_keeps_killing_workers_is_dead_lettered(
+def test_a_frame_that_keeps_killing_workers_alone_is_dead_lettered(
     engine: FaceEngine, client: redis.Redis, settings: Settings
 ) -> None:
+    """A delivery that died in a batch does not count; solo attempts whose worker died do."""
+    worker, entry_id, fields = _read_by_a_dead_worker(engine, client, settings, 2)
+    stream = keys.frames("g1")
+    # Deliveries 2 and 3 are solo attempts whose workers die: their records stay as begun.
+    for count, consumer in ((2, "dead-2"), (3, "dead-3")):
+        client.xclaim(stream, keys.RECOGNIZERS, consumer, 0, [entry_id])
+        SoloLedger(client, consumer).begin(Delivery("g1", entry_id.decode(), fields, count))
+    drain(worker, client, "g1", 1, timeout_s=10)
+    (letter,) = [DeadLetter.from_fields(f) for _, f in client.xrange(keys.dead("g1"))]
+    assert letter.deliveries == 4
+    assert "tried alone and its worker died without a result 2x (max_deliveries=2)" in letter.reason
+    assert client.xlen(keys.results("g1")) == 0
+    assert client.xpending(stream, keys.RECOGNIZERS)["pending"] == 0
+    assert not client.exists(keys.solo("g1"))  # the dead letter's commit took it off record
+
+
+def test_deliveries_that_died_in_a_batch_or_while_stopping_do_not_count(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    worker, entry_id, fields = _read_by_a_dead_worker(engine, client, settings, 1)
+    stream = keys.frames("g1")
+    # Two deliveries die in batches, the third alone while its worker was being stopped.
+    client.xclaim(stream, keys.RECOGNIZERS, "dead-2", 0, [entry_id])
+    client.xclaim(stream, keys.RECOGNIZERS, "stopped", 0, [entry_id])
+    stopped = SoloLedger(client, "stopped")
+    stopped.begin(Delivery("g1", entry_id.decode(), fields, 3))
+    on_record = SoloAttempt.loads(client.hget(keys.solo("g1"), entry_id))  # type: ignore[arg-type]
+    assert (on_record.consumer, on_record.failed, on_record.excused) == ("stopped", 0, False)
+    (group,) = collect_status(client, ["g1"]).groups
+    assert group.solo == 1
+    assert "SOLO RETRY g1: 1 entries tried alone after a crash" in collect_status(client).render()
+    stopped.stopping()
+    drain(worker, client, "g1", 1, timeout_s=10)
+    (result,) = _results(client)
+    assert result.identities == ["obama"]
+    assert client.xlen(keys.dead("g1")) == 0
+    assert not client.exists(keys.solo("g1"))  # its result's commit took it off record
+
+
+def test_a_solo_attempt_its_worker_lives_through_is_excused(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    """A solo attempt that ends without a result but not with its worker (here the server
+    refuses the commit) is excused on record: with max_deliveries=1 it would count at once."""
+    worker, entry_id, fields = _read_by_a_dead_worker(engine, client, settings, 1)
+    client.xclaim(keys.frames("g1"), keys.RECOGNIZERS, "test-worker", 0, [entry_id])
+    client.set(keys.results("g1"), "not a stream")
+    worker.process([Delivery("g1", entry_id.decode(), fields, 2)])
+    on_record = SoloAttempt.loads(client.hget(keys.solo("g1"), entry_id))  # type: ignore[arg-type]
+    assert (on_record.consumer, on_record.failed, on_record.excused) == ("test-worker", 0, True)
+    client.delete(keys.results("g1"))
+    strict = settings.model_copy(update={"worker": worker.settings})
+    drain(make_worker(client, engine, strict, consumer="next"), client, "g1", 1, timeout_s=10)
+    (result,) = _results(client)
+    assert result.identities == ["obama"]
+    assert not client.exists(keys.solo("g1"))
+
+
+def _read_by_a_dead_worker(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, max_deliveries: int
+) -> tuple[Worker, bytes, dict[bytes, bytes]]:
+    """A worker with `max_deliveries`, and a frame consumer "dead-1" read (delivery 1) and
+    died with: the frame's id and fields."""
     enrol(engine, client, ["obama"])
-    strict = settings.worker.model_copy(update={"claim_idle_ms": 100, "max_deliveries": 2})
+    strict = settings.worker.model_copy(
+        update={"claim_idle_ms": 100, "max_deliveries": max_deliveries}
+    )
     worker = make_worker(client, engine, settings.model_copy(update={"worker": strict}))
     worker.step()  # creates the consumer group
     _publisher(client, settings, "c").publish(_encoded(FACES / "test" / "obama1.jpg"))
-    stream = keys.frames("g1")
-    # Two consumers take the frame and die without acking it: deliveries 1 and 2.
-    [(_, [(entry_id, _fields)])] = client.xreadgroup(keys.RECOGNIZERS, "dead-1", {stream: ">"})
-    client.xclaim(stream, keys.RECOGNIZERS, "dead-2", 0, [entry_id])
-    drain(worker, client, "g1", 1, timeout_s=10)
-    (letter,) = [DeadLetter.from_fields(f) for _, f in client.xrange(keys.dead("g1"))]
-    assert letter.deliveries == 3
-    assert "delivered 3 times without a result (max_deliveries=2)" in letter.reason
-    assert client.xlen(keys.results("g1")) == 0
-    assert client.xpending(stream, keys.RECOGNIZERS)["pending"] == 0
+    [(_, [(entry_id, fields)])] = client.xreadgroup(
+        keys.RECOGNIZERS, "dead-1", {keys.frames("g1"): ">"}
+    )
+    return worker, entry_id, fields
 
 
 def _encoded(path: Path) -> EncodedFrame:

@@ -146,7 +146,7 @@ def _embed(
     with state.engine_lock:  # one enrolment at a time: the models are CPU-bound
         if state.engine is None:
             settings: Settings = state.settings
-            state.engine = FaceEngine.from_settings(settings.models, settings.match)
+            state.engine = FaceEngine.from_settings(settings.models)
         verdicts: list[Identity] = []
         errors: list[dict[str, str]] = []
         for photo in photos:
