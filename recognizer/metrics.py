@@ -8,6 +8,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "COMMITS_LOST",
+    "GALLERY_SKIPPED",
     "RESTARTS",
     "faces_counter",
     "frames_counter",
@@ -38,6 +39,11 @@ QUARANTINED = Gauge(
     "facestream_group_quarantined",
     "1 while a group is not served because its keys refuse our commands (NOPERM, WRONGTYPE).",
     ["group"],
+)
+GALLERY_SKIPPED = Gauge(
+    "facestream_gallery_identities_skipped",
+    "Gallery identities the worker's last gallery load skipped as unusable (another model's, "
+    "wrong dimensions, NaN, not unit length); `facestream status` names them.",
 )
 RESTARTS = Gauge(
     "facestream_worker_restarts",

@@ -29,6 +29,10 @@ METRICS = {
     "facestream_dead_letters": "Entries in a group's dead-letter stream (XLEN).",
     "facestream_gallery_version": "Gallery version counter (bumped by every change).",
     "facestream_gallery_identities": "Enrolled identities.",
+    "facestream_gallery_identities_unusable": "Enrolled identities workers skip (another "
+    "model's, wrong dimensions, NaN, not unit length; `facestream status` names them).",
+    "facestream_stream_fault": "1 while a group's stream is emptied or at its last possible "
+    "id (XADD refused): `fault` says which, docs/security.md the repair.",
     "facestream_camera_up": "1 while a camera's agent reports it streaming, else 0.",
     "facestream_camera_fps_in": "Frames per second a camera's agent reads from the source.",
     "facestream_camera_fps_out": "Frames per second a camera's agent publishes.",
@@ -85,6 +89,21 @@ class StatusCollector(Collector):
         )
         size.add_metric([], float(len(monitor.gallery[1])))
         yield size
+        unusable = GaugeMetricFamily(
+            "facestream_gallery_identities_unusable",
+            METRICS["facestream_gallery_identities_unusable"],
+        )
+        unusable.add_metric([], float(len(monitor.gallery_unusable)))
+        yield unusable
+        faults = GaugeMetricFamily(
+            "facestream_stream_fault",
+            METRICS["facestream_stream_fault"],
+            labels=["group", "stream", "fault"],
+        )
+        for group in report.groups:
+            for fault in group.faults:
+                faults.add_metric([group.group, fault.stream, fault.kind], 1.0)
+        yield faults
         cameras = {
             name: GaugeMetricFamily(name, METRICS[name], labels=["camera", "group"])
             for name in (
