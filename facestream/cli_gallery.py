@@ -163,7 +163,14 @@ def _embed(name: str, files: list[Path], largest_face: bool, what: str) -> Ident
     settings = cli_settings()
     engine = FaceEngine.from_settings(settings.models, settings.match)
     with progress(len(files), what) as advance:
-        return embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
+        return embed_photos(
+            engine,
+            name,
+            files,
+            largest_face=largest_face,
+            on_photo=advance,
+            max_pixels=settings.limits.max_pixels,
+        )
 
 
 def _replicas() -> GalleryReplicas:

@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import redis
 import structlog
@@ -26,6 +25,7 @@ from .engine import FaceEngine, current_model_id
 from .gallery_check import GalleryContents, check_export, parse_identities
 from .matcher import Matcher
 from .metrics import GALLERY_SKIPPED
+from .photos import DEFAULT_MAX_PIXELS, read_photo
 from .tracks import parse_tracks
 
 __all__ = ["Gallery", "embed_photos"]
@@ -236,19 +236,18 @@ def embed_photos(
     photos: Sequence[Path],
     largest_face: bool = False,
     on_photo: Callable[[Path], None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Identity:
     """Build an identity from photos that each show exactly one face (or take the largest).
 
-    `on_photo` is called after each photo is embedded (progress for long folders).
+    `on_photo` is called after each photo is embedded (progress for long folders); a photo
+    whose header declares over `max_pixels` is refused before it is decoded.
     """
     if not photos:
         raise GalleryError(f"no photos given for {name!r}")
     embeddings = []
     for photo in photos:
-        image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-        if image is None:
-            raise GalleryError(f"{photo}: not a readable image")
-        detections, vectors = engine.embed_faces(np.asarray(image, np.uint8))
+        detections, vectors = engine.embed_faces(read_photo(photo, max_pixels))
         if not detections:
             raise GalleryError(f"{photo}: no face found; use a clearer, frontal photo")
         if len(detections) > 1 and not largest_face:
