@@ -17,7 +17,7 @@ from facestream.schemas import InvalidFrame
 from facestream.schemas.images import image_size
 from facestream.server import EmbeddedRedis
 
-from .test_web_hardening import png_header
+from .helpers import png_header
 
 
 @pytest.mark.parametrize("suffix", sorted(IMAGE_SUFFIXES))

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import select
 import socket
-import struct
 import urllib.parse
-import zlib
 from collections.abc import Iterator
 
 import orjson
@@ -21,24 +19,8 @@ from facestream.server import free_port
 from facestream.web import WebSettings
 from facestream.web.app import create_app
 
-from .helpers import FACES, wait_for
+from .helpers import FACES, png_header, wait_for
 from .web_support import PASSWORD, TOKEN, Page, multipart, serving, web_settings
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height, with one tiny (wrong-sized) IDAT."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture()
