@@ -77,3 +77,12 @@ def test_a_stream_emptied_by_maxlen_0(redis_server: EmbeddedRedis, client: redis
     # Dead letters are purged on purpose: an empty dead-letter stream is no fault.
     client.xadd("fs:{g1}:dead", {"v": "1"}, maxlen=0)
     assert stream_faults(client, "g1") == [StreamFault(RESULTS, "emptied")]
+
+
+def test_a_far_future_id_does_not_block_a_stream(client: redis.Redis) -> None:
+    """Only the last possible id blocks: after any other id, XADD * carries on past it."""
+    client.xadd(FRAMES, {"v": "1"}, id="99999999999999-0")
+    assert client.xadd(FRAMES, {"v": "1"}) == b"99999999999999-1"
+    client.xadd(FRAMES, {"v": "1"}, id=f"{2**64 - 1}-5")
+    assert client.xadd(FRAMES, {"v": "1"}) == f"{2**64 - 1}-6".encode()
+    assert stream_faults(client, "g1") == []

@@ -3,8 +3,7 @@
 After `free` failures in a row a client waits `backoff_s`, doubling with each further
 failure up to `max_s`; while it waits its attempts are refused unchecked (429), so a guess
 costs the guesser time whether or not it was right. A success ends the wait. Clients are the
-peer's address: behind a reverse proxy that is the proxy's, so set the proxy's own limits
-there too (docs/web.md).
+peer's address (behind a reverse proxy, the X-Forwarded-For one uvicorn trusts: docs/web.md).
 """
 
 from __future__ import annotations
