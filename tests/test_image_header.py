@@ -11,9 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import redis
 
+from facestream.client import recognise_image
 from facestream.ingest.sources import IMAGE_SUFFIXES
-from facestream.schemas import InvalidFrame
+from facestream.schemas import InvalidFrame, jpeg_size, keys
 from facestream.schemas.images import image_size
 from facestream.server import EmbeddedRedis
 
@@ -71,3 +73,14 @@ def test_enrol_refuses_a_bomb_before_decoding(
         f"error: {bomb}: 20000x20000 = 400000000 pixels, over limits.max_pixels (16777216); "
         "scale it down first\n"
     ), done.stderr
+
+
+def test_recognise_measures_the_photo_by_its_header(client: redis.Redis) -> None:
+    """A JPEG whose frame header claims 30000x30000 is refused before anything decodes it."""
+    small = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].tobytes()
+    sof = small.index(b"\xff\xc0")
+    forged = small[: sof + 5] + (30000).to_bytes(2, "big") * 2 + small[sof + 9 :]
+    assert jpeg_size(forged) == (30000, 30000)
+    with pytest.raises(InvalidFrame, match=r"^frame is 30000x30000 = 900000000 pixels, over"):
+        recognise_image(client, "g1", forged, timeout_s=0.1)
+    assert client.exists(keys.frames("g1")) == 0

@@ -20,7 +20,9 @@ from facestream.web import WebSettings
 from facestream.web.app import create_app
 
 from .helpers import FACES, png_header, wait_for
-from .web_support import PASSWORD, TOKEN, Page, multipart, serving, web_settings
+from .web_support import PASSWORD, TOKEN, Page, multipart, page, serving, web_settings
+
+__all__ = ["page"]  # the fixture, imported so that pytest finds it here
 
 
 @pytest.fixture()
@@ -34,8 +36,8 @@ def strict(client: redis.Redis, settings: Settings, engine: FaceEngine) -> Itera
         yield running
 
 
-def _metric(page: Page, line: str) -> bool:
-    text = page.call("GET", "/metrics", Authorization=f"Bearer {TOKEN}")[1].decode()
+def _metric(running: Page, line: str) -> bool:
+    text = running.call("GET", "/metrics", Authorization=f"Bearer {TOKEN}")[1].decode()
     return line in text
 
 
@@ -109,7 +111,7 @@ def test_a_photo_declaring_too_many_pixels_is_refused_before_decoding(
     """The header says 20000x20000; its data would not even decode, so only a check of the
     header can give this answer (a decode first would say "not a readable image")."""
     web = web_settings(free_port())
-    with serving(create_app(settings, web, engine=engine), web) as page:
+    with serving(create_app(settings, web, engine=engine), web) as running:
         body, kind = multipart(
             {"name": "bomb"},
             [
@@ -117,7 +119,7 @@ def test_a_photo_declaring_too_many_pixels_is_refused_before_decoding(
                 ("obama.jpg", (FACES / "train" / "obama" / "obama.jpg").read_bytes()),
             ],
         )
-        status, reply, _ = page.call(
+        status, reply, _ = running.call(
             "POST",
             "/api/gallery",
             body,
@@ -138,10 +140,21 @@ def test_a_photo_declaring_too_many_pixels_is_refused_before_decoding(
 def test_readyz_shows_the_error_only_to_a_login(settings: Settings) -> None:
     web: WebSettings = web_settings(free_port())
     nowhere = redis.Redis(port=free_port(), socket_connect_timeout=1)
-    with serving(create_app(settings, web, client=nowhere), web) as page:
-        wait_for(lambda: page.app.state.monitor.error is not None, 10, "a failed sample")
-        status, body, _ = page.call("GET", "/readyz")
+    with serving(create_app(settings, web, client=nowhere), web) as running:
+        wait_for(lambda: running.app.state.monitor.error is not None, 10, "a failed sample")
+        status, body, _ = running.call("GET", "/readyz")
         assert (status, orjson.loads(body)) == (503, {"status": "not ready"})
-        status, body, _ = page.call("GET", "/readyz", Authorization=f"Bearer {TOKEN}")
+        status, body, _ = running.call("GET", "/readyz", Authorization=f"Bearer {TOKEN}")
         assert status == 503
         assert orjson.loads(body)["error"].startswith("ConnectionError: Error 111 connecting")
+
+
+def test_the_page_counts_unusable_identities_and_sabotaged_streams(
+    page: Page, client: redis.Redis
+) -> None:
+    client.hset("fs:{gallery}:identities", "zero", orjson.dumps({"name": "zero"}))
+    client.incr("fs:{gallery}:version")
+    client.xadd("fs:{g1}:frames", {"v": "1"}, id=f"{2**64 - 1}-{2**64 - 1}")
+    fault = 'facestream_stream_fault{fault="last-id",group="g1",stream="fs:{g1}:frames"} 1.0'
+    wait_for(lambda: _metric(page, fault), 10, "the stream fault on /metrics")
+    assert _metric(page, "facestream_gallery_identities_unusable 1.0")
