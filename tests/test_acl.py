@@ -587,3 +587,27 @@ def test_backend_follows_a_group_without_scan(deployment: Deployment) -> None:
         update={"redis": deployment.redis_settings("backend")}
     )
     assert sorted(tail_sources(settings, ["g2"])) != []
+
+
+def test_a_backend_can_claim_a_bridges_events_and_the_bridge_notices(
+    deployment: Deployment,
+) -> None:
+    """Consumer groups are no ACL objects: `backend` may XAUTOCLAIM and XACK the events a
+    bridge holds. The bridge's XACK then finds the entry gone, says so and counts it."""
+    from facestream.client import EventSubscriber
+
+    from .test_events_client import make_event, publish_events
+
+    publish_events(deployment.login("worker"), make_event(1, group="g2"), make_event(2, group="g2"))
+    bridge = EventSubscriber(
+        deployment.login("bridge"), ["g2"], "bridge-webhook-x", "host-a", 50, start="oldest"
+    )
+    events = bridge.listen()
+    first = next(events)  # handed to the bridge, pending until it asks for the next one
+    stream = keys.events("g2")
+    backend = deployment.login("backend")
+    _, claimed, _ = backend.xautoclaim(stream, "bridge-webhook-x", "mallory", 0, "0-0")
+    assert claimed[0][0].decode() == first.entry_id
+    assert backend.xack(stream, "bridge-webhook-x", first.entry_id) == 1
+    assert next(events).track == "t2"
+    assert bridge.stats.acked_elsewhere == 1
