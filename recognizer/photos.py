@@ -25,8 +25,8 @@ def read_photo(photo: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.
         raise GalleryError(f"{photo}: cannot read it ({exc.strerror})") from exc
     try:
         width, height = image_size(data)
-    except InvalidFrame as exc:
-        raise GalleryError(f"{photo}: not a readable image ({exc})") from exc
+    except InvalidFrame as exc:  # not an image at all, or a header cut short
+        raise GalleryError(f"{photo}: not a readable image") from exc
     if width * height > max_pixels:
         raise GalleryError(
             f"{photo}: {width}x{height} = {width * height} pixels, over limits.max_pixels "
