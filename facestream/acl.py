@@ -7,9 +7,10 @@ never a frames stream) and read-only keys are `%R~`. Redis 6 has neither: mergin
 gives every command every key, so the generator refuses unless told to accept that, and then
 lists what each user gains.
 
-What no ACL can restrict is the arguments: a camera may still `XADD … MAXLEN 0` or give an
-explicit id far in the future. Scoping confines that to its own group's stream (see
-docs/security.md).
+What no ACL can restrict is the arguments: every role that may XADD to a stream may still
+`XADD … MAXLEN 0` or give it the last possible id, and a reader of a stream may claim entries
+of another consumer group on it (consumer groups are no ACL objects). Scoping confines that to
+the role's own streams; stream_faults.py detects the first two (see docs/security.md).
 """
 
 from __future__ import annotations
@@ -250,12 +251,13 @@ def _backend(groups: list[str], version: tuple[int, int]) -> User:
     # Results and events in one grant: a subscriber may read both in one XREADGROUP, and a
     # command is allowed only when a single grant covers all of its keys.
     streams = _each(groups, keys.results, keys.events)
-    # SCAN: `results tail` checks the groups exist (key names only, no values).
+    # No SCAN: `results tail` checks the groups it follows with EXISTS (cli_feeds.py); key
+    # names of every group, other deployments' included, are none of the backend's business.
     return User(
         "backend",
         "backend",
         (
-            Grant(_keyless(version, "scan")),
+            Grant(_keyless(version)),
             Grant(_SUBSCRIBE, streams),
             Grant(("get",), _each(groups, _snapshots), "R"),
         ),
@@ -273,18 +275,20 @@ def _web(groups: list[str], version: tuple[int, int]) -> User:
         (
             # SCAN finds groups, cameras and workers; UNWATCH ends a refused dead-letter retry.
             Grant(_keyless(version, "multi", "exec", "unwatch", "scan")),
-            # Status samples (XINFO GROUPS, XLEN), frame images for tiles and thumbnails, and
-            # a retried dead letter's frame sent again (its only XADD).
-            Grant(("exists", "xinfo|groups", "xlen", "xrange", "xadd"), frames),
+            # Status samples (XINFO GROUPS, XLEN; XINFO STREAM finds a sabotaged stream:
+            # stream_faults.py), frame images for tiles and thumbnails, and a retried dead
+            # letter's frame sent again (its only XADD).
+            Grant(("exists", "xinfo|groups", "xinfo|stream", "xlen", "xrange", "xadd"), frames),
             Grant(("hlen",), _each(groups, keys.solo), "R"),  # status: entries tried alone
             # The live feed: one XREAD follows a group's results and events together; visits
             # and people are read by time range (XRANGE), a photo's result by XREAD.
             Grant(
-                ("xread", "xrange", "xrevrange", "xlen"),
+                ("xread", "xrange", "xrevrange", "xlen", "xinfo|stream"),
                 _each(groups, keys.results, keys.events),
                 "R",
             ),
-            Grant(("watch", "xrange", "xrevrange", "xlen", "xdel", "del"), dead),
+            Grant(("watch", "xrange", "xrevrange", "xlen", "xdel", "del", "xinfo|stream"), dead),
+            Grant(("xinfo|stream",), _each(groups, keys.events_dead), "R"),
             Grant(_GALLERY_WRITES, _GALLERY),
             *_erase(groups),
             Grant(("get",), (keys.camera_health("*"), keys.worker_heartbeat("*")), "R"),

@@ -7,6 +7,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -97,10 +98,23 @@ def _root(
     or not serving now, 4 Redis refused the credentials or a command (ACL), 130 interrupted.
     """
     CliState.config = config
+    if redis_url and _has_password(redis_url):
+        typer.echo(
+            "warning: --redis-url holds a password, which every local user can read in `ps`; "
+            "put it in a file and set redis.password_file (FACESTREAM_REDIS__PASSWORD_FILE)",
+            err=True,
+        )
     CliState.overrides = {
         "redis": {"url": redis_url},
         "log": {"level": log_level, "format": log_format},
     }
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urllib.parse.urlsplit(url).password)
+    except ValueError:  # not a URL: the config says so, without echoing it
+        return False
 
 
 @app.command("redis")
@@ -123,7 +137,7 @@ def redis_command(
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="facestream-redis-") as scratch:
         folder = data_dir or Path(scratch)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         secret = folder / "password"
         password = None if no_password else password_file(secret)
         server = EmbeddedRedis(folder, port=port, password=password).start()

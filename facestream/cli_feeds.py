@@ -26,16 +26,31 @@ def tail_sources(settings: Settings, names: list[str]) -> dict[str, tuple[redis.
     no node has yet (a typo, or no camera has sent anything)."""
     sources = read_sources(Connections(Topology(settings)), names)
     for name, (client, node_groups) in sources.items():
-        known = set(known_groups(client))
-        known |= {group for group in node_groups if client.exists(keys.events(group))}
-        unknown = sorted(set(node_groups) - known)
+        unknown = [group for group in node_groups if not _has_streams(client, group)]
         if unknown:
             where = "this Redis" if len(sources) == 1 else f"node {name}"
             raise FacestreamError(
-                f"no group {', '.join(unknown)} on {where} yet (known: "
-                f"{', '.join(sorted(known)) or 'none'}); start a camera or replay for it first"
+                f"no group {', '.join(unknown)} on {where} yet{_known(client)}; "
+                "start a camera or replay for it first"
             )
     return sources
+
+
+def _has_streams(client: redis.Redis, group: str) -> bool:
+    """Whether the group has results, events or (where this user may look) frames here."""
+    outputs = (keys.results(group), keys.events(group))
+    try:
+        return bool(client.exists(*outputs, keys.frames(group)))
+    except redis.exceptions.NoPermissionError:  # the backend sees no frames (acl.py)
+        return bool(client.exists(*outputs))
+
+
+def _known(client: redis.Redis) -> str:
+    """ " (known: …)" where this user may SCAN; the backend's ACL user may not (acl.py)."""
+    try:
+        return f" (known: {', '.join(known_groups(client)) or 'none'})"
+    except redis.exceptions.NoPermissionError:
+        return ""
 
 
 def echo_feed(items: Iterable[T], line: Callable[[T], str], count: int | None) -> None:

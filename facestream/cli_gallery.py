@@ -18,7 +18,8 @@ from facestream.recognizer import (
     current_model_id,
     embed_photos,
 )
-from facestream.schemas import FacestreamError, GalleryExport, Identity, keys
+from facestream.recognizer.gallery_check import MAX_EXPORT_BYTES, parse_export
+from facestream.schemas import FacestreamError, GalleryError, Identity, keys
 
 from .cli_options import cli_settings, progress
 from .connect import Connections
@@ -70,7 +71,10 @@ def gallery_reject(
 @gallery_app.command("list")
 def gallery_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List enrolled identities."""
-    version, identities = _replicas().read().identities()
+    contents = _replicas().read().contents()
+    version, identities = contents.version, contents.identities
+    for name, reason in contents.unusable.items():
+        typer.echo(f"warning: identity {name!r} is unusable, workers skip it: {reason}", err=True)
     for identity in identities:
         if json_output:
             summary = identity.model_dump(exclude={"embeddings", "negatives"})
@@ -125,11 +129,19 @@ def gallery_import(
         Path, typer.Argument(help="JSON file written by `gallery export`.", exists=True)
     ],
 ) -> None:
-    """Enrol every identity of an export (made with the same model) in one transaction."""
+    """Enrol every identity of an export (made with the same model) in one transaction.
+
+    The whole file is checked first: one bad identity refuses it, naming the identity and
+    the field, and nothing is written.
+    """
     try:
-        export = GalleryExport.model_validate_json(source.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise FacestreamError(f"{source}: not a facestream gallery export ({exc})") from exc
+        if source.stat().st_size > MAX_EXPORT_BYTES:
+            raise GalleryError(f"the export is over {MAX_EXPORT_BYTES} bytes")
+        export = parse_export(source.read_bytes(), current_model_id())
+    except OSError as exc:
+        raise FacestreamError(f"cannot read {source}: {exc.strerror}") from exc
+    except GalleryError as exc:
+        raise GalleryError(f"{source}: {exc}; nothing imported") from exc
     version = _change(lambda gallery: gallery.import_(export, current_model_id()))
     typer.echo(f"imported {len(export.identities)} identities; gallery version {version}")
 
@@ -151,7 +163,14 @@ def _embed(name: str, files: list[Path], largest_face: bool, what: str) -> Ident
     settings = cli_settings()
     engine = FaceEngine.from_settings(settings.models)
     with progress(len(files), what) as advance:
-        return embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
+        return embed_photos(
+            engine,
+            name,
+            files,
+            largest_face=largest_face,
+            on_photo=advance,
+            max_pixels=settings.limits.max_pixels,
+        )
 
 
 def _replicas() -> GalleryReplicas:

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
 
-import cv2
-import numpy as np
 import orjson
 import redis
 import structlog
@@ -22,10 +20,10 @@ from facestream.schemas import (
     Face,
     FacestreamError,
     FrameLimits,
-    InvalidFrame,
     InvalidMessage,
     Result,
     StreamFields,
+    jpeg_size,
     keys,
     printable,
 )
@@ -283,13 +281,11 @@ def recognise_image(
     A photo seen before is answered from the cache. Raises RecognitionTimeout when no
     worker answered in time (none running, or all busy).
     """
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InvalidFrame("the photo is not a decodable image")
+    # The size from the header, never by decoding: the limits are checked before any decode.
+    width, height = jpeg_size(jpeg)
     stream = keys.results(group)
     cursor = last_id(client, stream)
     publisher = FramePublisher(client, group, camera, maxlen, limits or FrameLimits())
-    height, width = image.shape[:2]
     frame_id = publisher.publish(EncodedFrame(jpeg, width, height))
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:

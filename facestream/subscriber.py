@@ -38,6 +38,8 @@ class SubscriberStats:
     regrouped: int = 0
     invalid: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # the invalid ones, by reason
+    # Entries we handled whose XACK found them no longer ours (see `ack`).
+    acked_elsewhere: int = 0
 
 
 class _Entry(NamedTuple):
@@ -141,8 +143,22 @@ class StreamSubscriber(Generic[D]):
             return
 
     def ack(self, stream: str, entry_id: bytes | str) -> None:
-        """Acknowledge one entry (through outages; the group is put back if it was lost)."""
-        self._call(partial(self.client.xack, stream, self.consumer_group, entry_id))
+        """Acknowledge one entry (through outages; the group is put back if it was lost).
+
+        XACK answering 0 means someone else acknowledged it first: another consumer of this
+        group claimed it (a second instance of this reader after `claim_idle_ms`, or any
+        reader of the stream: Redis ACLs cannot restrict consumer groups, docs/security.md),
+        or the group was made again. Said and counted: it is how such a claim shows.
+        """
+        acked = self._call(partial(self.client.xack, stream, self.consumer_group, entry_id))
+        if acked == 0:
+            self.stats.acked_elsewhere += 1
+            log.warning(
+                "entry acknowledged by another consumer of our group first",
+                stream=stream,
+                group=self.consumer_group,
+                entry_id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+            )
 
     def _read(self, cursor: str) -> list[_Entry]:
         if cursor == ">":

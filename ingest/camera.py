@@ -9,7 +9,6 @@ watchdog, and it restarts a thread that died, so neither job depends on a thread
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from .metrics import camera_counter
 from .outages import single_shot
 from .publisher import FramePublisher
 from .settings import CameraSettings
-from .sources import EncodedFrame, encode_jpeg
+from .sources import EncodedFrame, encode_jpeg, fit_side
 
 __all__ = ["CameraAgent", "run_cameras"]
 
@@ -252,14 +251,7 @@ class CameraAgent:
     def _max_side(self, image: NDArray[np.uint8]) -> int | None:
         """The camera's max_side, made smaller where needed to fit the pixel limit."""
         height, width = image.shape[:2]
-        longest, limit = max(height, width), self.camera.max_side or max(height, width)
-        if width * height > self.limits.max_pixels:
-            fit = math.floor(longest * math.sqrt(self.limits.max_pixels / (width * height)))
-            # encode_jpeg rounds each side; step down until the rounded size fits too.
-            while fit > 1 and _scaled_pixels(width, height, fit) > self.limits.max_pixels:
-                fit -= 1
-            limit = min(limit, fit)
-        return limit if limit < longest else None
+        return fit_side(width, height, self.camera.max_side, self.limits.max_pixels)
 
     def _frame_lost(self, message: str) -> None:
         self._count("dropped")
@@ -286,11 +278,6 @@ class CameraAgent:
             self.log.warning("camera error", error=message)
         self.health.last_error = message
         self.health.last_error_at = int(time.time() * 1000)
-
-
-def _scaled_pixels(width: int, height: int, max_side: int) -> int:
-    scale = max_side / max(width, height)
-    return round(width * scale) * round(height * scale)
 
 
 def run_cameras(

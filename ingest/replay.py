@@ -11,6 +11,8 @@ from pathlib import Path
 
 import structlog
 
+from facestream.schemas import InvalidFrame
+
 from .outages import Outages, Stopped
 from .publisher import FramePublisher
 from .sources import EncodedFrame, iter_frames
@@ -26,6 +28,7 @@ class ReplayStats:
     loops: int = 0
     waited_s: float = 0.0
     redis_errors: int = 0
+    skipped: int = 0  # images over the byte limit even as JPEG, said in the log one by one
 
 
 def replay(
@@ -53,7 +56,8 @@ def replay(
     outages = Outages(stop, f"replay of {path}")
     try:
         while not stop.is_set():
-            for encoded in iter_frames(path, quality, max_side):
+            frames = iter_frames(path, quality, max_side, publisher.limits.max_pixels)
+            for encoded in frames:
                 if stop.is_set():
                     break
                 if max_backlog:
@@ -63,7 +67,12 @@ def replay(
                     if next_at > now:
                         stop.wait(next_at - now)
                     next_at = max(next_at, now) + interval
-                frame = publisher.frame(encoded)  # built once, so a resend is the same frame
+                try:
+                    frame = publisher.frame(encoded)  # built once: a resend is the same frame
+                except InvalidFrame as exc:  # one photo's fault: the rest of the folder goes
+                    log.warning("skipping frame", seq=publisher.seq, error=str(exc))
+                    stats.skipped += 1
+                    continue
                 entry_id = outages.call(partial(publisher.send, frame))
                 stats.sent += 1
                 if on_frame is not None:

@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import redis
 import structlog
@@ -22,8 +21,11 @@ from facestream.schemas import (
     keys,
 )
 
-from .engine import FaceEngine
+from .engine import FaceEngine, current_model_id
+from .gallery_check import GalleryContents, check_export, parse_identities
 from .matcher import Matcher
+from .metrics import GALLERY_SKIPPED
+from .photos import DEFAULT_MAX_PIXELS, read_photo
 from .tracks import parse_tracks
 
 __all__ = ["Gallery", "embed_photos"]
@@ -91,12 +93,17 @@ class Gallery:
         return bool(removed)
 
     def import_(self, export: GalleryExport, model_id: str) -> int:
-        """Enrol every identity of an export in one transaction; returns the new version."""
+        """Enrol every identity of an export in one transaction; returns the new version.
+
+        The whole export is checked first (gallery_check): one bad identity refuses the file
+        and nothing is written.
+        """
         if export.model != model_id:
             raise GalleryError(
                 f"the export was made with model {export.model}, this installation runs "
                 f"{model_id}: re-enrol from photos instead"
             )
+        check_export(export, model_id)
         pipe = self.client.pipeline(transaction=True)
         for identity in export.identities:
             pipe.hset(keys.GALLERY_IDENTITIES, identity.name, identity.dumps())
@@ -121,18 +128,19 @@ class Gallery:
         raw = self.client.hget(keys.GALLERY_IDENTITIES, name)
         if raw is None:
             raise GalleryError(f"no identity named {name!r} in the gallery")
-        identity = Identity.loads(raw)  # type: ignore[arg-type]
+        contents = parse_identities({name.encode(): bytes(raw)}, 0, current_model_id())  # type: ignore[arg-type]
         self.remove(name)
-        templates = np.asarray(identity.embeddings, dtype=np.float32)
-        templates /= np.linalg.norm(templates, axis=1, keepdims=True)
         purged = 0
-        batch: list[bytes] = []
-        for key in self.client.scan_iter(match=keys.every_group("cache"), count=_SCAN_BATCH):
-            batch.append(key)
-            if len(batch) >= _SCAN_BATCH:
-                purged += self._purge_matching(batch, templates, threshold)
-                batch = []
-        purged += self._purge_matching(batch, templates, threshold)
+        # An unusable identity never matched a face, so no cached recognition can be its.
+        if contents.identities:
+            templates = _unit(contents.identities[0].embeddings)
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=keys.every_group("cache"), count=_SCAN_BATCH):
+                batch.append(key)
+                if len(batch) >= _SCAN_BATCH:
+                    purged += self._purge_matching(batch, templates, threshold)
+                    batch = []
+            purged += self._purge_matching(batch, templates, threshold)
         snapshots = self._purge_snapshots(name)
         log.info(
             "identity erased", name=name, cache_entries_purged=purged, snapshots_purged=snapshots
@@ -194,26 +202,34 @@ class Gallery:
             purge.unlink(key)
         return sum(purge.execute())
 
-    def identities(self) -> tuple[int, list[Identity]]:
-        """The version and every identity, read in one transaction so they agree."""
+    def contents(self, model_id: str | None = None) -> GalleryContents:
+        """The version and every identity usable with `model_id` (default: this
+        installation's), read in one transaction so they agree, and why the others are not."""
         pipe = self.client.pipeline(transaction=True)
         pipe.get(keys.GALLERY_VERSION)
         pipe.hgetall(keys.GALLERY_IDENTITIES)
         version, raw = pipe.execute()
-        identities = sorted((Identity.loads(value) for value in raw.values()), key=lambda i: i.name)
-        return int(version or 0), identities
+        return parse_identities(raw, int(version or 0), model_id or current_model_id())
+
+    def identities(self) -> tuple[int, list[Identity]]:
+        """The version and every usable identity (see `contents` for the unusable ones)."""
+        contents = self.contents()
+        return contents.version, contents.identities
 
     def matcher(self, model_id: str, threshold: float, margin: float) -> Matcher:
-        """A matcher over the current gallery, refusing identities enrolled by another model."""
-        version, identities = self.identities()
-        foreign = [i.name for i in identities if i.model != model_id]
-        if foreign:
-            raise GalleryError(
-                f"gallery identities {', '.join(foreign)} were enrolled with model "
-                f"{identities[0].model if identities[0].model != model_id else '?'}, "
-                f"this worker runs {model_id}: re-enrol them with `facestream gallery enroll`"
-            )
-        return Matcher(identities, threshold, margin, version)
+        """A matcher over the current gallery; an identity it cannot use (another model, bad
+        vectors) is skipped, logged and counted, never the whole gallery lost to it."""
+        contents = self.contents(model_id)
+        for name, reason in contents.unusable.items():
+            log.warning("gallery identity skipped", name=name, reason=reason)
+        GALLERY_SKIPPED.set(len(contents.unusable))
+        return Matcher(contents.identities, threshold, margin, contents.version)
+
+
+def _unit(rows: list[list[float]]) -> NDArray[np.float32]:
+    matrix = np.asarray(rows, dtype=np.float32)
+    unit: NDArray[np.float32] = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    return unit
 
 
 def embed_photos(
@@ -222,19 +238,18 @@ def embed_photos(
     photos: Sequence[Path],
     largest_face: bool = False,
     on_photo: Callable[[Path], None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Identity:
     """Build an identity from photos that each show exactly one face (or take the largest).
 
-    `on_photo` is called after each photo is embedded (progress for long folders).
+    `on_photo` is called after each photo is embedded (progress for long folders); a photo
+    whose header declares over `max_pixels` is refused before it is decoded.
     """
     if not photos:
         raise GalleryError(f"no photos given for {name!r}")
     embeddings = []
     for photo in photos:
-        image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-        if image is None:
-            raise GalleryError(f"{photo}: not a readable image")
-        detections, vectors = engine.embed_faces(np.asarray(image, np.uint8))
+        detections, vectors = engine.embed_faces(read_photo(photo, max_pixels))
         if not detections:
             raise GalleryError(f"{photo}: no face found; use a clearer, frontal photo")
         if len(detections) > 1 and not largest_face:

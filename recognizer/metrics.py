@@ -8,6 +8,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "COMMITS_LOST",
+    "GALLERY_SKIPPED",
     "RESTARTS",
     "faces_counter",
     "frames_counter",
@@ -45,6 +46,11 @@ SOLO = Gauge(
     "Entries of a group on record as tried alone after a crash (fs:{G}:solo), as this worker "
     "last counted them: while above 0, redelivered entries are being retried one at a time.",
     ["group"],
+)
+GALLERY_SKIPPED = Gauge(
+    "facestream_gallery_identities_skipped",
+    "Gallery identities the worker's last gallery load skipped as unusable (another model's, "
+    "wrong dimensions, NaN, not unit length); `facestream status` names them.",
 )
 RESTARTS = Gauge(
     "facestream_worker_restarts",

@@ -17,6 +17,7 @@ __all__ = [
     "Frame",
     "FrameLimits",
     "StreamFields",
+    "jpeg_header_size",
     "jpeg_size",
 ]
 
@@ -175,6 +176,12 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
         raise InvalidFrame(f"image is not a JPEG ({kind or 'starts with ' + data[:4].hex()})")
     if b"\xff\xd9" not in data[-64:]:  # some encoders pad after it
         raise InvalidFrame(f"truncated JPEG ({len(data)} bytes): no end-of-image marker")
+    return jpeg_header_size(data)
+
+
+def jpeg_header_size(data: bytes) -> tuple[int, int]:
+    """`jpeg_size` without the end-of-image check: for files that may carry data after it
+    (phone photos append previews and videos), read where only the size matters."""
     at = 2
     while at + 4 <= len(data):
         if data[at] != 0xFF:

@@ -40,6 +40,7 @@ from facestream.recognizer import FaceEngine, Gallery, Worker
 from facestream.recognizer.commit import COMMIT_FUNCTION, COMMIT_LIBRARY, Commit, Committer
 from facestream.schemas import CameraHealth, DeadLetter, Event, keys
 from facestream.server import EmbeddedRedis, find_redis_server, free_port
+from facestream.stream_faults import LAST_POSSIBLE_ID, StreamFault, stream_faults
 from facestream.web.app import create_app
 
 from .helpers import FACES, REPO, enrol, require_system_dependency, wait_for
@@ -95,6 +96,8 @@ REFUSED: dict[str, list[Command]] = {
         ("SET", keys.camera_health("c1"), "{}"),
     ],
     "backend": [
+        ("SCAN", "0"),  # key names of every group, other deployments' too
+        ("EXISTS", FRAMES_1),
         ("XRANGE", FRAMES_1, "-", "+"),  # raw camera images
         ("XREAD", "STREAMS", FRAMES_1, "0"),
         ("XREADGROUP", "GROUP", keys.RECOGNIZERS, "b", "STREAMS", FRAMES_1, ">"),
@@ -574,3 +577,54 @@ def test_compose_logs_every_service_in_as_a_generated_user() -> None:
     assert {f"{redis}-data" for redis in ("redis-east", "redis-west", "redis-north")} <= set(
         compose["volumes"]
     )
+
+
+def test_web_and_admin_see_a_stream_sabotaged_within_the_acl(deployment: Deployment) -> None:
+    """A worker may XADD the last possible id to its dead letters (no ACL checks arguments);
+    the page's user and `status`'s see it, and the page's user may repair that one (DEL)."""
+    worker, web = deployment.login("worker"), deployment.login("web")
+    stream = keys.dead("g2")
+    worker.xadd(stream, {"v": "1"}, id=LAST_POSSIBLE_ID)
+    try:
+        for user in ("web", "admin"):
+            assert StreamFault(stream, "last-id") in stream_faults(deployment.login(user), "g2")
+        with pytest.raises(redis.ResponseError, match="exhausted the last possible ID"):
+            worker.xadd(stream, {"v": "1"})
+    finally:
+        web.delete(stream)
+    assert StreamFault(stream, "last-id") not in stream_faults(web, "g2")
+
+
+def test_backend_follows_a_group_without_scan(deployment: Deployment) -> None:
+    from facestream.cli_feeds import tail_sources
+
+    backend = deployment.login("backend")
+    with pytest.raises(NoPermissionError):
+        backend.scan()
+    deployment.login("worker").xadd(keys.results("g2"), {"v": "1"})
+    settings = deployment.settings.model_copy(
+        update={"redis": deployment.redis_settings("backend")}
+    )
+    assert sorted(tail_sources(settings, ["g2"])) != []
+
+
+def test_a_backend_can_claim_a_bridges_events_and_the_bridge_notices(
+    deployment: Deployment,
+) -> None:
+    """Consumer groups are no ACL objects: `backend` may XAUTOCLAIM and XACK the events a
+    bridge holds. The bridge's XACK then finds the entry gone, says so and counts it."""
+    from facestream.client import EventSubscriber
+
+    from .test_events_client import make_event, publish_events
+
+    bridge = EventSubscriber(deployment.login("bridge"), ["g2"], "bridge-webhook-x", "host-a", 50)
+    publish_events(deployment.login("worker"), make_event(1, group="g2"), make_event(2, group="g2"))
+    events = bridge.listen()
+    first = next(events)  # handed to the bridge, pending until it asks for the next one
+    stream = keys.events("g2")
+    backend = deployment.login("backend")
+    _, claimed, _ = backend.xautoclaim(stream, "bridge-webhook-x", "mallory", 0, "0-0")
+    assert claimed[0][0].decode() == first.entry_id
+    assert backend.xack(stream, "bridge-webhook-x", first.entry_id) == 1
+    assert (first.track, next(events).track) == ("t1", "t2")
+    assert bridge.stats.acked_elsewhere == 1

@@ -350,14 +350,18 @@ def test_mqtt_bridge_killed_and_broker_restarted_loses_nothing(
 # -- webhook --------------------------------------------------------------------------------
 
 
-def verify_snippet() -> Callable[..., bool]:
-    """The receiver's check exactly as docs/bridges.md shows it."""
+def snippet() -> dict[str, Any]:
+    """The receiver's checks exactly as docs/bridges.md shows them: `verify`, `Handled`."""
     text = (REPO / "docs" / "bridges.md").read_text()
     block = re.search(r"<!-- verify snippet[^>]*-->\n```python\n(.*?)```", text, re.S)
     assert block is not None, "docs/bridges.md lost its verify snippet"
     namespace: dict[str, Any] = {}
     exec(compile(block.group(1), "docs/bridges.md", "exec"), namespace)
-    verify: Callable[..., bool] = namespace["verify"]
+    return namespace
+
+
+def verify_snippet() -> Callable[..., bool]:
+    verify: Callable[..., bool] = snippet()["verify"]
     return verify
 
 
@@ -370,6 +374,9 @@ class Receiver:
     port: int = field(default_factory=free_port)
     requests: list[tuple[str, int, str, bool]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    handled: Any = field(default_factory=lambda: snippet()["Handled"]())
+    duplicates: int = 0
+    authorization: list[str | None] = field(default_factory=list)
 
     def start(self) -> None:
         receiver = self
@@ -377,13 +384,20 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                delivery = self.headers["X-Facestream-Delivery"]
+                receiver.authorization.append(self.headers.get("Authorization"))
                 good = receiver.verify(
-                    SECRET, body, self.headers["X-Facestream-Timestamp"],
+                    SECRET, body, self.headers["X-Facestream-Timestamp"], delivery,
                     self.headers["X-Facestream-Signature"],
                 )  # fmt: skip
                 track = json.loads(body)["track"]
                 planned = receiver.plan.get(track, [])
                 status = planned.pop(0) if planned and good else (200 if good else 401)
+                # As docs/bridges.md says: a repeat is answered 200, a failure forgotten.
+                if good and not receiver.handled.first_time(delivery):
+                    receiver.duplicates += 1
+                elif good and status != 200:
+                    receiver.handled.forget(delivery)
                 receiver.requests.append(
                     (track, status, self.headers["X-Facestream-Delivery"], good)
                 )
@@ -426,11 +440,16 @@ def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
     metrics_port = free_port()
     publish_events(client, *(make_event(n) for n in (1, 2, 3, 4)))
     publish_events(client_b, make_event(6, group="g2"))
+    # The URL and the receiver's token come from files, out of `ps`.
+    (tmp_path / "url").write_text(f"http://127.0.0.1:{receiver.port}/hook\n")
+    (tmp_path / "token").write_text("receiver-token\n")
     process = bridge(
-        redis_server, "webhook", f"http://127.0.0.1:{receiver.port}/hook", "--group", "g1,g2",
+        redis_server, "webhook", "--group", "g1,g2",
         "--secret-file", str(secret), "--name", "hooks", "--backoff", "0.05",
         "--max-attempts", "30", "--from-start", "--metrics-port", str(metrics_port),
-        env={"FACESTREAM_NODES": json.dumps(nodes)},
+        env={"FACESTREAM_NODES": json.dumps(nodes),
+             "FACESTREAM_BRIDGE__WEBHOOK__URL_FILE": str(tmp_path / "url"),
+             "FACESTREAM_BRIDGE__WEBHOOK__TOKEN_FILE": str(tmp_path / "token")},
     )  # fmt: skip
 
     def failed_attempts() -> float:
@@ -455,6 +474,8 @@ def test_webhook_retries_dead_letters_and_rides_out_a_down_receiver(
         node_b.stop()
     assert code == 0, out
     assert all(good for *_, good in receiver.requests), receiver.requests
+    assert set(receiver.authorization) == {"Bearer receiver-token"}
+    assert receiver.duplicates == 0  # every 200 was taken the first time
     assert receiver.answered("t1") == [200]
     assert receiver.answered("t2") == [500, 500, 200]  # retried until taken
     assert receiver.answered("t3") == [429, 429, 200]
@@ -508,13 +529,20 @@ def test_an_event_the_bridge_cannot_pass_on_is_skipped_not_fatal(
 def test_the_documented_check_refuses_forgeries_and_replays() -> None:
     verify = verify_snippet()
     body = make_event(1).to_json()
-    now = str(int(time.time()))
-    assert verify(SECRET, body, now, sign(SECRET, now, body))
-    assert not verify(SECRET, body + b" ", now, sign(SECRET, now, body))  # body changed
-    assert not verify(b"another secret..", body, now, sign(SECRET, now, body))
+    now, delivery = str(int(time.time())), "g1/1-0"
+    assert verify(SECRET, body, now, delivery, sign(SECRET, now, delivery, body))
+    signature = sign(SECRET, now, delivery, body)
+    assert not verify(SECRET, body + b" ", now, delivery, signature)  # body changed
+    assert not verify(SECRET, body, now, "g1/2-0", signature)  # relabelled as another delivery
+    assert not verify(b"another secret..", body, now, delivery, signature)
     old = str(int(time.time()) - 3600)  # a recorded request, replayed an hour later
-    assert not verify(SECRET, body, old, sign(SECRET, old, body))
-    assert not verify(SECRET, body, "soon", sign(SECRET, "soon", body))
+    assert not verify(SECRET, body, old, delivery, sign(SECRET, old, delivery, body))
+    assert not verify(SECRET, body, "soon", delivery, sign(SECRET, "soon", delivery, body))
+    # Replayed within the tolerance: authentic and recent, so the handled ids catch it.
+    handled = snippet()["Handled"]()
+    assert handled.first_time(delivery) and not handled.first_time(delivery)
+    handled.forget(delivery)
+    assert handled.first_time(delivery)
 
 
 def test_a_bad_webhook_url_or_a_missing_secret_is_one_line_and_exit_2(
@@ -525,7 +553,10 @@ def test_a_bad_webhook_url_or_a_missing_secret_is_one_line_and_exit_2(
     ftp = bridge(redis_server, "webhook", "ftp://example.org/x", "--group", "g1",
                  "--secret-file", str(secret))  # fmt: skip
     unsigned = bridge(redis_server, "webhook", "http://127.0.0.1:9/x", "--group", "g1")
+    nowhere = bridge(redis_server, "webhook", "--group", "g1", "--secret-file", str(secret))
     for process, message in (
+        (nowhere, "error: no webhook URL: pass it, or set bridge.webhook.url_file (or "
+                  "bridge.webhook.url)\n"),
         (ftp, "error: webhook URL 'ftp://example.org/x' must start with http:// or https://\n"),
         (unsigned, "error: the webhook bridge signs every request: pass --secret-file FILE "
                    "(or set bridge.webhook.secret_file)\n"),

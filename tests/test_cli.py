@@ -27,8 +27,12 @@ from .helpers import FACES, REPO, wait_for
 PASSWORD = "s3cret-for-tests"
 
 
-def facestream(*args: str, model_cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+def facestream(
+    *args: str, model_cache: Path | None = None, redis_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {"FACESTREAM_MODELS__CACHE_DIR": str(model_cache)} if model_cache else {}
+    if redis_url:  # a URL with a password: off the command line, where it draws a warning
+        env["FACESTREAM_REDIS__URL"] = redis_url
     return subprocess.run(
         [sys.executable, "-m", "facestream", *args],
         env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
@@ -88,13 +92,13 @@ def test_unreachable_redis_is_exit_3() -> None:
 
 
 def test_wrong_password_is_authentication_failed(locked_server: EmbeddedRedis) -> None:
-    done = facestream("status", "--redis-url", f"redis://:wrong@127.0.0.1:{locked_server.port}/0")
+    done = facestream("status", redis_url=f"redis://:wrong@127.0.0.1:{locked_server.port}/0")
     assert_one_line_failure(done, 4, "authentication failed")
 
 
 def test_refused_acl_command_is_exit_4(locked_server: EmbeddedRedis) -> None:
     url = f"redis://pinger:pinger-pw@127.0.0.1:{locked_server.port}/0"
-    done = facestream("status", "--redis-url", url)
+    done = facestream("status", redis_url=url)
     assert_one_line_failure(done, 4, "Redis refused a command for this ACL user")
     assert "pinger-pw" not in done.stderr
 

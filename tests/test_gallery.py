@@ -48,11 +48,16 @@ def test_group_photo_needs_largest_face(engine: FaceEngine) -> None:
 
 
 def test_gallery_of_another_model_is_refused(engine: FaceEngine, client: redis.Redis) -> None:
+    # Refused per identity (issue 18): the worker skips it and keeps the rest of the gallery.
     Gallery(client).enroll(
         Identity(name="x", model="other@1", embeddings=[[0.0] * 128], enrolled_at=0)
     )
-    with pytest.raises(GalleryError, match=r"enrolled with model other@1, this worker runs"):
-        Gallery(client).matcher(engine.model_id, 0.363, 0.05)
+    enrol(engine, client, ["obama"])
+    contents = Gallery(client).contents(engine.model_id)
+    assert contents.unusable == {
+        "x": f"model: enrolled with other@1, this installation runs {engine.model_id}"
+    }
+    assert Gallery(client).matcher(engine.model_id, 0.363, 0.05).names == ["obama"]
 
 
 def test_running_worker_recognises_a_newly_enrolled_person(

@@ -25,7 +25,7 @@ from facestream.ingest import FramePublisher, iter_frames
 from facestream.schemas import Frame, keys
 from facestream.server import EmbeddedRedis
 
-from .helpers import FACES, wait_for
+from .helpers import FACES, png_header, wait_for
 
 
 def _frames_per_seq(client: redis.Redis, camera: str) -> Counter[int]:
@@ -202,3 +202,33 @@ def test_a_new_frame_after_a_lost_reply_takes_the_next_seq(
         publisher.publish(photos[2])
     frames = [Frame.from_fields(f) for _, f in client.xrange(keys.frames("g1"))]
     assert [(f.seq, f.img) for f in frames] == [(i, photo.jpeg) for i, photo in enumerate(photos)]
+
+
+def test_a_folder_of_photos_over_the_pixel_limit_is_scaled_and_goes_on(
+    redis_server: EmbeddedRedis, client: redis.Redis, tmp_path: Path
+) -> None:
+    """As camera agents do: a photo over limits.max_pixels is scaled to fit (decoded reduced
+    where it is a JPEG), one far over it or unreadable is skipped with a line, and the replay
+    goes on to the next."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    face = cv2.imread(str(FACES / "test" / "obama1.jpg"))
+    cv2.imwrite(str(photos / "a_phone.jpg"), cv2.resize(face, (4000, 3000)))  # 12 MP
+    cv2.imwrite(str(photos / "b_scan.png"), cv2.resize(face, (1500, 1000)))  # 1.5 MP
+    (photos / "c_bomb.png").write_bytes(png_header(20000, 20000))
+    cv2.imwrite(str(photos / "d_small.jpg"), cv2.resize(face, (400, 300)))
+    done = subprocess.run(
+        [sys.executable, "-m", "facestream", "replay", str(photos), "--camera-id", "c",
+         "--group", "g1", "--redis-url", redis_server.url, "--fps", "0"],
+        env={**os.environ, "FACESTREAM_LIMITS__MAX_PIXELS": str(1000 * 1000)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "skipping image far over limits.max_pixels" in done.stdout + done.stderr
+    assert "c_bomb.png" in done.stdout + done.stderr
+    frames = [Frame.from_fields(f) for _, f in client.xrange(keys.frames("g1"))]
+    assert [(f.w, f.h) for f in frames] == [(1154, 865), (1224, 816), (400, 300)]
+    assert all(f.w * f.h <= 1000 * 1000 for f in frames)
+    for frame in frames:  # each is a JPEG of the size it declares
+        decoded = cv2.imdecode(np.frombuffer(frame.img, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded.shape[:2] == (frame.h, frame.w)

@@ -153,7 +153,7 @@ def test_not_ready_without_redis(settings: Settings) -> None:
     nowhere = redis.Redis(port=free_port(), socket_connect_timeout=1)
     with serving(create_app(settings, web, client=nowhere), web) as page:
         wait_for(lambda: page.app.state.monitor.error is not None, 10, "a failed sample")
-        status, body, _ = page.call("GET", "/readyz")
+        status, body, _ = page.call("GET", "/readyz", Authorization=f"Bearer {TOKEN}")
         assert status == 503
         assert orjson.loads(body)["error"].startswith("ConnectionError: Error 111 connecting")
         assert page.call("GET", "/healthz")[0] == 200  # alive: only not ready

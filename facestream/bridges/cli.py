@@ -83,7 +83,13 @@ def mqtt_command(
 
 @bridge_app.command("webhook")
 def webhook_command(
-    url: Annotated[str, typer.Argument(help="http(s):// URL that receives each event (POST).")],
+    url: Annotated[
+        str | None,
+        typer.Argument(
+            help="http(s):// URL that receives each event (POST); default: "
+            "bridge.webhook.url_file or bridge.webhook.url (a URL with a token belongs there)."
+        ),
+    ] = None,
     group: GroupOption = None,
     secret_file: ExistingFile = None,
     name: Annotated[str | None, typer.Option(help="Bridge name: its consumer group.")] = None,
@@ -98,12 +104,13 @@ def webhook_command(
     from_start: FromStartOption = False,
 ) -> None:
     """POST each event as signed JSON; retry, then dead-letter to fs:{G}:events:dead."""
-    from .webhook import run_webhook_bridge
+    from .webhook import run_webhook_bridge, webhook_url
 
     webhook = {
         "secret_file": secret_file, "name": name, "max_attempts": max_attempts,
         "backoff_s": backoff, "timeout_s": timeout,
     }  # fmt: skip
     settings = cli_settings(bridge={"webhook": webhook})
+    target = webhook_url(settings.bridge.webhook, url)
     sources, probe, stop = _start(settings, group, metrics_port)
-    run_webhook_bridge(sources, url, settings.bridge, probe, stop, from_start=from_start)
+    run_webhook_bridge(sources, target, settings.bridge, probe, stop, from_start=from_start)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from facestream.schemas import FacestreamError
 
@@ -70,6 +70,19 @@ class WebhookSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("default", pattern=_NAME, description="Consumer group bridge-webhook-<name>.")
+    url: SecretStr | None = Field(
+        None,
+        description="http(s):// URL that receives each event, when not given on the command "
+        "line (a secret: it may carry a token; FACESTREAM_BRIDGE__WEBHOOK__URL).",
+    )
+    url_file: Path | None = Field(
+        None, description="File holding that URL (one line): kept out of `ps` and the config."
+    )
+    token_file: Path | None = Field(
+        None,
+        description="File holding a bearer token the receiver wants (one line), sent as "
+        "`Authorization: Bearer <token>` with every POST.",
+    )
     secret_file: Path | None = Field(
         None, description="File holding the HMAC-SHA256 signing secret (one line)."
     )
@@ -85,8 +98,12 @@ class WebhookSettings(BaseModel):
 
     @model_validator(mode="after")
     def _readable_secret(self) -> WebhookSettings:
-        if self.secret_file is not None and not self.secret_file.is_file():
-            raise ValueError(f"bridge.webhook.secret_file {self.secret_file} is not a file")
+        for name in ("secret_file", "url_file", "token_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"bridge.webhook.{name} {path} is not a file")
+        if self.url is not None and self.url_file is not None:
+            raise ValueError("set bridge.webhook.url or bridge.webhook.url_file, not both")
         return self
 
 

@@ -1,11 +1,13 @@
 """`facestream bridge webhook URL`: each event POSTed as JSON, HMAC-signed, retried, dead-lettered.
 
 The signature is `X-Facestream-Signature: sha256=<hex>`, the HMAC-SHA256 with the shared secret
-of `<X-Facestream-Timestamp>.<body>`: the timestamp (Unix seconds) is signed too, so a receiver
-that refuses old timestamps cannot be fed a recorded request again (docs/bridges.md shows how
-to check both). Connection errors, timeouts, 408, 429 and 5xx are retried with exponential
-back-off (Retry-After honoured); any other answer but 2xx, or running out of attempts, puts the
-event on `fs:{G}:events:dead` with the reason. Either way the event is then acknowledged.
+of `<X-Facestream-Timestamp>.<X-Facestream-Delivery>.<body>`: the timestamp (Unix seconds) and
+the delivery id are signed too, so a receiver that refuses old timestamps and delivery ids it
+has already handled cannot be fed a recorded request again, nor one relabelled as another
+delivery (docs/bridges.md shows the receiver's checks). Connection errors, timeouts, 408, 429
+and 5xx are retried with exponential back-off (Retry-After honoured); any other answer but
+2xx, or running out of attempts, puts the event on `fs:{G}:events:dead` with the reason.
+Either way the event is then acknowledged.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from . import metrics
 from .base import Pump, Sources, bridge_subscriber, dead_letter, run_pumps
 from .settings import BridgeError, BridgeSettings, WebhookSettings
 
-__all__ = ["WebhookSender", "read_secret", "run_webhook_bridge", "sign"]
+__all__ = ["WebhookSender", "read_secret", "run_webhook_bridge", "sign", "webhook_url"]
 
 log = structlog.get_logger("bridge.webhook")
 
@@ -41,10 +43,11 @@ TIMESTAMP_HEADER = "X-Facestream-Timestamp"
 DELIVERY_HEADER = "X-Facestream-Delivery"
 
 
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The signature header's value for `body` sent at `timestamp` (Unix seconds, as text)."""
-    digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+def sign(secret: bytes, timestamp: str, delivery: str, body: bytes) -> str:
+    """The signature header's value for `body` of `delivery`, sent at `timestamp` (Unix
+    seconds, as text)."""
+    signed = b".".join((timestamp.encode(), delivery.encode(), body))
+    return "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
 
 
 def read_secret(settings: WebhookSettings) -> bytes:
@@ -83,6 +86,8 @@ class WebhookSender:
         self.probe = probe
         self.stop = stop
         self.bridge = f"webhook/{settings.name}"
+        token = settings.token_file.read_text().strip() if settings.token_file else ""
+        self._authorization = {"Authorization": f"Bearer {token}"} if token else {}
         # Redirects are not followed: a signed POST should not be re-sent somewhere else.
         self.http = httpx.Client(timeout=settings.timeout_s, follow_redirects=False)
 
@@ -127,14 +132,16 @@ class WebhookSender:
 
     def _headers(self, event: DeliveredEvent, body: bytes) -> dict[str, str]:
         timestamp = str(int(time.time()))
+        # The same for every attempt: the receiver's key to drop a duplicate.
+        delivery = f"{event.group}/{event.entry_id}"
         return {
             "Content-Type": "application/json",
             "User-Agent": f"facestream/{__version__}",
             TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(self.secret, timestamp, body),
-            # The same for every attempt: the receiver's key to drop a duplicate.
-            DELIVERY_HEADER: f"{event.group}/{event.entry_id}",
+            SIGNATURE_HEADER: sign(self.secret, timestamp, delivery, body),
+            DELIVERY_HEADER: delivery,
             "X-Facestream-Event": event.type,
+            **self._authorization,
         }
 
     def _healthy(self, answered: bool, why: str | None) -> None:
@@ -157,6 +164,20 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def webhook_url(settings: WebhookSettings, given: str | None) -> str:
+    """The receiver's URL: the command line's, else `url`, else one line of `url_file` (a URL
+    may carry a token, and a command line is visible to every local user in `ps`)."""
+    if given:
+        return given
+    if settings.url is not None:
+        return settings.url.get_secret_value()
+    if settings.url_file is not None:
+        return settings.url_file.read_text().strip()
+    raise BridgeError(
+        "no webhook URL: pass it, or set bridge.webhook.url_file (or bridge.webhook.url)"
+    )
 
 
 def run_webhook_bridge(

@@ -29,6 +29,8 @@ from facestream.schemas import GalleryError, Identity, InvalidMessage, keys
 from facestream.schemas.entries import validate_entry_id
 from facestream.schemas.gallery import IDENTITY_NAME_PATTERN
 
+from .uploads import capped
+
 __all__ = [
     "dead_letters",
     "enrol",
@@ -103,12 +105,10 @@ async def enrol(request: Request) -> JSONResponse:
     """POST /api/gallery (multipart: name, photos…, largest_face): all photos pass or none."""
     settings: Settings = request.app.state.settings
     web = request.app.state.web
-    # Refused before reading: uploads spool to disk. A chunked body has no length; the proxy's
-    # body cap (client_max_body_size, docs/web.md) bounds that one.
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > web.max_upload_files * settings.limits.max_bytes:
-        return JSONResponse({"error": "upload larger than the photo limits"}, status_code=413)
-    async with request.form(max_files=web.max_upload_files, max_fields=10) as form:
+    # Uploads spool to disk: refused by their declared length, or at the cap while they
+    # stream in (a chunked body declares none): the photos and room for their part headers.
+    cap = web.max_upload_files * (settings.limits.max_bytes + 16 * 1024)
+    async with capped(request, cap).form(max_files=web.max_upload_files, max_fields=10) as form:
         name = str(form.get("name") or "").strip()
         if not _NAME_RE.fullmatch(name):
             raise GalleryError(f"invalid name {name!r}: use 1-64 letters, digits, _ . ' - or space")
@@ -151,7 +151,14 @@ def _embed(
         errors: list[dict[str, str]] = []
         for photo in photos:
             try:
-                verdicts.append(embed_photos(state.engine, name, [photo], largest_face=largest))
+                identity = embed_photos(
+                    state.engine,
+                    name,
+                    [photo],
+                    largest_face=largest,
+                    max_pixels=state.settings.limits.max_pixels,
+                )
+                verdicts.append(identity)
             except GalleryError as exc:
                 reason = (
                     str(exc)

@@ -46,6 +46,7 @@ from .auth import API, COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Session
 from .metrics import render_metrics
 from .monitor import Filters, Monitor
 from .settings import WebSettings
+from .uploads import BodyTooLarge
 
 __all__ = ["build_server", "create_app", "serve"]
 
@@ -84,6 +85,7 @@ def create_app(
         ],
         exception_handlers={
             FacestreamError: _refused,
+            BodyTooLarge: _too_large,
             **dict.fromkeys(REDIS_ERRORS, _unavailable),
         },
         lifespan=lifespan,
@@ -149,22 +151,34 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _too_large(request: Request, exc: Exception) -> Response:
+    # Closing the connection: the rest of the body is never read.
+    return JSONResponse(
+        {"error": "upload larger than the photo limits"},
+        status_code=413,
+        headers={"connection": "close"},
+    )
+
+
 @requires("authenticated", redirect="login_page")
 async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
 
 
 def readyz(request: Request) -> JSONResponse:
-    """Ready once the status sampler has read Redis recently; 503 with the reason otherwise."""
+    """Ready once the status sampler has read Redis recently; 503 otherwise, with the reason
+    for a logged-in caller only (an error can quote key names, identities, hosts)."""
     monitor: Monitor = request.app.state.monitor
     if monitor.ready():
         return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "not ready", "error": monitor.error}, status_code=503)
+    shown = {"error": monitor.error} if request.user.is_authenticated else {}
+    return JSONResponse({"status": "not ready", **shown}, status_code=503)
 
 
 @requires(METRICS, status_code=401)
 def metrics(request: Request) -> Response:
-    return Response(render_metrics(request.app.state.monitor), media_type="text/plain")
+    state = request.app.state
+    return Response(render_metrics(state.monitor, state.sessions.throttle), media_type="text/plain")
 
 
 @requires("authenticated", status_code=401)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .settings import WebSettings, verify_password
+from .throttle import Throttle
 
 __all__ = [
     "API",
@@ -75,6 +77,9 @@ class Sessions:
         self._token = _encoded(settings.login_token())
         self._metrics_token = _encoded(settings.scrape_token())
         self._api_token = _encoded(settings.backend_token())
+        self.throttle = Throttle(
+            settings.auth_free_failures, settings.auth_backoff_s, settings.auth_backoff_max_s
+        )
 
     def issue(self) -> str:
         expiry = int(time.time() + self.settings.session_hours * 3600)
@@ -137,7 +142,8 @@ class SessionAuth(AuthenticationBackend):
 
 
 class Guard:
-    """ASGI middleware: security headers on every answer, a CSRF token on every cookie write.
+    """ASGI middleware: security headers on every answer, a CSRF token on every cookie write,
+    and back-off for clients that fail logins or bearer tokens (throttle.py).
 
     Writes authenticated by a bearer token pass without CSRF; the login form is checked by
     its Origin instead (there is no session yet to bind a token to).
@@ -151,11 +157,34 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal(Request(scope))
+        request = Request(scope)
+        refusal = self._throttled(request) or self._refusal(request)
         if refusal is not None:
             await refusal(scope, receive, self._with_headers(send))
             return
         await self.app(scope, receive, self._with_headers(send))
+
+    def _throttled(self, request: Request) -> Response | None:
+        """429 while this client waits out its failures; a wrong bearer token is a failure."""
+        authorization = request.headers.get("authorization")
+        bearer = authorization is not None and _scheme(authorization) == "bearer"
+        if not bearer and not (request.url.path == "/login" and request.method == "POST"):
+            return None
+        client, throttle = client_of(request), self.sessions.throttle
+        wait = throttle.wait_s(client, "bearer" if bearer else "login")
+        if wait > 0:
+            return JSONResponse(
+                {"error": "too many failed attempts from this client; retry later"},
+                status_code=429,
+                headers={"retry-after": str(math.ceil(wait))},
+            )
+        if bearer and (
+            self.sessions.bearer_ok(authorization) or self.sessions.api_bearer_ok(authorization)
+        ):
+            throttle.succeeded(client)
+        elif bearer and not self.sessions.metrics_bearer_ok(authorization):
+            throttle.failed(client, "bearer")  # the app answers 401
+        return None
 
     def _refusal(self, request: Request) -> Response | None:
         if request.method in _SAFE_METHODS:
@@ -186,6 +215,15 @@ def _encoded(token: str | None) -> bytes | None:
     return token.encode() if token is not None else None
 
 
+def client_of(request: Request) -> str:
+    """The peer's address: who is throttled (behind a proxy, the proxy)."""
+    return request.client.host if request.client else "?"
+
+
+def _scheme(authorization: str) -> str:
+    return authorization.partition(" ")[0].lower()
+
+
 def _bearer_is(authorization: str | None, token: bytes | None) -> bool:
     scheme, _, value = (authorization or "").partition(" ")
     return (
@@ -209,13 +247,14 @@ async def login(request: Request) -> Response:
     sessions: Sessions = request.app.state.sessions
     form = await request.form()
     secret = form.get("password")
-    client = request.client.host if request.client else "?"
+    client = client_of(request)
     # scrypt takes ~0.1 s of CPU: off the event loop, so other pages keep streaming.
     if not isinstance(secret, str) or not await run_in_threadpool(
         sessions.check_credentials, secret
     ):
-        log.warning("login failed", client=client)
+        sessions.throttle.failed(client, "login")  # logged there, with the count
         return RedirectResponse("/login?failed=1", status_code=303)
+    sessions.throttle.succeeded(client)
     log.info("logged in", client=client)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(

@@ -12,12 +12,13 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .monitor import Monitor
+from .throttle import Throttle
 
-__all__ = ["METRICS", "StatusCollector", "render_metrics"]
+__all__ = ["METRICS", "AuthCollector", "StatusCollector", "render_metrics"]
 
 # name → help; the group gauges carry a `group` label, the camera gauges `camera` and `group`.
 METRICS = {
@@ -29,6 +30,10 @@ METRICS = {
     "facestream_dead_letters": "Entries in a group's dead-letter stream (XLEN).",
     "facestream_gallery_version": "Gallery version counter (bumped by every change).",
     "facestream_gallery_identities": "Enrolled identities.",
+    "facestream_gallery_identities_unusable": "Enrolled identities workers skip (another "
+    "model's, wrong dimensions, NaN, not unit length; `facestream status` names them).",
+    "facestream_stream_fault": "1 while a group's stream is emptied or at its last possible "
+    "id (XADD refused): `fault` says which, docs/security.md the repair.",
     "facestream_camera_up": "1 while a camera's agent reports it streaming, else 0.",
     "facestream_camera_fps_in": "Frames per second a camera's agent reads from the source.",
     "facestream_camera_fps_out": "Frames per second a camera's agent publishes.",
@@ -37,6 +42,9 @@ METRICS = {
     "facestream_status_group_quarantined": "1 while some worker has quarantined the group, else 0.",
     "facestream_status_age_seconds": "Seconds since the web process last sampled Redis.",
     "facestream_status_up": "1 when the last status sample succeeded, 0 when Redis failed it.",
+    "facestream_web_auth_failures": "Failed logins and bearer tokens, by kind (login, bearer).",
+    "facestream_web_auth_throttled": "Attempts refused unchecked (429) while their client "
+    "waited out its failures, by kind.",
 }
 
 _GROUP_FIELDS = {
@@ -85,6 +93,21 @@ class StatusCollector(Collector):
         )
         size.add_metric([], float(len(monitor.gallery[1])))
         yield size
+        unusable = GaugeMetricFamily(
+            "facestream_gallery_identities_unusable",
+            METRICS["facestream_gallery_identities_unusable"],
+        )
+        unusable.add_metric([], float(len(monitor.gallery_unusable)))
+        yield unusable
+        faults = GaugeMetricFamily(
+            "facestream_stream_fault",
+            METRICS["facestream_stream_fault"],
+            labels=["group", "stream", "fault"],
+        )
+        for group in report.groups:
+            for fault in group.faults:
+                faults.add_metric([group.group, fault.stream, fault.kind], 1.0)
+        yield faults
         cameras = {
             name: GaugeMetricFamily(name, METRICS[name], labels=["camera", "group"])
             for name in (
@@ -121,8 +144,28 @@ class StatusCollector(Collector):
         yield quarantined
 
 
-def render_metrics(monitor: Monitor) -> bytes:
-    """The Prometheus text exposition of the status gauges (own registry: no process noise)."""
+class AuthCollector(Collector):
+    """The throttle's counts of failed and refused authentication attempts."""
+
+    def __init__(self, throttle: Throttle) -> None:
+        self.throttle = throttle
+
+    def collect(self) -> Iterator[Metric]:
+        for name, counts in (
+            ("facestream_web_auth_failures", self.throttle.failures),
+            ("facestream_web_auth_throttled", self.throttle.throttled),
+        ):
+            family = CounterMetricFamily(name, METRICS[name], labels=["kind"])
+            for kind in ("login", "bearer"):
+                family.add_metric([kind], float(counts[kind]))
+            yield family
+
+
+def render_metrics(monitor: Monitor, throttle: Throttle | None = None) -> bytes:
+    """The Prometheus text exposition of the status gauges and, given the page's throttle,
+    its authentication counters (own registry: no process noise)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatusCollector(monitor))
+    if throttle is not None:
+        registry.register(AuthCollector(throttle))
     return generate_latest(registry)

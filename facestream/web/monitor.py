@@ -137,6 +137,7 @@ class Monitor:
         self.sightings: dict[str, Sighting] = {}
         # The gallery as of the last sample, read again only when its version changed.
         self.gallery: tuple[int, list[Identity]] = (-1, [])
+        self.gallery_unusable: dict[str, str] = {}  # identities workers skip, and why
         self._interval = _Interval()
         self._last_sample = time.monotonic()
         self._lock = threading.Lock()
@@ -178,9 +179,11 @@ class Monitor:
 
     def sample(self) -> None:
         """One status sample: group counters, results/s and latency since the last one."""
-        report = collect_status(self.client)
+        report = collect_status(self.client, check_gallery=False)
         if self.gallery[0] != report.gallery_version:
-            self.gallery = Gallery(self.client).identities()
+            contents = Gallery(self.client).contents()
+            self.gallery = contents.version, contents.identities
+            self.gallery_unusable = contents.unusable
         for status in report.groups:
             # A group whose keys refuse us (another deployment's, WRONGTYPE) is not followed:
             # its tail would only fail again every second. A later sample may start it.

@@ -86,6 +86,21 @@ class WebSettings(BaseModel):
     history_s: int = Field(600, ge=10, le=86_400, description="Seconds of history in charts.")
     feed_size: int = Field(500, ge=10, le=100_000, description="Recognitions kept for the feed.")
     max_upload_files: int = Field(20, ge=1, le=500, description="Most photos per enrolment.")
+    auth_free_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Failed logins or bearer tokens in a row a client may make before it waits.",
+    )
+    auth_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="First wait after the free failures; each further failure doubles it.",
+    )
+    auth_backoff_max_s: float = Field(
+        300.0, gt=0, le=86_400, description="Longest wait a client is made to keep."
+    )
 
     @field_validator("password_hash")
     @classmethod
