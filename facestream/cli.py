@@ -17,7 +17,7 @@ import redis
 import typer
 from pydantic import BaseModel
 
-from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
+from facestream.ingest import CameraSettings, FramePublisher
 from facestream.schemas import CameraHealth, DeadLetter, Event, FacestreamError, Frame, Result
 
 from . import __version__
@@ -160,6 +160,8 @@ def replay_command(
     loop: Annotated[bool, typer.Option(help="Start again at the end.")] = False,
 ) -> None:
     """Feed a recorded video or an image folder into a camera group's frames stream."""
+    from facestream.ingest import native_fps, replay  # OpenCV: only the commands that decode
+
     settings = cli_settings()
     publisher = FramePublisher(
         Connections(Topology(settings)).for_group(group),
@@ -214,6 +216,8 @@ def camera_command(
     ] = None,
 ) -> None:
     """Run live camera agents: one --source, or every camera of the config's `cameras:`."""
+    from facestream.ingest import run_cameras  # OpenCV: only the commands that decode
+
     settings = cli_settings()
     cameras = list(settings.cameras)
     if source is not None:

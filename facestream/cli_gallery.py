@@ -1,4 +1,8 @@
-"""`facestream gallery …`, `facestream visitors …` and `facestream eval`: who is who."""
+"""`facestream gallery …`, `facestream visitors …` and `facestream eval`: who is who.
+
+The model and OpenCV are imported inside the commands that use them, so `gallery list` and the
+rest of the CLI start without onnxruntime (see `facestream.lazy`).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,7 @@ from typing import Annotated, TypeVar
 import orjson
 import typer
 
-from facestream.ingest.sources import IMAGE_SUFFIXES
-from facestream.recognizer import (
-    FaceEngine,
-    Gallery,
-    VisitorBook,
-    current_model_id,
-    embed_photos,
-)
+from facestream.recognizer import Gallery, VisitorBook
 from facestream.schemas import FacestreamError, GalleryExport, Identity, keys
 
 from .cli_options import cli_settings, progress
@@ -107,6 +104,8 @@ def gallery_export(
     output: Annotated[Path, typer.Argument(help="JSON file to write ('-': stdout).")],
 ) -> None:
     """Write the whole gallery (names, embeddings, model id) as JSON."""
+    from facestream.recognizer import current_model_id
+
     export = _replicas().read().export(current_model_id())
     text = export.model_dump_json(indent=2)
     if str(output) == "-":
@@ -130,6 +129,8 @@ def gallery_import(
         export = GalleryExport.model_validate_json(source.read_bytes())
     except (OSError, ValueError) as exc:
         raise FacestreamError(f"{source}: not a facestream gallery export ({exc})") from exc
+    from facestream.recognizer import current_model_id
+
     version = _change(lambda gallery: gallery.import_(export, current_model_id()))
     typer.echo(f"imported {len(export.identities)} identities; gallery version {version}")
 
@@ -148,6 +149,8 @@ def gallery_sync() -> None:
 
 def _embed(name: str, files: list[Path], largest_face: bool, what: str) -> Identity:
     """One face per photo, embedded with progress shown (one-face rule: embed_photos)."""
+    from facestream.recognizer import FaceEngine, embed_photos
+
     settings = cli_settings()
     engine = FaceEngine.from_settings(settings.models, settings.match)
     with progress(len(files), what) as advance:
@@ -182,6 +185,7 @@ def eval_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Enrol FOLDER/train, match the labelled probes, report similarities and errors."""
+    from facestream.recognizer import FaceEngine
     from facestream.recognizer.evaluate import evaluate, load_labels
 
     settings = cli_settings(match={"threshold": threshold, "margin": margin})
@@ -247,6 +251,8 @@ def visitors_purge() -> None:
 
 def _photo_files(paths: list[Path]) -> list[Path]:
     """Photos named or found in the folders named; a missing path is one clear error."""
+    from facestream.ingest.sources import IMAGE_SUFFIXES
+
     files: list[Path] = []
     for path in paths:
         if path.is_dir():

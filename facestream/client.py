@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-import cv2
 import numpy as np
 import orjson
 import redis
@@ -310,6 +309,8 @@ def recognise_image(
     A photo seen before is answered from the cache. Raises RecognitionTimeout when no
     worker answered in time (none running, or all busy).
     """
+    import cv2  # here, not at the top: readers of results and events never load OpenCV
+
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise InvalidFrame("the photo is not a decodable image")

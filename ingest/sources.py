@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -13,21 +12,14 @@ from numpy.typing import NDArray
 
 from facestream.schemas import SourceError
 
+from .publisher import EncodedFrame
+
 __all__ = ["IMAGE_SUFFIXES", "EncodedFrame", "encode_jpeg", "iter_frames", "native_fps"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
 log = structlog.get_logger("ingest.sources")
-
-
-@dataclass(frozen=True)
-class EncodedFrame:
-    """One frame ready to send: JPEG bytes and their pixel size."""
-
-    jpeg: bytes
-    width: int
-    height: int
 
 
 def encode_jpeg(

@@ -1,12 +1,13 @@
-"""The identity gallery in Redis: enrol, reject, list, remove, erase, export/import, matching."""
+"""The identity gallery in Redis: enrol, reject, list, remove, erase, export/import, matching.
+
+No model here: the page and `status` read the gallery without onnxruntime or OpenCV; photos
+become identities in `enrol.py`.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 
-import cv2
 import numpy as np
 import redis
 import structlog
@@ -22,11 +23,9 @@ from facestream.schemas import (
     keys,
 )
 
-from .engine import FaceEngine
 from .matcher import Matcher
-from .tracks import parse_tracks
 
-__all__ = ["Gallery", "embed_photos"]
+__all__ = ["Gallery"]
 
 log = structlog.get_logger("gallery")
 _SCAN_BATCH = 500
@@ -140,6 +139,9 @@ class Gallery:
         return purged
 
     def _purge_snapshots(self, name: str) -> int:
+        # Imported here: tracks.py needs OpenCV, which readers of the gallery never load.
+        from .tracks import parse_tracks
+
         doomed: set[str] = set()
         for key in self.client.scan_iter(match="fs:{*}:track:*", count=_SCAN_BATCH, _type="hash"):
             state = parse_tracks(self.client.hget(key, "state"))  # type: ignore[arg-type]
@@ -212,42 +214,3 @@ class Gallery:
                 f"this worker runs {model_id}: re-enrol them with `facestream gallery enroll`"
             )
         return Matcher(identities, threshold, margin, version)
-
-
-def embed_photos(
-    engine: FaceEngine,
-    name: str,
-    photos: Sequence[Path],
-    largest_face: bool = False,
-    on_photo: Callable[[Path], None] | None = None,
-) -> Identity:
-    """Build an identity from photos that each show exactly one face (or take the largest).
-
-    `on_photo` is called after each photo is embedded (progress for long folders).
-    """
-    if not photos:
-        raise GalleryError(f"no photos given for {name!r}")
-    embeddings = []
-    for photo in photos:
-        image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-        if image is None:
-            raise GalleryError(f"{photo}: not a readable image")
-        detections, vectors = engine.embed_faces(np.asarray(image, np.uint8))
-        if not detections:
-            raise GalleryError(f"{photo}: no face found; use a clearer, frontal photo")
-        if len(detections) > 1 and not largest_face:
-            raise GalleryError(
-                f"{photo}: {len(detections)} faces found; crop it to one person "
-                "or pass --largest-face"
-            )
-        areas = [d.box[2] * d.box[3] for d in detections]
-        embeddings.append(vectors[int(np.argmax(areas))].tolist())
-        if on_photo is not None:
-            on_photo(photo)
-    return Identity(
-        name=name,
-        model=engine.model_id,
-        embeddings=embeddings,
-        photos=[photo.name for photo in photos],
-        enrolled_at=int(time.time() * 1000),
-    )

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import redis
 import structlog
@@ -23,7 +22,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from facestream.config import Settings
-from facestream.recognizer import FaceEngine, embed_photos
 from facestream.schemas import (
     DeadLetter,
     FacestreamError,
@@ -97,6 +95,8 @@ def gallery(request: Request) -> JSONResponse:
 @requires("authenticated", status_code=401)
 def thumbnail(request: Request) -> Response:
     """The identity's face as last seen by a camera (while that frame is kept), 96 px."""
+    import cv2  # here: a page that shows no thumbnail never loads OpenCV
+
     name = request.path_params["name"]
     sighting = request.app.state.monitor.sightings.get(name)
     jpeg = sighting and read_frame(request.app.state.client, sighting.group, sighting.frame_id)
@@ -158,6 +158,9 @@ def _embed(
     state: Any, name: str, photos: list[Path], largest: bool
 ) -> tuple[Identity | None, list[dict[str, str]]]:
     """Embed each photo alone, so each gets its own error; one identity if all passed."""
+    # Imported here: the page loads onnxruntime and OpenCV only once an admin enrols a photo.
+    from facestream.recognizer import FaceEngine, embed_photos
+
     with state.engine_lock:  # one enrolment at a time: the models are CPU-bound
         if state.engine is None:
             settings: Settings = state.settings

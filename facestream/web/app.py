@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
@@ -33,7 +33,6 @@ from starlette.staticfiles import StaticFiles
 from facestream.client import EventFilter, ResultFilter
 from facestream.config import ConfigError, Settings
 from facestream.connect import Connections, connect_node
-from facestream.recognizer import FaceEngine
 from facestream.replicas import GalleryReplicas
 from facestream.schemas import FacestreamError, GalleryError, keys
 from facestream.topology import Topology
@@ -43,6 +42,9 @@ from .auth import COOKIE, CSRF_HEADER, METRICS, Guard, SessionAuth, Sessions, lo
 from .metrics import render_metrics
 from .monitor import Filters, Monitor
 from .settings import WebSettings
+
+if TYPE_CHECKING:  # the page loads the models only when an admin enrols a photo
+    from facestream.recognizer import FaceEngine
 
 __all__ = ["build_server", "create_app", "serve"]
 
