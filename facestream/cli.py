@@ -27,6 +27,7 @@ from .cli_acl import acl_app
 from .cli_events import events_app
 from .cli_feeds import echo_feed, tail_sources
 from .cli_gallery import eval_command, gallery_app, visitors_app
+from .cli_group import group_app, warn_unknown_groups
 from .cli_options import (
     CliState,
     ConfigOption,
@@ -35,6 +36,7 @@ from .cli_options import (
     hoist_shared_options,
     split_list,
 )
+from .cli_redis import authentication_hint, export_lines
 from .client import ResultFilter, describe_result, tail_results
 from .connect import Connections
 from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
@@ -56,6 +58,7 @@ app.add_typer(visitors_app, name="visitors")
 app.add_typer(acl_app, name="acl")
 app.add_typer(events_app, name="events")
 app.add_typer(bridge_app, name="bridge")
+app.add_typer(group_app, name="group")
 app.command("eval")(eval_command)
 
 
@@ -103,8 +106,8 @@ def redis_command(
 ) -> None:
     """Run the embedded Redis in the foreground on 127.0.0.1 (AOF on) until Ctrl-C.
 
-    It has a random password, kept 0600 in DATA_DIR/password (printed as the variable that
-    points the other commands at it): loopback alone does not stop another local user.
+    It has a random password, kept 0600 in DATA_DIR/password: loopback alone does not stop
+    another local user. It prints the `export` lines that point the other commands at it.
     """
     cli_settings()
     # SIGTERM stops the server like Ctrl-C does, instead of orphaning it.
@@ -116,8 +119,8 @@ def redis_command(
         password = None if no_password else password_file(secret)
         server = EmbeddedRedis(folder, port=port, password=password).start()
         typer.echo(server.address, err=False)
-        if password is not None:
-            typer.echo(f"FACESTREAM_REDIS__PASSWORD_FILE={secret}", err=True)
+        for line in export_lines(server.address, secret if password is not None else None):
+            typer.echo(line, err=True)
         sys.stdout.flush()
         try:
             assert server.process is not None
@@ -138,8 +141,10 @@ def recognise_command(
     from .client import recognise_image
 
     settings = cli_settings()
+    connections = Connections(Topology(settings))
+    warn_unknown_groups(settings, connections, [group])
     result = recognise_image(
-        Connections(Topology(settings)).for_group(group),
+        connections.for_group(group),
         group,
         photo.read_bytes(),
         timeout_s=timeout,
@@ -163,8 +168,10 @@ def replay_command(
     from facestream.ingest import native_fps, replay  # OpenCV: only the commands that decode
 
     settings = cli_settings()
+    connections = Connections(Topology(settings))
+    warn_unknown_groups(settings, connections, [group])
     publisher = FramePublisher(
-        Connections(Topology(settings)).for_group(group),
+        connections.for_group(group),
         group,
         camera_id,
         settings.ingest.frames_maxlen,
@@ -235,6 +242,8 @@ def camera_command(
         ]
     if not cameras:
         raise FacestreamError("no camera: pass --source (with --camera-id, --group) or a config")
+    if source is not None:
+        warn_unknown_groups(settings, Connections(Topology(settings)), [cameras[0].group])
     probe = Probe()
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
@@ -281,6 +290,8 @@ def worker_command(
         groups=split_list(groups),
         worker={"concurrency": concurrency, "metrics_port": metrics_port, "consumer": consumer},
     )
+    if groups:
+        warn_unknown_groups(settings, Connections(Topology(settings)), settings.groups)
     nodes = split_list(node) or []
     raise typer.Exit(run_workers(settings, settings.worker.concurrency, nodes))
 
@@ -363,13 +374,20 @@ def web_command(
     hash_password: Annotated[
         bool, typer.Option("--hash-password", help="Print a hash for web.password_hash; exit.")
     ] = False,
+    init: Annotated[
+        bool,
+        typer.Option("--init", help="Write ./facestream.yaml with a new login; exit."),
+    ] = False,
 ) -> None:
     """Serve the operators' page: cameras, live feed, charts, gallery, dead letters."""
-    from .web import hash_password as make_hash
+    from .cli_web import init_web_config, print_password_hash
     from .web.app import serve
 
     if hash_password:
-        typer.echo(make_hash(typer.prompt("password", hide_input=True, confirmation_prompt=True)))
+        print_password_hash()
+        return
+    if init:
+        init_web_config(host or "127.0.0.1", port or 8080)
         return
     settings = cli_settings(web={"host": host, "port": port, "node": node})
     serve(settings, settings.web)
@@ -403,11 +421,14 @@ def schema_command(
 @app.command("demo")
 def demo_command(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    keep_running: Annotated[
+        bool, typer.Option(help="Keep Redis and the workers up for the page until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Run everything on an embedded Redis with the bundled photos and a clip made from them."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(cli_settings(), workers=workers))
+    raise typer.Exit(run_demo(cli_settings(), workers=workers, keep_running=keep_running))
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -422,11 +443,7 @@ def main() -> None:
     except FacestreamError as exc:
         _fail(str(exc), EXIT_INPUT)
     except redis.AuthenticationError as exc:  # before ConnectionError: it is one
-        _fail(
-            f"authentication failed ({exc}); check the user and password "
-            "(--redis-url, FACESTREAM_REDIS__PASSWORD or the config)",
-            EXIT_REFUSED,
-        )
+        _fail(authentication_hint(str(exc)), EXIT_REFUSED)
     except redis.exceptions.NoPermissionError as exc:
         _fail(f"Redis refused a command for this ACL user ({exc})", EXIT_REFUSED)
     except redis.ResponseError as exc:  # e.g. WRONGTYPE: a key holds something else
