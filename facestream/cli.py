@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import orjson
 import redis
@@ -45,6 +45,9 @@ from .health import Probe, serve_health
 from .server import EmbeddedRedis
 from .status import collect_site_status
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from facestream.ingest import ReplayStats
 
 __all__ = ["app", "main"]
 
@@ -191,6 +194,7 @@ def replay_command(
             max_side=settings.ingest.max_side,
             stop=stop,
             on_frame=lambda _f, _id: _progress(publisher.seq),
+            on_pass=_pass_done if loop else None,
         )
     except KeyboardInterrupt:
         stop.set()
@@ -200,6 +204,13 @@ def replay_command(
         f"sent {stats.sent} frames to {publisher.stream} ({stats.loops} pass(es); "
         f"waited {stats.waited_s:.1f} s for workers, {stats.redis_errors} Redis errors)"
     )
+
+
+def _pass_done(stats: ReplayStats) -> None:
+    """With --loop, one line per pass, terminal or not: a long replay says it is alive."""
+    start = "\r" if sys.stderr.isatty() else ""  # over the progress line on a terminal
+    sys.stderr.write(f"{start}pass {stats.loops} done: {stats.sent} frames sent in all\n")
+    sys.stderr.flush()
 
 
 def _progress(sent: int) -> None:
@@ -356,6 +367,9 @@ def status_command(
             else:
                 if watch and sys.stdout.isatty():
                     typer.echo("\x1b[2J\x1b[H", nl=False)  # clear the screen, cursor home
+                if watch:
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+                    typer.echo(f"{stamp}, every {watch:g} s (Ctrl-C stops)\n")
                 typer.echo(report.render())
             if watch is None:
                 return

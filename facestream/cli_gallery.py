@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import numpy as np
 import orjson
 import typer
 
@@ -43,6 +44,12 @@ def gallery_enroll(
     """Enrol (or re-enrol) NAME from one or more photos, one face each."""
     files = _photo_files(photos)
     identity = _embed(name, files, largest_face, f"embedding {name}")
+    for photo, other, similarity in _enrolled_elsewhere(identity):
+        typer.echo(
+            f"warning: {photo} shows a face already enrolled as {other} (similarity "
+            f"{similarity:.3f}): the same photo under two names makes both ambiguous",
+            err=True,
+        )
     version = _change(lambda gallery: gallery.enroll(identity))
     typer.echo(f"enrolled {name} from {len(files)} photo(s); gallery version {version}")
 
@@ -157,6 +164,26 @@ def _embed(name: str, files: list[Path], largest_face: bool, what: str) -> Ident
         return embed_photos(engine, name, files, largest_face=largest_face, on_photo=advance)
 
 
+# Embeddings this alike come from the same picture (re-encoded or resized at most); two
+# different photos of one person score lower (tests/test_first_hour.py enrols one such pair).
+_SAME_PHOTO = 0.98
+
+
+def _enrolled_elsewhere(identity: Identity) -> list[tuple[str, str, float]]:
+    """(photo, other identity, similarity) for each new photo that another name already has."""
+    # The embeddings are unit vectors (embedder.py), so a dot product is their cosine.
+
+    found = []
+    _, others = _replicas().read().identities()
+    for other in (o for o in others if o.name != identity.name and o.model == identity.model):
+        similarities = np.asarray(identity.embeddings) @ np.asarray(other.embeddings).T
+        for index, best in enumerate(similarities.max(axis=1)):
+            if best >= _SAME_PHOTO:
+                photo = identity.photos[index] if index < len(identity.photos) else f"#{index}"
+                found.append((photo, other.name, float(best)))
+    return found
+
+
 def _replicas() -> GalleryReplicas:
     return GalleryReplicas(Connections(Topology(cli_settings())))
 
@@ -213,7 +240,13 @@ def eval_command(
         )
     for kind in ("genuine", "impostor"):
         stats = summary[kind]
-        typer.echo(f"{kind:<9} similarity: {stats}")
+        assert isinstance(stats, dict)
+        typer.echo(
+            f"{kind:<9} similarity: {stats['count']} scores, min {stats['min']:.3f}, "
+            f"median {stats['p50']:.3f}, max {stats['max']:.3f}"
+            if stats
+            else f"{kind:<9} similarity: no scores"
+        )
     typer.echo(
         f"top-1: {report.recognised}/{report.expected_names} labelled faces named, "
         f"{report.false_accepts} false accepts at threshold {report.threshold} "
@@ -235,7 +268,8 @@ def visitors_count() -> None:
         node.name: int(client.zcard(keys.VISITOR_SEEN)) for node, client in connections.every_node()
     }
     # Independent nodes keep their own visitor ids: the same person on two nodes counts twice.
-    typer.echo(f"{sum(counts.values())} visitors" + (f" {counts}" if len(counts) > 1 else ""))
+    per_node = ", ".join(f"{node} {count}" for node, count in counts.items())
+    typer.echo(f"{sum(counts.values())} visitors" + (f" ({per_node})" if len(counts) > 1 else ""))
 
 
 @visitors_app.command("purge")

@@ -24,7 +24,15 @@ class CameraHealth(BaseModel):
     fps_out: float = Field(0.0, description="Frames published per second.")
     frames_in: int = 0
     frames_out: int = 0
-    dropped: int = Field(0, description="Frames read but replaced by a newer one before sending.")
+    dropped: int = Field(
+        0, ge=0, description="Frames read but not published, for any reason (the sum below + lost)."
+    )
+    skipped: int = Field(
+        0, ge=0, description="Of those, frames replaced by a newer one before sending (fps limit)."
+    )
+    shed: int = Field(
+        0, ge=0, description="Of those, frames dropped because the workers were behind (load)."
+    )
     reconnects: int = 0
     redis_errors: int = 0
     last_error: str | None = None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,6 +168,47 @@ def test_an_unknown_group_warns_and_group_delete_removes_it(redis_server: Embedd
     assert_clean(done, 2)
     assert done.stderr == "error: no group nowhere on Redis (known: east)\n"
     client.close()
+
+
+def test_status_ages_errors_splits_skipped_from_shed_and_explains_lag(
+    redis_server: EmbeddedRedis,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.xadd(keys.frames("hall"), {"v": "1"})  # no worker yet: Redis knows no lag
+    three_min_ago = int(time.time() * 1000) - 185_000
+    health = CameraHealth(
+        camera="c1", group="hall", source="rtsp://cam", state="streaming", frames_in=68_100,
+        frames_out=55, dropped=68_045, skipped=68_040, shed=4, last_error="workers are behind",
+        last_error_at=three_min_ago,
+    )  # fmt: skip
+    client.set(keys.camera_health("c1"), health.model_dump_json(), ex=15)
+    done = facestream("status", "--redis-url", redis_server.url)
+    assert_clean(done)
+    lines = done.stdout.splitlines()
+    assert re.search(r"^hall +1 +0 +\? +0 ", done.stdout, re.M), done.stdout
+    assert any(line.startswith("lag ?: Redis cannot say how many frames") for line in lines)
+    row = next(line for line in lines if line.startswith("c1 "))
+    assert row.split()[5:9] == ["68040", "4", "1", "0"]  # skipped, shed, lost, reconnects
+    assert row.endswith("workers are behind (3 min ago)")
+    assert any(line.startswith("skipped: frames the fps limit replaced") for line in lines)
+    client.close()
+
+
+def test_status_watch_shows_when_it_was_taken(redis_server: EmbeddedRedis) -> None:
+    redis.Redis.from_url(redis_server.url).flushall()
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "facestream", "status", "--watch", "0.2",
+         "--redis-url", redis_server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert watcher.stdout is not None
+    first = watcher.stdout.readline()
+    watcher.send_signal(signal.SIGINT)
+    assert watcher.wait(30) == 0
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+, every 0.2 s \(Ctrl-C stops\)\n", first
+    )
 
 
 @pytest.mark.timeout(300)
