@@ -555,3 +555,14 @@ def test_compose_logs_every_service_in_as_a_generated_user() -> None:
     assert {f"{redis}-data" for redis in ("redis-east", "redis-west", "redis-north")} <= set(
         compose["volumes"]
     )
+
+
+def test_the_generated_admin_may_not_delete_a_group(deployment: Deployment) -> None:
+    """`facestream group delete` needs a user that may UNLINK streams; the admin may not."""
+    camera = deployment.login("camera-c1")
+    camera.xadd(keys.frames("g1"), {"camera": "c1"})
+    camera.close()
+    done = _facestream(deployment, "admin", "group", "delete", "g1", "--yes")
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.startswith("error: Redis refused a command for this ACL user"), done.stderr
+    assert "Traceback" not in done.stderr
