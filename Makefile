@@ -8,15 +8,18 @@ BIN    := $(VENV)/bin
 # constraints.txt pins every dependency (scripts/lock.sh refreshes it; see docs/install.md).
 # The venv is made afresh when either file changes, so nothing dropped from them lingers.
 $(BIN)/.installed: pyproject.toml constraints.txt
-	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "facestream needs Python 3.11+"'
-	$(PYTHON) -m venv --clear $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev]'
-	touch $@
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "facestream needs Python 3.11+"'
+	@echo "installing facestream and its pinned dependencies into $(VENV) (about a minute)"
+	@$(PYTHON) -m venv --clear $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+# (setuptools warns that ./facestream could shadow the install: it is the install, editable.)
+	@PYTHONWARNINGS='ignore:Editable installation' \
+		$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev]'
+	@touch $@
 
 demo: $(BIN)/.installed  ## embedded Redis + bundled photos + two workers, results on screen
-	FACESTREAM_PYTHON=$(BIN)/python scripts/install-system-deps.sh redis-server
-	$(BIN)/facestream demo
+	@FACESTREAM_PYTHON=$(BIN)/python scripts/install-system-deps.sh redis-server
+	@$(BIN)/facestream demo
 
 # One test file per process (--dist loadfile): a file's module-scoped servers (a Redis Cluster,
 # three nodes) start once, and its tests run in order.

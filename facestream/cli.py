@@ -11,14 +11,14 @@ import urllib.parse
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import orjson
 import redis
 import typer
 from pydantic import BaseModel
 
-from facestream.ingest import CameraSettings, FramePublisher, native_fps, replay, run_cameras
+from facestream.ingest import CameraSettings, FramePublisher
 from facestream.schemas import (
     CameraHealth,
     DeadLetter,
@@ -38,6 +38,7 @@ from .cli_dead import dead_app
 from .cli_events import events_app
 from .cli_feeds import echo_feed, tail_sources
 from .cli_gallery import eval_command, gallery_app, visitors_app
+from .cli_group import group_app, warn_unknown_groups
 from .cli_options import (
     CliState,
     ConfigOption,
@@ -46,6 +47,7 @@ from .cli_options import (
     hoist_shared_options,
     split_list,
 )
+from .cli_redis import authentication_hint, export_lines
 from .client import ResultFilter, describe_result, tail_results
 from .connect import Connections
 from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
@@ -55,6 +57,9 @@ from .redis_errors import REDIS_ERRORS, Fault, classify
 from .server import EmbeddedRedis
 from .status import collect_site_status
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from facestream.ingest import ReplayStats
 
 __all__ = ["app", "main"]
 
@@ -69,6 +74,7 @@ app.add_typer(acl_app, name="acl")
 app.add_typer(events_app, name="events")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(dead_app, name="dead")
+app.add_typer(group_app, name="group")
 app.command("eval")(eval_command)
 
 
@@ -129,8 +135,8 @@ def redis_command(
 ) -> None:
     """Run the embedded Redis in the foreground on 127.0.0.1 (AOF on) until Ctrl-C.
 
-    It has a random password, kept 0600 in DATA_DIR/password (printed as the variable that
-    points the other commands at it): loopback alone does not stop another local user.
+    It has a random password, kept 0600 in DATA_DIR/password: loopback alone does not stop
+    another local user. It prints the `export` lines that point the other commands at it.
     """
     cli_settings()
     # SIGTERM stops the server like Ctrl-C does, instead of orphaning it.
@@ -142,8 +148,8 @@ def redis_command(
         password = None if no_password else password_file(secret)
         server = EmbeddedRedis(folder, port=port, password=password).start()
         typer.echo(server.address, err=False)
-        if password is not None:
-            typer.echo(f"FACESTREAM_REDIS__PASSWORD_FILE={secret}", err=True)
+        for line in export_lines(server.address, secret if password is not None else None):
+            typer.echo(line, err=True)
         sys.stdout.flush()
         try:
             assert server.process is not None
@@ -164,8 +170,10 @@ def recognise_command(
     from .client import recognise_image
 
     settings = cli_settings()
+    connections = Connections(Topology(settings))
+    warn_unknown_groups(settings, connections, [group])
     result = recognise_image(
-        Connections(Topology(settings)).for_group(group),
+        connections.for_group(group),
         group,
         photo.read_bytes(),
         timeout_s=timeout,
@@ -186,9 +194,13 @@ def replay_command(
     loop: Annotated[bool, typer.Option(help="Start again at the end.")] = False,
 ) -> None:
     """Feed a recorded video or an image folder into a camera group's frames stream."""
+    from facestream.ingest import native_fps, replay  # OpenCV: only the commands that decode
+
     settings = cli_settings()
+    connections = Connections(Topology(settings))
+    warn_unknown_groups(settings, connections, [group])
     publisher = FramePublisher(
-        Connections(Topology(settings)).for_group(group),
+        connections.for_group(group),
         group,
         camera_id,
         settings.ingest.frames_maxlen,
@@ -208,6 +220,7 @@ def replay_command(
             max_side=settings.ingest.max_side,
             stop=stop,
             on_frame=lambda _f, _id: _progress(publisher.seq),
+            on_pass=_pass_done if loop else None,
         )
     except KeyboardInterrupt:
         stop.set()
@@ -217,6 +230,13 @@ def replay_command(
         f"sent {stats.sent} frames to {publisher.stream} ({stats.loops} pass(es); "
         f"waited {stats.waited_s:.1f} s for workers, {stats.redis_errors} Redis errors)"
     )
+
+
+def _pass_done(stats: ReplayStats) -> None:
+    """With --loop, one line per pass, terminal or not: a long replay says it is alive."""
+    start = "\r" if sys.stderr.isatty() else ""  # over the progress line on a terminal
+    sys.stderr.write(f"{start}pass {stats.loops} done: {stats.sent} frames sent in all\n")
+    sys.stderr.flush()
 
 
 def _progress(sent: int) -> None:
@@ -240,6 +260,8 @@ def camera_command(
     ] = None,
 ) -> None:
     """Run live camera agents: one --source, or every camera of the config's `cameras:`."""
+    from facestream.ingest import run_cameras  # OpenCV: only the commands that decode
+
     settings = cli_settings()
     cameras = list(settings.cameras)
     if source is not None:
@@ -257,6 +279,8 @@ def camera_command(
         ]
     if not cameras:
         raise FacestreamError("no camera: pass --source (with --camera-id, --group) or a config")
+    if source is not None:
+        warn_unknown_groups(settings, Connections(Topology(settings)), [cameras[0].group])
     probe = Probe()
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
@@ -303,6 +327,8 @@ def worker_command(
         groups=split_list(groups),
         worker={"concurrency": concurrency, "metrics_port": metrics_port, "consumer": consumer},
     )
+    if groups:
+        warn_unknown_groups(settings, Connections(Topology(settings)), settings.groups)
     nodes = split_list(node) or []
     raise typer.Exit(run_workers(settings, settings.worker.concurrency, nodes))
 
@@ -367,6 +393,9 @@ def status_command(
             else:
                 if watch and sys.stdout.isatty():
                     typer.echo("\x1b[2J\x1b[H", nl=False)  # clear the screen, cursor home
+                if watch:
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+                    typer.echo(f"{stamp}, every {watch:g} s (Ctrl-C stops)\n")
                 typer.echo(report.render())
             if watch is None:
                 return
@@ -385,13 +414,20 @@ def web_command(
     hash_password: Annotated[
         bool, typer.Option("--hash-password", help="Print a hash for web.password_hash; exit.")
     ] = False,
+    init: Annotated[
+        bool,
+        typer.Option("--init", help="Write ./facestream.yaml with a new login; exit."),
+    ] = False,
 ) -> None:
     """Serve the operators' page: cameras, live feed, charts, gallery, dead letters."""
-    from .web import hash_password as make_hash
+    from .cli_web import init_web_config, print_password_hash
     from .web.app import serve
 
     if hash_password:
-        typer.echo(make_hash(typer.prompt("password", hide_input=True, confirmation_prompt=True)))
+        print_password_hash()
+        return
+    if init:
+        init_web_config(host or "127.0.0.1", port or 8080)
         return
     settings = cli_settings(web={"host": host, "port": port, "node": node})
     serve(settings, settings.web)
@@ -428,11 +464,14 @@ def schema_command(
 @app.command("demo")
 def demo_command(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    keep_running: Annotated[
+        bool, typer.Option(help="Keep Redis and the workers up for the page until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Run everything on an embedded Redis with the bundled photos and a clip made from them."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(cli_settings(), workers=workers))
+    raise typer.Exit(run_demo(cli_settings(), workers=workers, keep_running=keep_running))
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -459,11 +498,7 @@ def _redis_failure(exc: Exception) -> tuple[str, int | None]:
     """The one line and exit code for a Redis error (code None: not one we expect)."""
     fault = classify(exc)
     if fault is Fault.CREDENTIALS:
-        return (
-            f"authentication failed ({exc}); check the user and password "
-            "(--redis-url, FACESTREAM_REDIS__PASSWORD or the config)",
-            EXIT_REFUSED,
-        )
+        return authentication_hint(str(exc)), EXIT_REFUSED
     if fault is Fault.UNREACHABLE:
         if isinstance(exc, redis.exceptions.InvalidResponse):
             return (

@@ -1,4 +1,8 @@
-"""`facestream gallery …`, `facestream visitors …` and `facestream eval`: who is who."""
+"""`facestream gallery …`, `facestream visitors …` and `facestream eval`: who is who.
+
+The model and OpenCV are imported inside the commands that use them, so `gallery list` and the
+rest of the CLI start without onnxruntime (see `facestream.lazy`).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import numpy as np
 import orjson
 import typer
 
-from facestream.ingest.sources import IMAGE_SUFFIXES
-from facestream.recognizer import (
-    FaceEngine,
-    Gallery,
-    VisitorBook,
-    current_model_id,
-    embed_photos,
-)
+from facestream.recognizer import Gallery, VisitorBook, current_model_id
 from facestream.recognizer.gallery_check import MAX_EXPORT_BYTES, parse_export
 from facestream.schemas import FacestreamError, GalleryError, Identity, keys
 
@@ -47,6 +45,12 @@ def gallery_enroll(
     """Enrol (or re-enrol) NAME from one or more photos, one face each."""
     files = _photo_files(photos)
     identity = _embed(name, files, largest_face, f"embedding {name}")
+    for photo, other, similarity in _enrolled_elsewhere(identity):
+        typer.echo(
+            f"warning: {photo} shows a face already enrolled as {other} (similarity "
+            f"{similarity:.3f}): the same photo under two names makes both ambiguous",
+            err=True,
+        )
     version = _change(lambda gallery: gallery.enroll(identity))
     typer.echo(f"enrolled {name} from {len(files)} photo(s); gallery version {version}")
 
@@ -111,6 +115,7 @@ def gallery_export(
     output: Annotated[Path, typer.Argument(help="JSON file to write ('-': stdout).")],
 ) -> None:
     """Write the whole gallery (names, embeddings, model id) as JSON."""
+
     export = _replicas().read().export(current_model_id())
     text = export.model_dump_json(indent=2)
     if str(output) == "-":
@@ -160,6 +165,8 @@ def gallery_sync() -> None:
 
 def _embed(name: str, files: list[Path], largest_face: bool, what: str) -> Identity:
     """One face per photo, embedded with progress shown (one-face rule: embed_photos)."""
+    from facestream.recognizer import FaceEngine, embed_photos
+
     settings = cli_settings()
     engine = FaceEngine.from_settings(settings.models)
     with progress(len(files), what) as advance:
@@ -171,6 +178,25 @@ def _embed(name: str, files: list[Path], largest_face: bool, what: str) -> Ident
             on_photo=advance,
             max_pixels=settings.limits.max_pixels,
         )
+
+
+# Embeddings this alike come from the same picture (re-encoded or resized at most); two
+# different photos of one person score lower (tests/test_first_hour.py enrols one such pair).
+_SAME_PHOTO = 0.98
+
+
+def _enrolled_elsewhere(identity: Identity) -> list[tuple[str, str, float]]:
+    """(photo, other identity, similarity) for each new photo that another name already has."""
+    # The embeddings are unit vectors (embedder.py), so a dot product is their cosine.
+    found = []
+    _, others = _replicas().read().identities()
+    for other in (o for o in others if o.name != identity.name and o.model == identity.model):
+        similarities = np.asarray(identity.embeddings) @ np.asarray(other.embeddings).T
+        for index, best in enumerate(similarities.max(axis=1)):
+            if best >= _SAME_PHOTO:
+                photo = identity.photos[index] if index < len(identity.photos) else f"#{index}"
+                found.append((photo, other.name, float(best)))
+    return found
 
 
 def _replicas() -> GalleryReplicas:
@@ -201,6 +227,7 @@ def eval_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Enrol FOLDER/train, match the labelled probes, report similarities and errors."""
+    from facestream.recognizer import FaceEngine
     from facestream.recognizer.evaluate import evaluate, load_labels
 
     settings = cli_settings(match={"threshold": threshold, "margin": margin})
@@ -228,7 +255,13 @@ def eval_command(
         )
     for kind in ("genuine", "impostor"):
         stats = summary[kind]
-        typer.echo(f"{kind:<9} similarity: {stats}")
+        assert isinstance(stats, dict)
+        typer.echo(
+            f"{kind:<9} similarity: {stats['count']} scores, min {stats['min']:.3f}, "
+            f"median {stats['p50']:.3f}, max {stats['max']:.3f}"
+            if stats
+            else f"{kind:<9} similarity: no scores"
+        )
     typer.echo(
         f"top-1: {report.recognised}/{report.expected_names} labelled faces named, "
         f"{report.false_accepts} false accepts at threshold {report.threshold} "
@@ -250,7 +283,8 @@ def visitors_count() -> None:
         node.name: int(client.zcard(keys.VISITOR_SEEN)) for node, client in connections.every_node()
     }
     # Independent nodes keep their own visitor ids: the same person on two nodes counts twice.
-    typer.echo(f"{sum(counts.values())} visitors" + (f" {counts}" if len(counts) > 1 else ""))
+    per_node = ", ".join(f"{node} {count}" for node, count in counts.items())
+    typer.echo(f"{sum(counts.values())} visitors" + (f" ({per_node})" if len(counts) > 1 else ""))
 
 
 @visitors_app.command("purge")
@@ -266,6 +300,8 @@ def visitors_purge() -> None:
 
 def _photo_files(paths: list[Path]) -> list[Path]:
     """Photos named or found in the folders named; a missing path is one clear error."""
+    from facestream.ingest.sources import IMAGE_SUFFIXES
+
     files: list[Path] = []
     for path in paths:
         if path.is_dir():

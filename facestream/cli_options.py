@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from .config import Settings, load_settings
+from .config_files import default_config_file
 from .logs import configure_logging
 
 __all__ = [
@@ -31,7 +32,7 @@ ConfigOption = Annotated[
         envvar="FACESTREAM_CONFIG",
         exists=True,
         dir_okay=False,
-        help="YAML config.",
+        help="YAML config (default: ./facestream.yaml, then ~/.config/facestream/config.yaml).",
     ),
 ]
 GroupsOption = Annotated[str | None, typer.Option(help="Comma-separated camera groups.")]
@@ -82,7 +83,7 @@ def cli_settings(**sections: Any) -> Settings:
         merged[section] = (
             {**merged.get(section, {}), **values} if isinstance(values, dict) else values
         )
-    settings = load_settings(CliState.config, **merged)
+    settings = load_settings(CliState.config or default_config_file(), **merged)
     configure_logging(settings.log)
     return settings
 

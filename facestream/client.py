@@ -303,10 +303,11 @@ def recognise_image(
 
 def describe_result(result: Result) -> str:
     """One human line per result: camera, frame, who, how fast."""
-    people = ", ".join(
-        f"{face.identity} ({face.similarity:.2f})" if face.identity else "unknown"
-        for face in result.faces
-    )
+    named = [f"{f.identity} ({f.similarity:.2f})" for f in result.faces if f.identity is not None]
+    unknown = len(result.faces) - len(named)
+    if unknown:  # a crowd is "7 unknown", not seven words that push the columns apart
+        named.append("unknown" if unknown == 1 else f"{unknown} unknown")
+    people = ", ".join(named)
     source = "cache" if result.cached else "model"
     e2e = result.latency_ms.get("e2e", 0.0)
     line = f"{result.camera:>12} #{result.seq:<5} {people or '-':<44} {source}  {e2e:6.0f} ms"
@@ -314,10 +315,11 @@ def describe_result(result: Result) -> str:
 
 
 def describe_event(event: Event) -> str:
-    """One human line per event: camera, type, track, who, how long."""
+    """One human line per event: local time of day, camera, type, track, who, how long."""
+    when = time.strftime("%H:%M:%S", time.localtime(event.ts / 1000))
     who = event.identity or "unknown"
     if event.similarity is not None:
         who += f" ({event.similarity:.2f})"
     if event.dwell_ms is not None:
         who += f", {event.dwell_ms / 1000:.1f} s in {event.frames} frames"
-    return printable(f"{event.camera:>12} {event.type:<10} {event.track:<14} {who}")
+    return printable(f"{when} {event.camera:>12} {event.type:<10} {event.track:<14} {who}")

@@ -24,6 +24,7 @@ from facestream.recognizer import FaceEngine, Gallery, embed_photos
 from facestream.schemas import FacestreamError, Result, keys
 
 from .acl import password_file
+from .cli_redis import export_lines
 from .client import describe_result, tail_results
 from .config import Settings
 from .connect import connect
@@ -83,8 +84,12 @@ def fit_frame(image: NDArray[np.uint8], size: tuple[int, int], zoom: float) -> N
     return canvas
 
 
-def run_demo(settings: Settings, workers: int = 2) -> int:
-    """Run the whole pipeline on this machine; returns the exit code."""
+def run_demo(settings: Settings, workers: int = 2, keep_running: bool = False) -> int:
+    """Run the whole pipeline on this machine; returns the exit code.
+
+    With `keep_running`, Redis and the workers stay up after the summary, until Ctrl-C, so the
+    page (`facestream web`) and `status` can be opened on the demo's data.
+    """
     # SIGTERM cleans up like Ctrl-C does: workers stopped, Redis shut down, temp dir removed.
     # SIGINT too, even where it was inherited as ignored (a job started with `&`).
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -116,6 +121,9 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
             sender.start()
             results = _collect(client, expected, processes, describe_result)
             _summarise(results, expected)
+            typer.echo(NEXT_STEPS)
+            if keep_running:
+                _hold(server, secret, processes)
             return 0 if len(results) == expected else 1
         except KeyboardInterrupt:
             typer.echo("\ninterrupted, cleaning up", err=True)
@@ -127,6 +135,30 @@ def run_demo(settings: Settings, workers: int = 2) -> int:
             for process in started:
                 _stop(process)
             server.stop()
+
+
+NEXT_STEPS = """
+next steps
+  facestream demo --keep-running   the same, then Redis and the workers stay up for the page
+  facestream web --init            a login for the page (./facestream.yaml); then facestream web
+  your own camera                  README.md, "Your cameras": facestream redis, camera, worker
+  docs                             docs/web.md, docs/configuration.md, docs/cameras.md"""
+
+
+def _hold(server: EmbeddedRedis, secret: Path, workers: subprocess.Popen[bytes]) -> None:
+    """Keep Redis and the workers up until Ctrl-C (or SIGTERM), saying how to reach them."""
+    lines = "\n".join(f"  {line}" for line in export_lines(server.address, secret))
+    typer.echo(
+        "\nthe demo keeps running (Ctrl-C stops it); in another terminal, on its data:\n"
+        f"{lines}\n"
+        "  facestream status\n"
+        "  facestream web --init && facestream web    # then http://127.0.0.1:8080/"
+    )
+    sys.stdout.flush()
+    try:
+        workers.wait()  # returns early only if the workers die
+    except KeyboardInterrupt:
+        typer.echo("\nstopping the demo", err=True)
 
 
 def _enrol_gallery(settings: Settings, client: redis.Redis) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
@@ -166,15 +167,26 @@ class StatusReport:
                 f"{worker.consumer:<28}{counts['read']:>8}{counts['recognised']:>12}"
                 f"{counts['cached']:>8}{counts['dead']:>6}  {','.join(worker.groups) or '-'}"
             )
+        if any(group.lag is None and not group.error for group in self.groups):
+            lines.append(_LAG_UNKNOWN)
         if self.cameras:
-            lines.append(f"\n{'camera':<14}{'group':<10}{'state':<13}{'in/s':>6}{'out/s':>7}"
-                         f"{'dropped':>9}{'reconn':>8}  last error")  # fmt: skip
+            lines.append(
+                f"\n{'camera':<14}{'group':<10}{'state':<13}{'in/s':>6}{'out/s':>7}"
+                f"{'skipped':>9}{'shed':>7}{'lost':>6}{'reconn':>8}  last error"
+            )
+        now_ms = int(time.time() * 1000)
         for health in self.cameras:
+            lost = max(0, health.dropped - health.skipped - health.shed)
+            error = health.last_error or "-"
+            if health.last_error and health.last_error_at:
+                error += f" ({ago(now_ms - health.last_error_at)})"
             lines.append(
                 f"{health.camera:<14}{health.group:<10}{health.state:<13}{health.fps_in:>6.1f}"
-                f"{health.fps_out:>7.1f}{health.dropped:>9}{health.reconnects:>8}  "
-                f"{health.last_error or '-'}"
+                f"{health.fps_out:>7.1f}{health.skipped:>9}{health.shed:>7}{lost:>6}"
+                f"{health.reconnects:>8}  {error}"
             )
+        if self.cameras:
+            lines.append(_CAMERA_COLUMNS)
         if self.unreadable:
             lines.append(f"\n{len(self.unreadable)} unreadable records skipped:")
             lines += [f"  {key}: {why}" for key, why in sorted(self.unreadable.items())]
@@ -192,6 +204,25 @@ class StatusReport:
             "quarantined": self.quarantined,
             "unreadable": self.unreadable,
         }
+
+
+_LAG_UNKNOWN = (
+    "lag ?: Redis cannot say how many frames no worker has read yet (no worker has joined the "
+    "group, Redis before 7.0, or entries were deleted); pending counts those being worked on"
+)
+_CAMERA_COLUMNS = (
+    "skipped: frames the fps limit replaced by a newer one (normal); shed: dropped because "
+    "the workers were behind (load); lost: Redis refused or was down, or the frame was rejected"
+)
+
+
+def ago(elapsed_ms: int) -> str:
+    """How long ago, in the largest whole unit: '40 s ago', '3 min ago', '2 h ago', '5 d ago'."""
+    seconds = max(0, elapsed_ms // 1000)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
 
 
 def known_groups(client: redis.Redis) -> list[str]:

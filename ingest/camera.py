@@ -167,8 +167,9 @@ class CameraAgent:
 
     def _offer(self, image: NDArray[np.uint8]) -> None:
         with self._lock:
-            if self._latest is not None:
+            if self._latest is not None:  # the fps limit: a newer frame replaces this one
                 self._count("dropped")
+                self.health.skipped += 1
             self._latest = image
             self._latest_ms = int(time.time() * 1000)
             self._last_frame_at = time.monotonic()
@@ -211,6 +212,7 @@ class CameraAgent:
         try:
             if self._workers_behind():
                 camera_counter("shed", self.camera.id).inc()
+                self.health.shed += 1
                 self._frame_lost(
                     f"workers are behind (over {self.camera.max_backlog} frames of this "
                     "camera unread): dropping frames until they catch up"

@@ -48,11 +48,14 @@ class FrameSource(Protocol):
 def set_transports(cameras: Sequence[CameraSettings]) -> None:
     """Fix the RTSP transport for the process when every camera agrees on one.
 
-    Also silences FFmpeg's own stderr chatter (it bypasses our structured logs); each
-    failure is reported by us as one line instead. Set OPENCV_FFMPEG_LOGLEVEL to see it.
+    Also silences FFmpeg's and OpenCV's own stderr chatter (it bypasses our structured logs:
+    "[ WARN:0@…] global cap.cpp:… VIDEOIO(FFMPEG)…" on every reconnect); each failure is
+    reported by us as one line instead. Set OPENCV_FFMPEG_LOGLEVEL or OPENCV_LOG_LEVEL to see it.
     """
     global _shared_transport
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     transports = {camera.rtsp_transport for camera in cameras}
     _shared_transport = transports.pop() if len(transports) == 1 else None
     if _shared_transport is not None:

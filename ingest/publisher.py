@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -15,9 +16,8 @@ from facestream.schemas import Frame, FrameLimits, keys
 from facestream.schemas.entries import entry_id_parts
 
 from .outages import single_shot
-from .sources import EncodedFrame
 
-__all__ = ["FramePublisher"]
+__all__ = ["EncodedFrame", "FramePublisher"]
 
 log = structlog.get_logger("ingest.publisher")
 
@@ -25,6 +25,16 @@ log = structlog.get_logger("ingest.publisher")
 _SCAN_PAGE = 50
 # How far the server's clock may lag ours and a frame's id still be found by its capture time.
 _CLOCK_SKEW_MS = 60_000
+
+
+# Here, not in sources.py: a publisher of ready JPEGs (`facestream recognise`) needs no OpenCV.
+@dataclass(frozen=True)
+class EncodedFrame:
+    """One frame ready to send: JPEG bytes and their pixel size."""
+
+    jpeg: bytes
+    width: int
+    height: int
 
 
 class FramePublisher:

@@ -42,6 +42,7 @@ def replay(
     max_side: int | None = None,
     stop: threading.Event | None = None,
     on_frame: Callable[[EncodedFrame, str], None] | None = None,
+    on_pass: Callable[[ReplayStats], None] | None = None,
 ) -> ReplayStats:
     """Send every frame of `path` (again and again with `loop`) at `fps` (None: flat out).
 
@@ -78,6 +79,8 @@ def replay(
                 if on_frame is not None:
                     on_frame(encoded, entry_id)
             stats.loops += 1
+            if on_pass is not None and not stop.is_set():
+                on_pass(stats)
             if not loop:
                 break
     except Stopped:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,8 @@ from numpy.typing import NDArray
 
 from facestream.schemas import InvalidFrame, SourceError
 from facestream.schemas.images import image_size
+
+from .publisher import EncodedFrame
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -33,15 +34,6 @@ _REDUCED = ((1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2),
 _MOST_OVER = {True: 64, False: 4}  # JPEG or not
 
 log = structlog.get_logger("ingest.sources")
-
-
-@dataclass(frozen=True)
-class EncodedFrame:
-    """One frame ready to send: JPEG bytes and their pixel size."""
-
-    jpeg: bytes
-    width: int
-    height: int
 
 
 def encode_jpeg(

@@ -11,9 +11,10 @@ from numpy.typing import NDArray
 
 from facestream.schemas import ModelError
 
+from .model_files import EMBEDDING_SIZE
+
 __all__ = ["EMBEDDING_SIZE", "SFaceEmbedder", "align", "check_embedding_size"]
 
-EMBEDDING_SIZE = 128
 _CROP = 112
 
 

@@ -14,8 +14,9 @@ from numpy.typing import NDArray
 from facestream.schemas import Face, IdentitySource, InvalidFrame
 
 from .detector import Detection, YuNetDetector
-from .embedder import EMBEDDING_SIZE, SFaceEmbedder, align
+from .embedder import SFaceEmbedder, align
 from .matcher import Match, Matcher
+from .model_files import EMBEDDING_SIZE, current_model_id
 from .models import SFACE, YUNET, create_session, prepare
 from .settings import ModelSettings
 
@@ -33,11 +34,6 @@ EmbedPlan = Callable[[int, Sequence[Face]], Sequence[bool]]
 
 
 @cache  # a constant, asked for several times per frame
-def current_model_id() -> str:
-    """Identifies detector + embedder weights; gallery and cache entries carry it."""
-    return f"{YUNET.model_id}+{SFACE.model_id}"
-
-
 def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
     """Decode an encoded image to BGR, or raise InvalidFrame saying it is not one."""
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -13,7 +13,7 @@ import numpy as np
 from facestream.schemas import GalleryError
 
 from .engine import FaceEngine
-from .gallery import embed_photos
+from .enrol import embed_photos
 from .matcher import Matcher
 
 __all__ = ["Evaluation", "ProbeOutcome", "evaluate", "load_labels"]

@@ -1,10 +1,12 @@
-"""The identity gallery in Redis: enrol, reject, list, remove, erase, export/import, matching."""
+"""The identity gallery in Redis: enrol, reject, list, remove, erase, export/import, matching.
+
+No model here: the page and `status` read the gallery without onnxruntime or OpenCV; photos
+become identities in `enrol.py`.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import redis
@@ -21,14 +23,12 @@ from facestream.schemas import (
     keys,
 )
 
-from .engine import FaceEngine, current_model_id
 from .gallery_check import GalleryContents, check_export, parse_identities
 from .matcher import Matcher
 from .metrics import GALLERY_SKIPPED
-from .photos import DEFAULT_MAX_PIXELS, read_photo
-from .tracks import parse_tracks
+from .model_files import current_model_id
 
-__all__ = ["Gallery", "embed_photos"]
+__all__ = ["Gallery"]
 
 log = structlog.get_logger("gallery")
 _SCAN_BATCH = 500
@@ -148,6 +148,9 @@ class Gallery:
         return purged
 
     def _purge_snapshots(self, name: str) -> int:
+        # Imported here: tracks.py needs OpenCV, which readers of the gallery never load.
+        from .tracks import parse_tracks
+
         doomed: set[str] = set()
         tracks = keys.every_group("track")
         for key in self.client.scan_iter(match=tracks, count=_SCAN_BATCH, _type="hash"):
@@ -230,41 +233,3 @@ def _unit(rows: list[list[float]]) -> NDArray[np.float32]:
     matrix = np.asarray(rows, dtype=np.float32)
     unit: NDArray[np.float32] = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
     return unit
-
-
-def embed_photos(
-    engine: FaceEngine,
-    name: str,
-    photos: Sequence[Path],
-    largest_face: bool = False,
-    on_photo: Callable[[Path], None] | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> Identity:
-    """Build an identity from photos that each show exactly one face (or take the largest).
-
-    `on_photo` is called after each photo is embedded (progress for long folders); a photo
-    whose header declares over `max_pixels` is refused before it is decoded.
-    """
-    if not photos:
-        raise GalleryError(f"no photos given for {name!r}")
-    embeddings = []
-    for photo in photos:
-        detections, vectors = engine.embed_faces(read_photo(photo, max_pixels))
-        if not detections:
-            raise GalleryError(f"{photo}: no face found; use a clearer, frontal photo")
-        if len(detections) > 1 and not largest_face:
-            raise GalleryError(
-                f"{photo}: {len(detections)} faces found; crop it to one person "
-                "or pass --largest-face"
-            )
-        areas = [d.box[2] * d.box[3] for d in detections]
-        embeddings.append(vectors[int(np.argmax(areas))].tolist())
-        if on_photo is not None:
-            on_photo(photo)
-    return Identity(
-        name=name,
-        model=engine.model_id,
-        embeddings=embeddings,
-        photos=[photo.name for photo in photos],
-        enrolled_at=int(time.time() * 1000),
-    )

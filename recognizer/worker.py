@@ -335,6 +335,11 @@ class Worker:
             return
         self.matcher = matcher
         self.log.info("gallery loaded", version=matcher.version, identities=len(matcher.names))
+        if not matcher.names:
+            self.log.warning(
+                "gallery is empty: every face stays unknown until one is enrolled "
+                "(facestream gallery enroll NAME PHOTOS)"
+            )
 
     # -- reading ----------------------------------------------------------------------------
 

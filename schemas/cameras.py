@@ -28,7 +28,15 @@ class CameraHealth(BaseModel):
     fps_out: float = Field(0.0, description="Frames published per second.")
     frames_in: Int64 = 0
     frames_out: Int64 = 0
-    dropped: Int64 = Field(0, description="Frames read but replaced by a newer one before sending.")
+    dropped: Int64 = Field(
+        0, ge=0, description="Frames read but not published, for any reason (the sum below + lost)."
+    )
+    skipped: Int64 = Field(
+        0, ge=0, description="Of those, frames replaced by a newer one before sending (fps limit)."
+    )
+    shed: Int64 = Field(
+        0, ge=0, description="Of those, frames dropped because the workers were behind (load)."
+    )
     reconnects: Int64 = 0
     redis_errors: Int64 = 0
     last_error: str | None = None

@@ -628,3 +628,14 @@ def test_a_backend_can_claim_a_bridges_events_and_the_bridge_notices(
     assert backend.xack(stream, "bridge-webhook-x", first.entry_id) == 1
     assert (first.track, next(events).track) == ("t1", "t2")
     assert bridge.stats.acked_elsewhere == 1
+
+
+def test_the_generated_admin_may_not_delete_a_group(deployment: Deployment) -> None:
+    """`facestream group delete` needs a user that may UNLINK streams; the admin may not."""
+    camera = deployment.login("camera-c1")
+    camera.xadd(keys.frames("g1"), {"camera": "c1"})
+    camera.close()
+    done = _facestream(deployment, "admin", "group", "delete", "g1", "--yes")
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.startswith("error: Redis refused a command for this ACL user"), done.stderr
+    assert "Traceback" not in done.stderr

@@ -172,6 +172,7 @@ def test_rtsp_camera_sends_latest_frames_and_people_are_recognised(
     # The server sends 10 fps and the agent publishes 5: the rest are dropped, not queued.
     assert health is not None and health.state == "streaming"
     assert health.frames_in > health.frames_out and health.dropped > 0
+    assert health.skipped > 0 and health.shed == 0  # the fps limit, not load shedding
     assert camera_counter("frames_out", "c1")._value.get() >= health.frames_out
 
     enrol(engine, client)

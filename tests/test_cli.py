@@ -257,7 +257,10 @@ def test_embedded_redis_has_a_password_only_its_user_can_read(tmp_path: Path) ->
         assert server.stdout is not None and server.stderr is not None
         assert server.stdout.readline() == f"redis://127.0.0.1:{port}/0\n"  # no secret shown
         secret = tmp_path / "password"
-        assert server.stderr.readline() == f"FACESTREAM_REDIS__PASSWORD_FILE={secret}\n"
+        assert (
+            server.stderr.readline() == f"export FACESTREAM_REDIS__URL=redis://127.0.0.1:{port}/0\n"
+        )
+        assert server.stderr.readline() == f"export FACESTREAM_REDIS__PASSWORD_FILE={secret}\n"
         assert secret.stat().st_mode & 0o777 == 0o600
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).ping()

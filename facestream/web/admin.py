@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import redis
 import structlog
@@ -24,7 +23,6 @@ from starlette.responses import JSONResponse, Response
 
 from facestream.config import Settings
 from facestream.dead_letters import DeadLetters
-from facestream.recognizer import FaceEngine, embed_photos
 from facestream.schemas import GalleryError, Identity, InvalidMessage, keys
 from facestream.schemas.entries import validate_entry_id
 from facestream.schemas.gallery import IDENTITY_NAME_PATTERN
@@ -84,6 +82,8 @@ def gallery(request: Request) -> JSONResponse:
 @requires("authenticated", status_code=401)
 def thumbnail(request: Request) -> Response:
     """The identity's face as last seen by a camera (while that frame is kept), 96 px."""
+    import cv2  # here: a page that shows no thumbnail never loads OpenCV
+
     name = request.path_params["name"]
     sighting = request.app.state.monitor.sightings.get(name)
     jpeg = sighting and read_frame(request.app.state.client, sighting.group, sighting.frame_id)
@@ -143,6 +143,9 @@ def _embed(
     state: Any, name: str, photos: list[Path], largest: bool
 ) -> tuple[Identity | None, list[dict[str, str]]]:
     """Embed each photo alone, so each gets its own error; one identity if all passed."""
+    # Imported here: the page loads onnxruntime and OpenCV only once an admin enrols a photo.
+    from facestream.recognizer import FaceEngine, embed_photos
+
     with state.engine_lock:  # one enrolment at a time: the models are CPU-bound
         if state.engine is None:
             settings: Settings = state.settings

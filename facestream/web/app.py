@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
@@ -35,7 +35,6 @@ from starlette.staticfiles import StaticFiles
 from facestream.client import EventFilter, ResultFilter
 from facestream.config import ConfigError, Settings
 from facestream.connect import Connections, connect_node
-from facestream.recognizer import FaceEngine
 from facestream.redis_errors import REDIS_ERRORS
 from facestream.replicas import GalleryReplicas
 from facestream.schemas import FacestreamError, GalleryError, clip, keys
@@ -47,6 +46,9 @@ from .metrics import render_metrics
 from .monitor import Filters, Monitor
 from .settings import WebSettings
 from .uploads import BodyTooLarge
+
+if TYPE_CHECKING:  # the page loads the models only when an admin enrols a photo
+    from facestream.recognizer import FaceEngine
 
 __all__ = ["build_server", "create_app", "serve"]
 
