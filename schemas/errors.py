@@ -20,6 +20,7 @@ with a module live there, next to the code that raises them):
     ├── NotRetryable           facestream.web.admin: a dead letter gone, or its frame trimmed
     ├── InvalidRequest         facestream.web.admin: a request naming what cannot exist
     │                          (also a ValueError)
+    ├── BodyTooLarge           facestream.web.uploads: an upload past its cap while streaming
     └── Stopped                facestream.ingest.outages: a stop asked for while Redis was away
 
 Nothing here is transient: retrying it without changing something is pointless. What a Redis

@@ -156,7 +156,8 @@ def test_recognise_one_photo_through_a_worker(
     refusals = [
         ("/api/recognise?group=nowhere", photo, jpeg, 404,
          "no camera group 'nowhere' on this node"),
-        ("/api/recognise?group=g1", b"not a jpeg", jpeg, 422, "the photo is not a decodable image"),
+        ("/api/recognise?group=g1", b"not a jpeg", jpeg, 422,
+         "image is not a JPEG (starts with 6e6f7420)"),
         ("/api/recognise?group=g1&timeout=99", photo, jpeg, 422,
          "timeout must be a number of seconds in (0, 30]"),
         ("/api/recognise?group=g1", photo, {**BEARER, "Content-Type": "text/plain"}, 422,

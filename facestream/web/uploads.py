@@ -9,10 +9,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.types import Message, Receive
 
+from facestream.schemas import FacestreamError
+
 __all__ = ["BodyTooLarge", "capped"]
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(FacestreamError):
     """The request body went past the cap; what came so far is dropped."""
 
 
