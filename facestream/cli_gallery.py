@@ -176,7 +176,7 @@ def eval_command(
         Path | None, typer.Option(help="Labels JSON (default FOLDER/labels.json).")
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Match threshold (default: config).")
+        float | None, typer.Option(help="Match threshold floor (default: config).")
     ] = None,
     margin: Annotated[float | None, typer.Option(help="Match margin (default: config).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -196,6 +196,8 @@ def eval_command(
             settings.match.threshold,
             settings.match.margin,
             on_photo=advance,
+            target_fpir=settings.match.target_fpir,
+            quality=settings.match.quality,
         )
     summary = report.summary()
     if json_output:
@@ -210,6 +212,10 @@ def eval_command(
     for kind in ("genuine", "impostor"):
         stats = summary[kind]
         typer.echo(f"{kind:<9} similarity: {stats}")
+    typer.echo(
+        f"threshold {report.threshold} for {len(report.identities)} identities at target FPIR "
+        f"{report.target_fpir} (floor {report.floor}; match.threshold)"
+    )
     typer.echo(
         f"top-1: {report.recognised}/{report.expected_names} labelled faces named, "
         f"{report.false_accepts} false accepts at threshold {report.threshold} "

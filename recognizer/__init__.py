@@ -2,7 +2,7 @@
 
 from .batch import Delivery, WorkerStats, content_hash
 from .engine import FaceEngine, Recognition, current_model_id, decode_jpeg
-from .gallery import Gallery, embed_photos
+from .gallery import Gallery, embed_photos, refuse_outliers, refuse_poor_view
 from .matcher import Match, Matcher
 from .settings import (
     MatchSettings,
@@ -33,4 +33,6 @@ __all__ = [
     "current_model_id",
     "decode_jpeg",
     "embed_photos",
+    "refuse_outliers",
+    "refuse_poor_view",
 ]

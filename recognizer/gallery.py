@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from facestream.schemas import (
     CachedRecognition,
     Event,
+    FaceQuality,
     GalleryError,
     GalleryExport,
     Identity,
@@ -24,9 +25,11 @@ from facestream.schemas import (
 
 from .engine import FaceEngine
 from .matcher import Matcher
+from .quality import gate
+from .settings import EnrolSettings, MatchSettings
 from .tracks import parse_tracks
 
-__all__ = ["Gallery", "embed_photos"]
+__all__ = ["Gallery", "embed_photos", "refuse_outliers", "refuse_poor_view"]
 
 log = structlog.get_logger("gallery")
 _SCAN_BATCH = 500
@@ -201,8 +204,14 @@ class Gallery:
         identities = sorted((Identity.loads(value) for value in raw.values()), key=lambda i: i.name)
         return int(version or 0), identities
 
-    def matcher(self, model_id: str, threshold: float, margin: float) -> Matcher:
-        """A matcher over the current gallery, refusing identities enrolled by another model."""
+    def matcher(
+        self, model_id: str, threshold: float, margin: float, match: MatchSettings | None = None
+    ) -> Matcher:
+        """A matcher over the current gallery, refusing identities enrolled by another model.
+
+        With `match`, the config's matcher (FPIR-derived threshold, quality gate; its own
+        threshold and margin stand in for the two given); without, the fixed threshold alone.
+        """
         version, identities = self.identities()
         foreign = [i.name for i in identities if i.model != model_id]
         if foreign:
@@ -211,7 +220,56 @@ class Gallery:
                 f"{identities[0].model if identities[0].model != model_id else '?'}, "
                 f"this worker runs {model_id}: re-enrol them with `facestream gallery enroll`"
             )
+        if match is not None:
+            return Matcher.from_settings(identities, match, version)
         return Matcher(identities, threshold, margin, version)
+
+
+_WHY = {
+    "too_small": "the face is too small (eyes {iod:.0f} px apart, at least {min_iod:.0f} needed)",
+    "turned_away": "the face is turned away (yaw {yaw:.0f}°, pitch {pitch:.0f}°; at most "
+    "{max_yaw:.0f}° and {max_pitch:.0f}°)",
+    "blurred": "the face is blurred (sharpness {sharpness:.0f}, at least {min_sharpness:.0f})",
+    "low_score": "the face is unclear (detection score {score:.2f}, at least {min_score:.2f})",
+}
+
+
+def refuse_poor_view(photo: Path, view: FaceQuality, settings: EnrolSettings) -> None:
+    """Raise GalleryError saying why, when a photo's face is too poor to enrol."""
+    reason = gate(view, settings)
+    if reason is not None:
+        measures = {**view.model_dump(), **settings.model_dump()}
+        raise GalleryError(
+            f"{photo}: {_WHY[reason].format(**measures)} ({reason}); use a larger, sharper, "
+            "frontal photo"
+        )
+
+
+def refuse_outliers(
+    name: str,
+    photos: Sequence[Path],
+    embeddings: Sequence[Sequence[float]],
+    settings: EnrolSettings,
+) -> None:
+    """Raise GalleryError naming a photo that does not look like the identity's other photos.
+
+    Each photo is compared with the mean of the others: another person's photo (or a bad crop)
+    in an identity would let that other person be named.
+    """
+    if len(embeddings) < 2:
+        return
+    unit = np.asarray(embeddings, np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    total = unit.sum(axis=0)
+    for photo, row in zip(photos, unit, strict=True):
+        others = total - row
+        similarity = float(row @ others / max(float(np.linalg.norm(others)), 1e-12))
+        if similarity < settings.outlier_similarity:
+            raise GalleryError(
+                f"{photo}: does not look like the other photos of {name!r} (similarity "
+                f"{similarity:.2f}, at least {settings.outlier_similarity:.2f}) (outlier); "
+                "leave it out or check it is the same person"
+            )
 
 
 def embed_photos(
@@ -232,7 +290,7 @@ def embed_photos(
         image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
         if image is None:
             raise GalleryError(f"{photo}: not a readable image")
-        detections, vectors = engine.embed_faces(np.asarray(image, np.uint8))
+        detections, vectors, views = engine.embed_views(np.asarray(image, np.uint8))
         if not detections:
             raise GalleryError(f"{photo}: no face found; use a clearer, frontal photo")
         if len(detections) > 1 and not largest_face:
@@ -241,9 +299,12 @@ def embed_photos(
                 "or pass --largest-face"
             )
         areas = [d.box[2] * d.box[3] for d in detections]
-        embeddings.append(vectors[int(np.argmax(areas))].tolist())
+        chosen = int(np.argmax(areas))
+        refuse_poor_view(photo, views[chosen], engine.enrol)
+        embeddings.append(vectors[chosen].tolist())
         if on_photo is not None:
             on_photo(photo)
+    refuse_outliers(name, photos, embeddings, engine.enrol)
     return Identity(
         name=name,
         model=engine.model_id,

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from facestream.schemas import Event, Face, IdentitySource, clip, keys
 
+from .quality import GATED
 from .settings import TrackSettings
 
 __all__ = [
@@ -352,6 +353,8 @@ def _keep_best_crop(track: Track, frame: FrameRef, sighting: Sighting, step: Ste
 
 
 def _vote(track: Track, face: Face, settings: TrackSettings) -> None:
+    if face.unnamed_reason in GATED:  # issue 17: a view too poor to name is no evidence
+        return
     choice = face.identity or _UNKNOWN
     vote = track.votes.setdefault(choice, Vote())
     vote.count += 1

@@ -286,7 +286,7 @@ class Worker:
         self._gallery_seen = version
         try:
             matcher = self.gallery.matcher(
-                self.engine.model_id, self.match.threshold, self.match.margin
+                self.engine.model_id, self.match.threshold, self.match.margin, self.match
             )
             size = matcher.templates.shape[1] if matcher.names else EMBEDDING_SIZE
             if size != EMBEDDING_SIZE:

@@ -15,7 +15,7 @@ from .errors import (
 from .events import Event, EventType, IdentitySource
 from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields, jpeg_size
 from .gallery import GalleryExport, Identity
-from .results import CachedRecognition, DeadLetter, Face, Result, clip
+from .results import CachedRecognition, DeadLetter, Face, FaceQuality, Result, UnnamedReason, clip
 from .urls import redact, redact_event, without_userinfo
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Event",
     "EventType",
     "Face",
+    "FaceQuality",
     "FacestreamError",
     "Frame",
     "FrameLimits",
@@ -42,6 +43,7 @@ __all__ = [
     "Result",
     "SourceError",
     "StreamFields",
+    "UnnamedReason",
     "clip",
     "jpeg_size",
     "keys",

@@ -156,7 +156,14 @@ def test_a_bare_clone_imports_every_package_through_its_committed_symlink(tmp_pa
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     links = subprocess.run(
-        ["git", "ls-files", "-s", "facestream/schemas", "facestream/ingest", "facestream/recognizer"],
+        [
+            "git",
+            "ls-files",
+            "-s",
+            "facestream/schemas",
+            "facestream/ingest",
+            "facestream/recognizer",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -169,7 +176,10 @@ def test_a_bare_clone_imports_every_package_through_its_committed_symlink(tmp_pa
         "print(s.__file__, i.__file__, r.__file__)"
     )
     result = subprocess.run(
-        [sys.executable, "-I", "-c", script, str(clone)], capture_output=True, text=True, check=False
+        [sys.executable, "-I", "-c", script, str(clone)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     for imported in result.stdout.split():

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from facestream.config import Settings
-from facestream.recognizer import FaceEngine, embed_photos
+from facestream.recognizer import FaceEngine, embed_photos, refuse_outliers
 from facestream.schemas import (
     DeadLetter,
     FacestreamError,
@@ -176,6 +176,11 @@ def _embed(
                 errors.append({"file": photo.name, "error": reason})
     if errors or not verdicts:
         return None, errors
+    try:  # issue 17: the photos must agree with each other, as `gallery enroll` checks
+        refuse_outliers(name, photos, [v.embeddings[0] for v in verdicts], state.engine.enrol)
+    except GalleryError as exc:
+        shown, _, reason = str(exc).partition(": ")
+        return None, [{"file": Path(shown).name, "error": reason}]
     merged = verdicts[0].model_copy(
         update={
             "embeddings": [e for v in verdicts for e in v.embeddings],
