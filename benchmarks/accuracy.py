@@ -1,0 +1,397 @@
+"""Strangers against galleries of 10 to 1,000 identities: FPIR, FNIR and the impostor table.
+
+Reads clips of people who are in no gallery (`--videos`: video files, or folders of frames in
+order; default tests/data/strangers) and the labelled photos (tests/data/faces). Every face
+goes through the engine (detect, align, embed, quality); faces of one clip are linked into
+tracks by box overlap (a track is one person's visit). Two faces are different people when they
+come from different clips (clips in SAME_PEOPLE share people, so none of their pairs count) or
+are photos of different labelled people.
+
+- Impostor table: for each quality tier (recognizer/quality.py: faces passing the gate, good or
+  weak views), the mean, sd, highest score and the measured FAR(t) of all different-person
+  pairs; `--table` prints it as recognizer/openset.py's IMPOSTORS.
+- Modelled FPIR: at gallery sizes N = 10, 100 and 1,000, the threshold the matcher derives from
+  `match.target_fpir`, and FPIR(N) = 1 − (1 − FAR(t))^N with the measured FAR(t) (0 pairs
+  above t reads as "under 1/pairs").
+- Direct check: galleries of N strangers' faces (from the other clips; N is capped at what the
+  data has) matched with the default config. FPIR per face: the share of strangers' faces that
+  get a name; per visit: the share of tracks that tracks.py's vote would name (a frame at
+  `tracks.instant_similarity` at once, else `tracks.min_votes` agreeing frames and a majority;
+  gated frames cast no vote).
+- Genuine, new identities: each track with at least 12 gate-passing frames is enrolled from its
+  first 1 and 3 such frames into the same stranger galleries, then probed with its frames from
+  10 frames after the last enrolled one; the bundled photos' five people are enrolled from
+  train/ and probed with their test photos. FNIR: share of probes not named right; wrong:
+  named someone else.
+
+The figures are of the development data the defaults were chosen on (docs/accuracy.md).
+
+Usage: python benchmarks/accuracy.py [--videos DIR] [--out benchmarks/results/accuracy.json]
+       [--table]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from facestream.config import Settings  # noqa: E402
+from facestream.recognizer import FaceEngine, Matcher, embed_photos  # noqa: E402
+from facestream.recognizer.openset import IMPOSTORS, fpir  # noqa: E402
+from facestream.recognizer.quality import gate, tier  # noqa: E402
+from facestream.schemas import FaceQuality, Identity  # noqa: E402
+
+FACES = REPO / "tests" / "data" / "faces"
+VIDEO_SUFFIXES = {".gif", ".mp4", ".avi", ".mkv", ".mov"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+#: Clips that show the same people (Intel's two corridor walks), by file or folder stem.
+SAME_PEOPLE = {
+    "face-demographics-walking": "corridor",
+    "face-demographics-walking-and-pause": "corridor",
+}
+SIZES = (10, 100, 1000)
+SEED = 17
+
+
+@dataclass
+class Seen:
+    """One detected face of the development data."""
+
+    group: str  # faces of different groups are different people (photos: per person)
+    person: str | None  # clip track or labelled name; None: unknown which person
+    frame: int
+    quality: FaceQuality
+    embedding: NDArray[np.float32]
+    enrolment: bool = False  # a photo of train/ (enrolled, not probed)
+
+
+def frames(path: Path) -> Iterator[NDArray[np.uint8]]:
+    """The frames of a video file or of a folder of images (in name order)."""
+    if path.is_dir():
+        for image in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            decoded = cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if decoded is not None:
+                yield np.asarray(decoded, np.uint8)
+        return
+    capture = cv2.VideoCapture(str(path))
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        yield np.asarray(image, np.uint8)
+    capture.release()
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    width = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    height = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(width, 0.0) * max(height, 0.0)
+    return inter / max(a[2] * a[3] + b[2] * b[3] - inter, 1e-9)
+
+
+def clip_faces(engine: FaceEngine, path: Path, gap: int) -> list[Seen]:
+    """Every face of a clip, linked into tracks by overlap with the last box (within `gap`)."""
+    group = SAME_PEOPLE.get(path.stem, path.stem)
+    tracks: list[tuple[tuple[float, ...], int, int]] = []  # last box, last frame, id
+    seen = []
+    for index, image in enumerate(frames(path)):
+        detections, embeddings, views = engine.embed_views(image)
+        for detection, embedding, view in zip(detections, embeddings, views, strict=True):
+            near = [
+                (i, _iou(box, detection.box))
+                for i, (box, last, _) in enumerate(tracks)
+                if index - last <= gap
+            ]
+            best = max(near, key=lambda item: item[1], default=(None, 0.0))
+            if best[0] is None or best[1] < 0.2:
+                tracks.append((detection.box, index, len(tracks)))
+                track = len(tracks) - 1
+            else:
+                track = best[0]
+                tracks[track] = (detection.box, index, tracks[track][2])
+            person = f"{path.stem}:{tracks[track][2]}"
+            seen.append(Seen(group, person, index, view, embedding))
+    return seen
+
+
+def photo_faces(engine: FaceEngine) -> list[Seen]:
+    labels: dict[str, list[str]] = json.loads((FACES / "labels.json").read_text())
+    seen = []
+    for photo in sorted(p for p in FACES.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        relative = str(photo.relative_to(FACES))
+        names = [relative.split("/")[1]] if relative.startswith("train/") else labels[relative]
+        image = np.asarray(cv2.imread(str(photo), cv2.IMREAD_COLOR), np.uint8)
+        _, embeddings, views = engine.embed_views(image)
+        for embedding, view in zip(embeddings, views, strict=True):
+            person = names[0] if len(names) == 1 else None  # which face is whose: unknown
+            seen.append(
+                Seen(f"photo:{person}", person, 0, view, embedding, relative.startswith("train/"))
+            )
+    return seen
+
+
+def impostor_table(faces: list[Seen], settings: Settings) -> dict[str, dict[str, object]]:
+    """Per tier: the different-person pairs' statistics and measured FAR(t)."""
+    quality = settings.match.quality
+    usable = [f for f in faces if f.person is not None and gate(f.quality, quality) is None]
+    unit = np.stack([f.embedding for f in usable])
+    scores = unit @ unit.T
+    good = np.array([tier(f.quality, quality) == "good" for f in usable])
+    groups = np.array([f.group for f in usable])
+    upper = np.triu(np.ones(scores.shape, dtype=bool), 1)
+    different = upper & (groups[:, None] != groups[None, :])
+    tables: dict[str, dict[str, object]] = {}
+    for name, mask in (
+        ("good", good[:, None] & good[None, :]),
+        ("weak", ~(good[:, None] & good[None, :])),
+    ):
+        pairs = scores[different & mask]
+        people = {f.person for f, g in zip(usable, good, strict=True) if g == (name == "good")}
+        tail = [
+            (round(t, 2), round(float(np.mean(pairs >= t)), 4))
+            for t in np.arange(0.2, 0.8, 0.02)
+            if int(np.sum(pairs >= t)) >= 10
+        ]
+        tables[name] = {
+            "pairs": int(pairs.size),
+            "faces": int(mask.diagonal().sum()),
+            "people": len(people),
+            "mean": round(float(pairs.mean()), 4),
+            "sd": round(float(pairs.std()), 4),
+            "highest": round(float(pairs.max()), 3),
+            "tail": tail,
+            "scores": pairs,
+        }
+    return tables
+
+
+def vote(frames_named: list[tuple[str | None, float, bool]], settings: Settings) -> str | None:
+    """The name tracks.py's vote would ever settle on for these frames (None: never a name)."""
+    votes: dict[str, int] = {}
+    for identity, similarity, gated in frames_named:
+        if gated:
+            continue
+        choice = identity or ""
+        votes[choice] = votes.get(choice, 0) + 1
+        if identity is not None and similarity >= settings.tracks.instant_similarity:
+            return identity
+        leader = max(votes, key=lambda k: votes[k])
+        total = sum(votes.values())
+        if leader and votes[leader] >= settings.tracks.min_votes and votes[leader] * 2 > total:
+            return leader
+    return None
+
+
+def identity(name: str, embeddings: Sequence[NDArray[np.float32]], model: str) -> Identity:
+    return Identity(
+        name=name,
+        model=model,
+        embeddings=[e.tolist() for e in embeddings],
+        enrolled_at=int(time.time() * 1000),
+    )
+
+
+def stranger_gallery(
+    pool: list[Seen], size: int, exclude: str, model: str, rng: random.Random
+) -> list[Identity]:
+    """Up to `size` identities, each one stranger's face from groups other than `exclude`."""
+    candidates = [f for f in pool if f.group != exclude]
+    chosen = rng.sample(candidates, min(size, len(candidates)))
+    return [identity(f"stranger-{i}", [f.embedding], model) for i, f in enumerate(chosen)]
+
+
+def verdicts(matcher: Matcher, faces: list[Seen]) -> list[tuple[str | None, float, bool]]:
+    if not faces:
+        return []
+    matches = matcher.match(np.stack([f.embedding for f in faces]), [f.quality for f in faces])
+    return [
+        (m.identity, m.similarity or -1.0, m.reason in ("too_small", "turned_away", "blurred"))
+        for m in matches
+    ]
+
+
+def strangers(
+    faces: list[Seen], pool: list[Seen], settings: Settings, model: str
+) -> list[dict[str, object]]:
+    """FPIR per face and per visit against galleries of strangers, per gallery size."""
+    rows = []
+    clips = sorted({f.group for f in faces})
+    for size in SIZES:
+        rng = random.Random(SEED)
+        named = total = visits_named = visits = gallery_sizes = 0
+        thresholds: dict[str, float] = {}
+        for group in clips:
+            gallery = stranger_gallery(pool, size, group, model, rng)
+            matcher = Matcher.from_settings(gallery, settings.match)
+            thresholds = dict(matcher.thresholds)
+            probes = [f for f in faces if f.group == group]
+            outcome = verdicts(matcher, probes)
+            named += sum(name is not None for name, _, _ in outcome)
+            total += len(outcome)
+            for person in sorted({f.person for f in probes if f.person}):
+                frames_of = [v for f, v in zip(probes, outcome, strict=True) if f.person == person]
+                visits += 1
+                visits_named += vote(frames_of, settings) is not None
+            gallery_sizes = max(gallery_sizes, len(gallery))
+        rows.append(
+            {
+                "N": size,
+                "gallery": gallery_sizes,
+                "thresholds": thresholds,
+                "faces": total,
+                "faces_named": named,
+                "fpir_face": round(named / max(total, 1), 5),
+                "visits": visits,
+                "visits_named": visits_named,
+                "fpir_visit": round(visits_named / max(visits, 1), 5),
+            }
+        )
+    return rows
+
+
+def genuine(
+    faces: list[Seen], pool: list[Seen], photos: list[Seen], engine: FaceEngine, settings: Settings
+) -> list[dict[str, object]]:
+    """FNIR of new identities enrolled from 1 or 3 frames (clips) and of the bundled photos."""
+    rows = []
+    quality = settings.match.quality
+    people = sorted({f.person for f in faces if f.person})
+    for size in SIZES:
+        for shots in (1, 3):
+            rng = random.Random(SEED)
+            right = wrong = total = visits = visits_right = visits_wrong = 0
+            for person in people:
+                track = [f for f in faces if f.person == person]
+                passing = [f for f in track if gate(f.quality, quality) is None]
+                if len(passing) < 12:
+                    continue
+                enrolled = passing[:shots]
+                probes = [f for f in track if f.frame >= enrolled[-1].frame + 10]
+                gallery = stranger_gallery(pool, size - 1, track[0].group, engine.model_id, rng)
+                gallery.append(identity("me", [f.embedding for f in enrolled], engine.model_id))
+                outcome = verdicts(Matcher.from_settings(gallery, settings.match), probes)
+                right += sum(name == "me" for name, _, _ in outcome)
+                wrong += sum(name not in (None, "me") for name, _, _ in outcome)
+                total += len(outcome)
+                visits += 1
+                settled = vote(outcome, settings)
+                visits_right += settled == "me"
+                visits_wrong += settled not in (None, "me")
+            rows.append(
+                {
+                    "what": f"clip tracks, enrolled from {shots} frame(s)",
+                    "N": size,
+                    "probes": total,
+                    "fnir_face": round(1 - right / max(total, 1), 4),
+                    "wrong": wrong,
+                    "visits": visits,
+                    "fnir_visit": round(1 - visits_right / max(visits, 1), 4),
+                    "visits_wrong": visits_wrong,
+                }
+            )
+        rng = random.Random(SEED)
+        labelled = sorted(p.name for p in (FACES / "train").iterdir() if p.is_dir())
+        gallery = stranger_gallery(pool, size - len(labelled), "photo", engine.model_id, rng)
+        gallery += [
+            embed_photos(engine, n, sorted((FACES / "train" / n).iterdir())) for n in labelled
+        ]
+        test = [f for f in photos if not f.enrolment and f.person in labelled]
+        outcome = verdicts(Matcher.from_settings(gallery, settings.match), test)
+        right = sum(name == f.person for f, (name, _, _) in zip(test, outcome, strict=True))
+        wrong = sum(
+            name not in (None, f.person) for f, (name, _, _) in zip(test, outcome, strict=True)
+        )
+        rows.append(
+            {
+                "what": "bundled photos (test/, extra/), enrolled from train/",
+                "N": len(gallery),
+                "probes": len(test),
+                "fnir_face": round(1 - right / max(len(test), 1), 4),
+                "wrong": wrong,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=Path, default=REPO / "tests" / "data" / "strangers")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/accuracy.json")
+    parser.add_argument("--table", action="store_true", help="Print openset.IMPOSTORS.")
+    args = parser.parse_args()
+    settings = Settings()
+    models = settings.models.model_copy(update={"cache_dir": Path(tempfile.gettempdir())})
+    engine = FaceEngine.from_settings(models, settings.match)
+    sources = sorted(
+        p for p in args.videos.iterdir() if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES
+    )
+    gap = 1 if all(p.is_dir() for p in sources) else 5  # frame folders are sparse samples
+    faces = [face for source in sources for face in clip_faces(engine, source, gap)]
+    photos = photo_faces(engine)
+    tables = impostor_table(faces + photos, settings)
+    quality = settings.match.quality
+    pool = [f for f in faces if gate(f.quality, quality) is None]
+    report = {
+        "videos": str(args.videos),
+        "faces": len(faces),
+        "faces_passing_gate": len(pool),
+        "impostors": {k: {n: v for n, v in t.items() if n != "scores"} for k, t in tables.items()},
+        "modelled": modelled(tables, settings),
+        "strangers": strangers(faces, pool, settings, engine.model_id),
+        "genuine": genuine(faces, pool, photos, engine, settings),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "impostors"}, indent=1))
+    if args.table:
+        for name, table in report["impostors"].items():  # type: ignore[union-attr]
+            print(name, table)
+
+
+def modelled(tables: dict[str, dict[str, object]], settings: Settings) -> list[dict[str, object]]:
+    """FPIR(N) = 1 − (1 − FAR(t))^N at the derived thresholds, modelled and as measured."""
+    rows = []
+    for size in SIZES:
+        for name, table in tables.items():
+            scores: NDArray[np.float32] = table["scores"]  # type: ignore[assignment]
+            matcher_threshold = max(
+                settings.match.threshold,
+                IMPOSTORS[name].threshold_for(  # type: ignore[index]
+                    1 - (1 - (settings.match.target_fpir or 1.0)) ** (1 / size)
+                ),
+            )
+            measured = float(np.mean(scores >= matcher_threshold))
+            rows.append(
+                {
+                    "N": size,
+                    "tier": name,
+                    "threshold": matcher_threshold,
+                    "far_modelled": IMPOSTORS[name].far(matcher_threshold),  # type: ignore[index]
+                    "fpir_modelled": round(
+                        fpir(IMPOSTORS[name].far(matcher_threshold), size),  # type: ignore[index]
+                        5,
+                    ),
+                    "far_measured": measured,
+                    "pairs": int(scores.size),
+                    "fpir_measured": round(fpir(measured, size), 5) if measured < 1 else 1.0,
+                }
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
