@@ -13,11 +13,10 @@ are photos of different labelled people.
 - Modelled FPIR: at gallery sizes N = 10, 100 and 1,000, the threshold the matcher derives from
   `match.target_fpir`, and FPIR(N) = 1 − (1 − FAR(t))^N with the measured FAR(t) (0 pairs
   above t reads as "under 1/pairs").
-- Direct check: galleries of N strangers' faces (from the other clips; N is capped at what the
-  data has) matched with the default config. FPIR per face: the share of strangers' faces that
-  get a name; per visit: the share of tracks that tracks.py's vote would name (a frame at
-  `tracks.instant_similarity` at once, else `tracks.min_votes` agreeing frames and a majority;
-  gated frames cast no vote).
+- Direct check: galleries of N strangers (one face of each other person of the other clips;
+  N is capped at the people the data has) matched with the default config. FPIR per face:
+  the share of strangers' faces that get a name; per visit: the share of tracks that
+  tracks.py's vote would name (see `vote`).
 - Genuine, new identities: each track with at least 12 gate-passing frames is enrolled from its
   first 1 and 3 such frames into the same stranger galleries, then probed with its frames from
   10 frames after the last enrolled one; the bundled photos' five people are enrolled from
@@ -52,7 +51,7 @@ sys.path.insert(0, str(REPO))
 from facestream.config import Settings  # noqa: E402
 from facestream.recognizer import FaceEngine, Matcher, embed_photos  # noqa: E402
 from facestream.recognizer.openset import IMPOSTORS, fpir  # noqa: E402
-from facestream.recognizer.quality import gate, tier  # noqa: E402
+from facestream.recognizer.quality import GATED, gate, tier  # noqa: E402
 from facestream.schemas import FaceQuality, Identity  # noqa: E402
 
 FACES = REPO / "tests" / "data" / "faces"
@@ -64,6 +63,15 @@ SAME_PEOPLE = {
     "face-demographics-walking-and-pause": "corridor",
 }
 SIZES = (10, 100, 1000)
+DEFAULTS = Settings()
+#: Before issue 17: one fixed threshold, no quality gate.
+BEFORE = Settings(
+    match={
+        "target_fpir": None,
+        "quality": {"min_iod": 0, "max_yaw": 90, "max_pitch": 90, "min_sharpness": 0},
+        "enrol": {"min_iod": 0, "max_yaw": 90, "max_pitch": 90, "min_sharpness": 0},
+    }
+)
 SEED = 17
 
 
@@ -179,21 +187,39 @@ def impostor_table(faces: list[Seen], settings: Settings) -> dict[str, dict[str,
     return tables
 
 
-def vote(frames_named: list[tuple[str | None, float, bool]], settings: Settings) -> str | None:
-    """The name tracks.py's vote would ever settle on for these frames (None: never a name)."""
+Verdict = tuple[str | None, float, bool, str | None]  # name, similarity, gated, candidate
+
+
+def vote(frames_named: list[Verdict], settings: Settings) -> list[str | None]:
+    """The name tracks.py's vote shows on each frame of one track (None: no name).
+
+    A frame at `tracks.instant_similarity` names a new track at once; otherwise a choice needs
+    `tracks.min_votes` agreeing frames and more than half of the votes; gated frames cast none,
+    and a frame whose candidate is the track's name votes for it (keeping a name).
+    """
     votes: dict[str, int] = {}
-    for identity, similarity, gated in frames_named:
-        if gated:
-            continue
-        choice = identity or ""
-        votes[choice] = votes.get(choice, 0) + 1
-        if identity is not None and similarity >= settings.tracks.instant_similarity:
-            return identity
-        leader = max(votes, key=lambda k: votes[k])
-        total = sum(votes.values())
-        if leader and votes[leader] >= settings.tracks.min_votes and votes[leader] * 2 > total:
-            return leader
-    return None
+    shown: str | None = None
+    settled = False
+    out = []
+    for identity, similarity, gated, candidate in frames_named:
+        if not gated:
+            choice = identity or ""
+            if not choice and settled and candidate == shown:
+                choice = candidate or ""
+            votes[choice] = votes.get(choice, 0) + 1
+            if (
+                not settled
+                and identity is not None
+                and similarity >= settings.tracks.instant_similarity
+            ):
+                settled, shown = True, identity
+            else:
+                leader = max(votes, key=lambda k: votes[k])
+                count = votes[leader]
+                if count >= settings.tracks.min_votes and count * 2 > sum(votes.values()):
+                    settled, shown = True, leader or None
+        out.append(shown if settled else None)
+    return out
 
 
 def identity(name: str, embeddings: Sequence[NDArray[np.float32]], model: str) -> Identity:
@@ -208,20 +234,27 @@ def identity(name: str, embeddings: Sequence[NDArray[np.float32]], model: str) -
 def stranger_gallery(
     pool: list[Seen], size: int, exclude: str, model: str, rng: random.Random
 ) -> list[Identity]:
-    """Up to `size` identities, each one stranger's face from groups other than `exclude`."""
-    candidates = [f for f in pool if f.group != exclude]
-    chosen = rng.sample(candidates, min(size, len(candidates)))
-    return [identity(f"stranger-{i}", [f.embedding], model) for i, f in enumerate(chosen)]
+    """Up to `size` identities, each one face of a different stranger outside group `exclude`.
+
+    One face per person: two faces of one person as two identities would make every match
+    of that person ambiguous (the margin), hiding false accepts instead of measuring them.
+    """
+    people: dict[str, list[Seen]] = {}
+    for face in pool:
+        if face.group != exclude and face.person is not None:
+            people.setdefault(face.person, []).append(face)
+    chosen = rng.sample(sorted(people), min(size, len(people)))
+    return [
+        identity(f"stranger-{i}", [rng.choice(people[person]).embedding], model)
+        for i, person in enumerate(chosen)
+    ]
 
 
-def verdicts(matcher: Matcher, faces: list[Seen]) -> list[tuple[str | None, float, bool]]:
+def verdicts(matcher: Matcher, faces: list[Seen]) -> list[Verdict]:
     if not faces:
         return []
     matches = matcher.match(np.stack([f.embedding for f in faces]), [f.quality for f in faces])
-    return [
-        (m.identity, m.similarity or -1.0, m.reason in ("too_small", "turned_away", "blurred"))
-        for m in matches
-    ]
+    return [(m.identity, m.similarity or -1.0, m.reason in GATED, m.candidate) for m in matches]
 
 
 def strangers(
@@ -240,12 +273,12 @@ def strangers(
             thresholds = dict(matcher.thresholds)
             probes = [f for f in faces if f.group == group]
             outcome = verdicts(matcher, probes)
-            named += sum(name is not None for name, _, _ in outcome)
+            named += sum(verdict[0] is not None for verdict in outcome)
             total += len(outcome)
             for person in sorted({f.person for f in probes if f.person}):
                 frames_of = [v for f, v in zip(probes, outcome, strict=True) if f.person == person]
                 visits += 1
-                visits_named += vote(frames_of, settings) is not None
+                visits_named += any(vote(frames_of, settings))
             gallery_sizes = max(gallery_sizes, len(gallery))
         rows.append(
             {
@@ -268,12 +301,12 @@ def genuine(
 ) -> list[dict[str, object]]:
     """FNIR of new identities enrolled from 1 or 3 frames (clips) and of the bundled photos."""
     rows = []
-    quality = settings.match.quality
+    quality = DEFAULTS.match.quality  # the same tracks for every configuration compared
     people = sorted({f.person for f in faces if f.person})
     for size in SIZES:
         for shots in (1, 3):
             rng = random.Random(SEED)
-            right = wrong = total = visits = visits_right = visits_wrong = 0
+            right = wrong = total = visits = visits_right = visits_wrong = shown_right = 0
             for person in people:
                 track = [f for f in faces if f.person == person]
                 passing = [f for f in track if gate(f.quality, quality) is None]
@@ -284,13 +317,14 @@ def genuine(
                 gallery = stranger_gallery(pool, size - 1, track[0].group, engine.model_id, rng)
                 gallery.append(identity("me", [f.embedding for f in enrolled], engine.model_id))
                 outcome = verdicts(Matcher.from_settings(gallery, settings.match), probes)
-                right += sum(name == "me" for name, _, _ in outcome)
-                wrong += sum(name not in (None, "me") for name, _, _ in outcome)
+                right += sum(verdict[0] == "me" for verdict in outcome)
+                wrong += sum(verdict[0] not in (None, "me") for verdict in outcome)
                 total += len(outcome)
                 visits += 1
-                settled = vote(outcome, settings)
-                visits_right += settled == "me"
-                visits_wrong += settled not in (None, "me")
+                shown = vote(outcome, settings)
+                shown_right += sum(name == "me" for name in shown)
+                visits_right += "me" in shown
+                visits_wrong += any(name not in (None, "me") for name in shown)
             rows.append(
                 {
                     "what": f"clip tracks, enrolled from {shots} frame(s)",
@@ -298,6 +332,7 @@ def genuine(
                     "probes": total,
                     "fnir_face": round(1 - right / max(total, 1), 4),
                     "wrong": wrong,
+                    "frames_shown_right": round(shown_right / max(total, 1), 4),
                     "visits": visits,
                     "fnir_visit": round(1 - visits_right / max(visits, 1), 4),
                     "visits_wrong": visits_wrong,
@@ -311,10 +346,8 @@ def genuine(
         ]
         test = [f for f in photos if not f.enrolment and f.person in labelled]
         outcome = verdicts(Matcher.from_settings(gallery, settings.match), test)
-        right = sum(name == f.person for f, (name, _, _) in zip(test, outcome, strict=True))
-        wrong = sum(
-            name not in (None, f.person) for f, (name, _, _) in zip(test, outcome, strict=True)
-        )
+        right = sum(v[0] == f.person for f, v in zip(test, outcome, strict=True))
+        wrong = sum(v[0] not in (None, f.person) for f, v in zip(test, outcome, strict=True))
         rows.append(
             {
                 "what": "bundled photos (test/, extra/), enrolled from train/",
@@ -353,6 +386,9 @@ def main() -> None:
         "modelled": modelled(tables, settings),
         "strangers": strangers(faces, pool, settings, engine.model_id),
         "genuine": genuine(faces, pool, photos, engine, settings),
+        # The operating point before issue 17, on the same faces and galleries.
+        "fixed_0.363_strangers": strangers(faces, pool, BEFORE, engine.model_id),
+        "fixed_0.363_genuine": genuine(faces, pool, photos, engine, BEFORE),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

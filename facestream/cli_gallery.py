@@ -183,6 +183,7 @@ def eval_command(
 ) -> None:
     """Enrol FOLDER/train, match the labelled probes, report similarities and errors."""
     from facestream.recognizer.evaluate import evaluate, load_labels
+    from facestream.recognizer.openset import describe, operating_point
 
     settings = cli_settings(match={"threshold": threshold, "margin": margin})
     probes = load_labels(folder, labels)
@@ -212,10 +213,7 @@ def eval_command(
     for kind in ("genuine", "impostor"):
         stats = summary[kind]
         typer.echo(f"{kind:<9} similarity: {stats}")
-    typer.echo(
-        f"threshold {report.threshold} for {len(report.identities)} identities at target FPIR "
-        f"{report.target_fpir} (floor {report.floor}; match.threshold)"
-    )
+    typer.echo(describe(operating_point(settings.match, len(report.identities))))
     typer.echo(
         f"top-1: {report.recognised}/{report.expected_names} labelled faces named, "
         f"{report.false_accepts} false accepts at threshold {report.threshold} "

@@ -186,6 +186,7 @@ def label(
                 "similarity": m.similarity,
                 "source": source,
                 "unnamed_reason": m.reason,
+                "candidate": m.candidate,
             }
         )
         for face, m in zip(faces, matches, strict=True)

@@ -46,6 +46,7 @@ class Evaluation:
     identities: list[str]
     floor: float | None = None
     target_fpir: float | None = None
+    weak_threshold: float | None = None  # what a small or soft view needs
     genuine: list[float] = field(default_factory=list)
     impostor: list[float] = field(default_factory=list)
     probes: list[ProbeOutcome] = field(default_factory=list)
@@ -88,6 +89,7 @@ class Evaluation:
             "target_fpir": self.target_fpir,
             "floor": self.floor,
             "threshold": self.threshold,
+            "weak_threshold": self.weak_threshold,
             "margin": self.margin,
             "genuine": stats(self.genuine),
             "impostor": stats(self.impostor),
@@ -149,7 +151,9 @@ def evaluate(
         for person in sorted(p for p in train.iterdir() if p.is_dir())
     ]
     matcher = Matcher(identities, threshold, margin, target_fpir=target_fpir, quality=quality)
-    report = Evaluation(matcher.threshold, margin, matcher.names, threshold, target_fpir)
+    report = Evaluation(
+        matcher.threshold, margin, matcher.names, threshold, target_fpir, matcher.thresholds["weak"]
+    )
     for photo, expected in sorted(labels.items()):
         image = cv2.imread(str(folder / photo))
         if image is None:

@@ -27,6 +27,7 @@ class Match:
     identity: str | None
     similarity: float | None
     reason: UnnamedReason | None = None  # why not named (None when named)
+    candidate: str | None = None  # below the derived threshold only: the floor's choice
 
 
 class Matcher:
@@ -112,13 +113,16 @@ class Matcher:
         if self.quality is not None:
             reason = gate(view, self.quality) if view is not None else None
             threshold = self.thresholds[tier(view, self.quality)]
-        if reason is None and best < threshold:
+        if reason is None and best < self.floor:
             reason = "below_threshold"
         if reason is None and best - runner_up < self.margin:
             reason = "ambiguous"
         if reason is None and self._rejected(int(order[0]), embedding, best):
             reason = "rejected"
-        return Match(self.names[order[0]] if reason is None else None, round(best, 4), reason)
+        name = self.names[order[0]]
+        if reason is None and best < threshold:
+            return Match(None, round(best, 4), "below_threshold", name)
+        return Match(name if reason is None else None, round(best, 4), reason)
 
     def _rejected(self, index: int, embedding: NDArray[np.float32], similarity: float) -> bool:
         negatives = self.negatives[index]

@@ -15,7 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the settings model only as a type: this module stays light (no pydantic use)
+    from .settings import MatchSettings
 
 #: Which impostor model applies to a face: see QualitySettings.good_iod / good_sharpness.
 Tier = Literal["good", "weak"]
@@ -25,7 +28,9 @@ __all__ = [
     "ImpostorModel",
     "Tier",
     "derived_threshold",
+    "describe",
     "fpir",
+    "operating_point",
     "per_comparison_far",
 ]
 
@@ -139,3 +144,28 @@ def derived_threshold(
     if target_fpir is None or gallery_size <= 0:
         return floor
     return max(floor, model.threshold_for(per_comparison_far(target_fpir, gallery_size)))
+
+
+def operating_point(match: MatchSettings, gallery_size: int) -> dict[str, object]:
+    """What names a face with `gallery_size` identities enrolled: shown by `eval` and `status`."""
+    thresholds = {
+        name: derived_threshold(match.target_fpir, gallery_size, match.threshold, model)
+        for name, model in IMPOSTORS.items()
+    }
+    return {
+        "gallery_size": gallery_size,
+        "target_fpir": match.target_fpir,
+        "floor": match.threshold,
+        "margin": match.margin,
+        "thresholds": thresholds,
+    }
+
+
+def describe(point: dict[str, object]) -> str:
+    """One line for people: the thresholds a good and a weak view need, and why."""
+    thresholds: dict[str, float] = point["thresholds"]  # type: ignore[assignment]
+    return (
+        f"naming threshold {thresholds['good']:.3f} (good views), {thresholds['weak']:.3f} "
+        f"(small or soft views) for {point['gallery_size']} identities at target FPIR "
+        f"{point['target_fpir']} per face; floor {point['floor']} (match.threshold)"
+    )

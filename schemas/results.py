@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from .errors import InvalidMessage
 from .events import IdentitySource
@@ -92,6 +93,10 @@ class Face(BaseModel):
     unnamed_reason: UnnamedReason | None = Field(
         None, description="Why the face was not named (None when named, or in older entries)."
     )
+    # Internal, never written: the best identity of a face that passed the quality gate, the
+    # floor and the margin but not the gallery-size threshold. A track already named it keeps
+    # the name on such a frame (keeping a name takes less evidence than giving it).
+    candidate: SkipJsonSchema[str | None] = Field(None, exclude=True)
 
 
 _FACES: TypeAdapter[list[Face]] = TypeAdapter(list[Face])
