@@ -236,16 +236,18 @@ def stranger_gallery(
 ) -> list[Identity]:
     """Up to `size` identities, each one face of a different stranger outside group `exclude`.
 
-    One face per person: two faces of one person as two identities would make every match
-    of that person ambiguous (the margin), hiding false accepts instead of measuring them.
+    One face per person, its largest view (what one would enrol): two faces of one person as
+    two identities would make every match of that person ambiguous (the margin), hiding false
+    accepts instead of measuring them.
     """
     people: dict[str, list[Seen]] = {}
     for face in pool:
         if face.group != exclude and face.person is not None:
             people.setdefault(face.person, []).append(face)
     chosen = rng.sample(sorted(people), min(size, len(people)))
+    best = {person: max(people[person], key=lambda f: f.quality.iod) for person in chosen}
     return [
-        identity(f"stranger-{i}", [rng.choice(people[person]).embedding], model)
+        identity(f"stranger-{i}", [best[person].embedding], model)
         for i, person in enumerate(chosen)
     ]
 
@@ -377,11 +379,11 @@ def main() -> None:
     photos = photo_faces(engine)
     tables = impostor_table(faces + photos, settings)
     quality = settings.match.quality
-    pool = [f for f in faces if gate(f.quality, quality) is None]
+    pool = faces  # any stranger's face is a fair impostor template, gated or not
     report = {
         "videos": str(args.videos),
         "faces": len(faces),
-        "faces_passing_gate": len(pool),
+        "faces_passing_gate": sum(gate(f.quality, quality) is None for f in faces),
         "impostors": {k: {n: v for n, v in t.items() if n != "scores"} for k, t in tables.items()},
         "modelled": modelled(tables, settings),
         "strangers": strangers(faces, pool, settings, engine.model_id),

@@ -102,7 +102,7 @@ IMPOSTORS: dict[Tier, ImpostorModel] = {
         mean=0.1174,
         sd=0.1078,
         pairs=15180,
-        identities=10,
+        identities=5,
         highest=0.549,
         tail=(
             (0.2, 0.2173),

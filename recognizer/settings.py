@@ -89,10 +89,13 @@ class QualitySettings(BaseModel):
 
 
 class EnrolSettings(QualitySettings):
-    """What an enrolment photo must be: a larger, frontal face that agrees with the others."""
+    """What an enrolment photo must be: a good, near-frontal view that agrees with the others."""
 
     min_iod: float = Field(
-        40.0, ge=0.0, le=1000.0, description="Least inter-ocular distance of an enrolled face."
+        24.0,
+        ge=0.0,
+        le=1000.0,
+        description="Least inter-ocular distance of an enrolled face (a good view's, at least).",
     )
     max_yaw: float = Field(
         30.0, ge=0.0, le=90.0, description="Largest estimated yaw of an enrolled face."

@@ -145,7 +145,7 @@ def test_enrolment_refuses_small_blurred_and_outlier_photos(
 ) -> None:
     image = _image(OBAMA)
     small = tmp_path / "small.jpg"
-    cv2.imwrite(str(small), cv2.resize(image, None, fx=0.25, fy=0.25))
+    cv2.imwrite(str(small), cv2.resize(image, None, fx=0.15, fy=0.15))
     blurred = tmp_path / "blurred.jpg"
     cv2.imwrite(str(blurred), cv2.GaussianBlur(image, (0, 0), 6))
     with pytest.raises(GalleryError, match=r"too small .*\(too_small\)"):
