@@ -53,9 +53,10 @@ from .connect import Connections
 from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
 from .feed import MergedFeed
 from .health import Probe, serve_health
+from .recognizer.openset import describe, operating_point
 from .redis_errors import REDIS_ERRORS, Fault, classify
 from .server import EmbeddedRedis
-from .status import collect_site_status
+from .status import collect_site_status, gallery_size
 from .topology import Topology
 
 if TYPE_CHECKING:
@@ -382,14 +383,16 @@ def status_command(
     ] = None,
 ) -> None:
     """Show each group's streams (frames, pending, lag, results, dead letters), workers, cameras."""
-    connections = Connections(Topology(cli_settings()))
+    settings = cli_settings()
+    connections = Connections(Topology(settings))
     try:
         while True:
             report = collect_site_status(connections, split_list(groups))
+            # issue 17: the threshold derived for the gallery's size, as workers apply it
+            point = operating_point(settings.match, gallery_size(connections))
             if json_output:  # with --watch: one JSON document per line
-                typer.echo(
-                    orjson.dumps(report.to_dict(), option=0 if watch else orjson.OPT_INDENT_2)
-                )
+                document = {**report.to_dict(), "matching": point}
+                typer.echo(orjson.dumps(document, option=0 if watch else orjson.OPT_INDENT_2))
             else:
                 if watch and sys.stdout.isatty():
                     typer.echo("\x1b[2J\x1b[H", nl=False)  # clear the screen, cursor home
@@ -397,6 +400,7 @@ def status_command(
                     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
                     typer.echo(f"{stamp}, every {watch:g} s (Ctrl-C stops)\n")
                 typer.echo(report.render())
+                typer.echo(describe(point))
             if watch is None:
                 return
             time.sleep(watch)

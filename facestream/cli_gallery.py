@@ -168,7 +168,7 @@ def _embed(name: str, files: list[Path], largest_face: bool, what: str) -> Ident
     from facestream.recognizer import FaceEngine, embed_photos
 
     settings = cli_settings()
-    engine = FaceEngine.from_settings(settings.models)
+    engine = FaceEngine.from_settings(settings.models, settings.match.enrol)
     with progress(len(files), what) as advance:
         return embed_photos(
             engine,
@@ -221,7 +221,7 @@ def eval_command(
         Path | None, typer.Option(help="Labels JSON (default FOLDER/labels.json).")
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Match threshold (default: config).")
+        float | None, typer.Option(help="Match threshold floor (default: config).")
     ] = None,
     margin: Annotated[float | None, typer.Option(help="Match margin (default: config).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -229,10 +229,11 @@ def eval_command(
     """Enrol FOLDER/train, match the labelled probes, report similarities and errors."""
     from facestream.recognizer import FaceEngine
     from facestream.recognizer.evaluate import evaluate, load_labels
+    from facestream.recognizer.openset import describe, operating_point
 
     settings = cli_settings(match={"threshold": threshold, "margin": margin})
     probes = load_labels(folder, labels)
-    engine = FaceEngine.from_settings(settings.models)
+    engine = FaceEngine.from_settings(settings.models, settings.match.enrol)
     photos = len(probes) + sum(1 for p in (folder / "train").rglob("*") if p.is_file())
     with progress(photos, "evaluating") as advance:
         report = evaluate(
@@ -242,6 +243,8 @@ def eval_command(
             settings.match.threshold,
             settings.match.margin,
             on_photo=advance,
+            target_fpir=settings.match.target_fpir,
+            quality=settings.match.quality,
         )
     summary = report.summary()
     if json_output:
@@ -262,6 +265,7 @@ def eval_command(
             if stats
             else f"{kind:<9} similarity: no scores"
         )
+    typer.echo(describe(operating_point(settings.match, len(report.identities))))
     typer.echo(
         f"top-1: {report.recognised}/{report.expected_names} labelled faces named, "
         f"{report.false_accepts} false accepts at threshold {report.threshold} "

@@ -162,7 +162,7 @@ def _hold(server: EmbeddedRedis, secret: Path, workers: subprocess.Popen[bytes])
 
 
 def _enrol_gallery(settings: Settings, client: redis.Redis) -> None:
-    engine = FaceEngine.from_settings(settings.models)
+    engine = FaceEngine.from_settings(settings.models, settings.match.enrol)
     gallery = Gallery(client)
     for folder in sorted(p for p in (DEMO_DATA / "gallery").iterdir() if p.is_dir()):
         photos = sorted(folder.glob("*.jpg"))

@@ -26,6 +26,7 @@ __all__ = [
     "WorkerStatus",
     "collect_site_status",
     "collect_status",
+    "gallery_size",
     "known_groups",
 ]
 
@@ -375,3 +376,16 @@ def collect_site_status(connections: Connections, groups: list[str] | None = Non
     if unreachable is not None and not any(node.up for node in site.nodes):
         raise unreachable
     return site
+
+
+def gallery_size(connections: Connections) -> int:
+    """Identities enrolled in the newest gallery any reachable node holds (0: none answers)."""
+    sizes = []
+    for _, client in connections.every_node():
+        try:
+            sizes.append((Gallery(client).version(), int(client.hlen(keys.GALLERY_IDENTITIES))))
+        except REDIS_ERRORS as exc:
+            if classify(exc) is not Fault.UNREACHABLE:
+                raise
+            continue  # a node down: the others say the size
+    return max(sizes, default=(0, 0))[1]

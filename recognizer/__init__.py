@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .batch import FrameCounts, content_hash
     from .deliveries import Delivery
     from .engine import FaceEngine, Recognition, decode_jpeg
-    from .enrol import embed_photos
+    from .enrol import embed_photos, refuse_outliers, refuse_poor_view
     from .gallery import Gallery
     from .matcher import Match, Matcher
     from .model_files import current_model_id
@@ -37,6 +37,8 @@ else:
             "current_model_id": ".model_files",
             "decode_jpeg": ".engine",
             "embed_photos": ".enrol",
+            "refuse_outliers": ".enrol",
+            "refuse_poor_view": ".enrol",
             "Gallery": ".gallery",
             "Match": ".matcher",
             "Matcher": ".matcher",
@@ -69,4 +71,6 @@ __all__ = [
     "current_model_id",
     "decode_jpeg",
     "embed_photos",
+    "refuse_outliers",
+    "refuse_poor_view",
 ]

@@ -256,7 +256,10 @@ class BatchProcessor:
         self, found: list[tuple[str, CachedRecognition, NDArray[np.float32]]], matcher: Matcher
     ) -> dict[str, tuple[Recognition, int]]:
         # One matrix product for every face of every hit.
-        matches = matcher.match(_stack([matrix for _, _, matrix in found]))
+        matches = matcher.match(
+            _stack([matrix for _, _, matrix in found]),
+            [face.quality for _, cached, _ in found for face in cached.faces],  # issue 17 gate
+        )
         hits: dict[str, tuple[Recognition, int]] = {}
         cursor = 0
         for digest, cached, matrix in found:

@@ -11,14 +11,15 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from facestream.schemas import Face, IdentitySource, InvalidFrame
+from facestream.schemas import Face, FaceQuality, IdentitySource, InvalidFrame
 
 from .detector import Detection, YuNetDetector
 from .embedder import SFaceEmbedder, align
 from .matcher import Match, Matcher
 from .model_files import EMBEDDING_SIZE, current_model_id
 from .models import SFACE, YUNET, create_session, prepare
-from .settings import ModelSettings
+from .quality import measure
+from .settings import EnrolSettings, ModelSettings
 
 __all__ = [
     "EmbedPlan",
@@ -60,12 +61,19 @@ class Recognition:
 class FaceEngine:
     """Owns the two model sessions; the gallery matcher comes with each call (it changes)."""
 
-    def __init__(self, detector: YuNetDetector, embedder: SFaceEmbedder) -> None:
+    def __init__(
+        self,
+        detector: YuNetDetector,
+        embedder: SFaceEmbedder,
+        enrol: EnrolSettings | None = None,
+    ) -> None:
         self.detector = detector
         self.embedder = embedder
+        self.enrol = enrol or EnrolSettings()  # the gate enrolment photos must pass
 
     @classmethod
-    def from_settings(cls, models: ModelSettings) -> FaceEngine:
+    def from_settings(cls, models: ModelSettings, enrol: EnrolSettings | None = None) -> FaceEngine:
+        """Sessions for the configured models; `enrol` is the gate enrolment photos must pass."""
         detector = YuNetDetector(
             create_session(prepare(YUNET, models.source_dir, models.cache_dir), models.threads),
             input_size=models.detect_size,
@@ -76,7 +84,7 @@ class FaceEngine:
             create_session(prepare(SFACE, models.source_dir, models.cache_dir), models.threads),
             max_batch=models.max_batch,
         )
-        return cls(detector, embedder)
+        return cls(detector, embedder, enrol)
 
     @property
     def model_id(self) -> str:
@@ -84,9 +92,17 @@ class FaceEngine:
 
     def embed_faces(self, image: NDArray[np.uint8]) -> tuple[list[Detection], NDArray[np.float32]]:
         """Detections in one image and their embeddings (for enrolment and evaluation)."""
+        detections, embeddings, _ = self.embed_views(image)
+        return detections, embeddings
+
+    def embed_views(
+        self, image: NDArray[np.uint8]
+    ) -> tuple[list[Detection], NDArray[np.float32], list[FaceQuality]]:
+        """Detections in one image, their embeddings and the quality of each view."""
         detections = self.detector.detect(image)
         crops = [align(image, d.landmarks) for d in detections]
-        return detections, self.embedder.embed(crops)
+        views = [measure(d.landmarks, d.score, c) for d, c in zip(detections, crops, strict=True)]
+        return detections, self.embedder.embed(crops), views
 
     def recognise(
         self,
@@ -117,6 +133,8 @@ class FaceEngine:
             start = time.perf_counter()
             crops.extend(align(image, d.landmarks) for d, w in zip(found, wanted, strict=True) if w)
             align_ms = (time.perf_counter() - start) * 1000
+            # issue 17: each embedded face carries its quality (size, sharpness, pose, score).
+            faces = _with_quality(faces, found, wanted, crops[len(crops) - sum(wanted) :])
             detections.append(found)
             latency = {"detect": detect_ms, "align": align_ms}
             recognitions.append(
@@ -127,7 +145,10 @@ class FaceEngine:
         embeddings = self.embedder.embed(crops)
         embed_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        matches = matcher.match(embeddings)
+        views = [
+            f.quality for r in recognitions for f, w in zip(r.faces, r.embedded, strict=True) if w
+        ]
+        matches = matcher.match(embeddings, views)
         match_ms = (time.perf_counter() - start) * 1000
 
         # Batch-wide stages are charged to each image in proportion to its embedded faces.
@@ -157,9 +178,31 @@ def label(
     """The faces with identity and similarity filled in from the matcher's verdicts."""
     return [
         face.model_copy(
-            update={"identity": m.identity, "similarity": m.similarity, "source": source}
+            update={
+                "identity": m.identity,
+                "similarity": m.similarity,
+                "source": source,
+                "unnamed_reason": m.reason,
+                "candidate": m.candidate,
+            }
         )
         for face, m in zip(faces, matches, strict=True)
+    ]
+
+
+def _with_quality(
+    faces: list[Face],
+    found: Sequence[Detection],
+    wanted: Sequence[bool],
+    crops: Sequence[NDArray[np.uint8]],
+) -> list[Face]:
+    """The faces, each one embedded given the quality of its view (its crop, in order)."""
+    views = iter(crops)
+    return [
+        face.model_copy(update={"quality": measure(d.landmarks, d.score, next(views))})
+        if w
+        else face
+        for face, d, w in zip(faces, found, wanted, strict=True)
     ]
 
 

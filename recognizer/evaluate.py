@@ -15,6 +15,7 @@ from facestream.schemas import GalleryError
 from .engine import FaceEngine
 from .enrol import embed_photos
 from .matcher import Matcher
+from .settings import QualitySettings
 
 __all__ = ["Evaluation", "ProbeOutcome", "evaluate", "load_labels"]
 
@@ -40,9 +41,12 @@ class ProbeOutcome:
 class Evaluation:
     """Similarity distributions and error counts at the matcher's operating point."""
 
-    threshold: float
+    threshold: float  # the one applied: derived from the target FPIR, never below the floor
     margin: float
     identities: list[str]
+    floor: float | None = None
+    target_fpir: float | None = None
+    weak_threshold: float | None = None  # what a small or soft view needs
     genuine: list[float] = field(default_factory=list)
     impostor: list[float] = field(default_factory=list)
     probes: list[ProbeOutcome] = field(default_factory=list)
@@ -81,7 +85,11 @@ class Evaluation:
 
         return {
             "identities": self.identities,
+            "gallery_size": len(self.identities),
+            "target_fpir": self.target_fpir,
+            "floor": self.floor,
             "threshold": self.threshold,
+            "weak_threshold": self.weak_threshold,
             "margin": self.margin,
             "genuine": stats(self.genuine),
             "impostor": stats(self.impostor),
@@ -120,12 +128,16 @@ def evaluate(
     threshold: float = 0.363,
     margin: float = 0.05,
     on_photo: Callable[[Path], None] | None = None,
+    target_fpir: float | None = None,
+    quality: QualitySettings | None = None,
 ) -> Evaluation:
     """Enrol `folder/train/<name>/*`, then match every probe of `labels` (see load_labels).
 
     A photo's genuine score for a name is the best similarity of any of its faces to that
     identity; every other identity's similarity to each face is an impostor score.
-    `on_photo` is called after each photo (enrolment or probe).
+    `on_photo` is called after each photo (enrolment or probe). `threshold` is the floor;
+    with `target_fpir` the threshold applied is derived for the number of identities, and with
+    `quality` faces that fail the gate are not named (recognizer/matcher.py).
     """
     train = folder / "train"
     identities = [
@@ -138,13 +150,15 @@ def evaluate(
         )
         for person in sorted(p for p in train.iterdir() if p.is_dir())
     ]
-    matcher = Matcher(identities, threshold, margin)
-    report = Evaluation(threshold, margin, matcher.names)
+    matcher = Matcher(identities, threshold, margin, target_fpir=target_fpir, quality=quality)
+    report = Evaluation(
+        matcher.threshold, margin, matcher.names, threshold, target_fpir, matcher.thresholds["weak"]
+    )
     for photo, expected in sorted(labels.items()):
         image = cv2.imread(str(folder / photo))
         if image is None:
             raise GalleryError(f"probe {folder / photo} is not a readable image")
-        _, embeddings = engine.embed_faces(np.asarray(image, np.uint8))
+        _, embeddings, views = engine.embed_views(np.asarray(image, np.uint8))
         scores = matcher.similarities(embeddings)
         for column, name in enumerate(matcher.names):
             if scores.size == 0:
@@ -153,7 +167,7 @@ def evaluate(
                 report.genuine.append(float(scores[:, column].max()))
             else:
                 report.impostor.extend(float(v) for v in scores[:, column])
-        named = [m.identity for m in matcher.match(embeddings)]
+        named = [m.identity for m in matcher.match(embeddings, views)]
         report.probes.append(ProbeOutcome(photo, list(expected), named))
         if on_photo is not None:
             on_photo(folder / photo)

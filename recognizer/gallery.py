@@ -27,6 +27,7 @@ from .gallery_check import GalleryContents, check_export, parse_identities
 from .matcher import Matcher
 from .metrics import GALLERY_SKIPPED
 from .model_files import current_model_id
+from .settings import MatchSettings
 
 __all__ = ["Gallery"]
 
@@ -219,13 +220,21 @@ class Gallery:
         contents = self.contents()
         return contents.version, contents.identities
 
-    def matcher(self, model_id: str, threshold: float, margin: float) -> Matcher:
+    def matcher(
+        self, model_id: str, threshold: float, margin: float, match: MatchSettings | None = None
+    ) -> Matcher:
         """A matcher over the current gallery; an identity it cannot use (another model, bad
-        vectors) is skipped, logged and counted, never the whole gallery lost to it."""
+        vectors) is skipped, logged and counted, never the whole gallery lost to it.
+
+        With `match`, the config's matcher (FPIR-derived threshold, quality gate; its own
+        threshold and margin stand in for the two given); without, the fixed threshold alone.
+        """
         contents = self.contents(model_id)
         for name, reason in contents.unusable.items():
             log.warning("gallery identity skipped", name=name, reason=reason)
         GALLERY_SKIPPED.set(len(contents.unusable))
+        if match is not None:
+            return Matcher.from_settings(contents.identities, match, contents.version)
         return Matcher(contents.identities, threshold, margin, contents.version)
 
 

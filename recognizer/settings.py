@@ -7,8 +7,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "EnrolSettings",
     "MatchSettings",
     "ModelSettings",
+    "QualitySettings",
     "TrackSettings",
     "VisitorSettings",
     "WorkerSettings",
@@ -39,16 +41,109 @@ class ModelSettings(BaseModel):
     )
 
 
+class QualitySettings(BaseModel):
+    """The gate a face must pass to be named, and what makes it a good view.
+
+    Defaults from benchmarks/accuracy.py (docs/accuracy.md): under 16 px between the eyes, or
+    blurred beyond a Laplacian variance of 10, genuine and impostor similarities overlap; a face
+    at least `good_iod` large and `good_sharpness` sharp is judged by the good views' impostor
+    scores, any other face by the much wider spread of small, soft faces' (a higher threshold).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_iod: float = Field(
+        16.0,
+        ge=0.0,
+        le=1000.0,
+        description="Least inter-ocular distance in pixels: smaller faces are never named.",
+    )
+    max_yaw: float = Field(
+        40.0, ge=0.0, le=90.0, description="Largest estimated yaw (degrees) of a face named."
+    )
+    max_pitch: float = Field(
+        35.0, ge=0.0, le=90.0, description="Largest estimated pitch (degrees) of a face named."
+    )
+    min_sharpness: float = Field(
+        10.0,
+        ge=0.0,
+        le=10_000.0,
+        description="Least variance of the Laplacian of the aligned 112×112 crop.",
+    )
+    min_score: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="Least detection score of a face named (0.7: models.score_threshold's).",
+    )
+    good_iod: float = Field(
+        24.0,
+        ge=0.0,
+        le=1000.0,
+        description="A face this large (inter-ocular px) and `good_sharpness` sharp is a good "
+        "view, matched at the good views' threshold; others need the small faces' higher one.",
+    )
+    good_sharpness: float = Field(
+        30.0, ge=0.0, le=10_000.0, description="Least sharpness of a good view."
+    )
+
+
+class EnrolSettings(QualitySettings):
+    """What an enrolment photo must be: a good, near-frontal view that agrees with the others."""
+
+    min_iod: float = Field(
+        24.0,
+        ge=0.0,
+        le=1000.0,
+        description="Least inter-ocular distance of an enrolled face (a good view's, at least).",
+    )
+    max_yaw: float = Field(
+        30.0, ge=0.0, le=90.0, description="Largest estimated yaw of an enrolled face."
+    )
+    max_pitch: float = Field(
+        30.0, ge=0.0, le=90.0, description="Largest estimated pitch of an enrolled face."
+    )
+    min_sharpness: float = Field(
+        30.0, ge=0.0, le=10_000.0, description="Least sharpness of an enrolled face."
+    )
+    min_score: float = Field(0.8, ge=0.0, le=1.0, description="Least detection score.")
+    outlier_similarity: float = Field(
+        0.3,
+        ge=-1.0,
+        le=1.0,
+        description="A photo less similar than this to the mean of the identity's other photos "
+        "is refused as an outlier (another person, a bad crop).",
+    )
+
+
 class MatchSettings(BaseModel):
     """When a face counts as an enrolled identity."""
 
     model_config = ConfigDict(extra="forbid")
 
     threshold: float = Field(
-        0.363, ge=-1.0, le=1.0, description="Lowest cosine similarity accepted as a match."
+        0.363,
+        ge=-1.0,
+        le=1.0,
+        description="The floor: no face is named below this cosine similarity, whatever the "
+        "gallery size (the threshold derived from `target_fpir` is never lower).",
     )
     margin: float = Field(
         0.05, ge=0.0, le=2.0, description="Best match must beat the second-best identity by this."
+    )
+    target_fpir: float | None = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="Wanted chance that a stranger's face (one that passes the quality gate) "
+        "is given a name, per face; the per-comparison threshold is derived from it, the "
+        "measured impostor scores and the number of identities enrolled. null: the floor alone.",
+    )
+    quality: QualitySettings = Field(
+        default_factory=QualitySettings, description="The gate a face must pass to be named."
+    )
+    enrol: EnrolSettings = Field(
+        default_factory=EnrolSettings, description="The gate an enrolment photo must pass."
     )
 
 

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from facestream.schemas import Event, Face, IdentitySource, clip, keys
 
+from .quality import GATED
 from .settings import TrackSettings
 
 __all__ = [
@@ -339,7 +340,11 @@ def _keep_best_crop(track: Track, frame: FrameRef, sighting: Sighting, step: Ste
 
 
 def _vote(track: Track, face: Face, settings: TrackSettings) -> None:
+    if face.unnamed_reason in GATED:  # issue 17: a view too poor to name is no evidence
+        return
     choice = face.identity or _UNKNOWN
+    if choice == _UNKNOWN and track.settled and face.candidate == track.identity:
+        choice = face.candidate or _UNKNOWN  # issue 17: keeping a name needs less than giving it
     vote = track.votes.setdefault(choice, Vote())
     vote.count += 1
     if face.similarity is not None:

@@ -322,7 +322,7 @@ class Worker:
         self._gallery_seen = version
         try:
             matcher = self.gallery.matcher(
-                self.engine.model_id, self.match.threshold, self.match.margin
+                self.engine.model_id, self.match.threshold, self.match.margin, self.match
             )
             if matcher.names:
                 check_embedding_size(matcher.templates.shape[1])

@@ -16,7 +16,7 @@ from .errors import (
 from .events import Event, EventDeadLetter, EventType, IdentitySource
 from .frames import SCHEMA_VERSION, Frame, FrameLimits, StreamFields, jpeg_size
 from .gallery import GalleryExport, Identity
-from .results import CachedRecognition, DeadLetter, Face, Result
+from .results import CachedRecognition, DeadLetter, Face, FaceQuality, Result, UnnamedReason
 from .solo import SoloAttempt
 from .urls import redact, redact_event, without_userinfo
 from .workers import Heartbeat
@@ -31,6 +31,7 @@ __all__ = [
     "EventDeadLetter",
     "EventType",
     "Face",
+    "FaceQuality",
     "FacestreamError",
     "Frame",
     "FrameLimits",
@@ -48,6 +49,7 @@ __all__ = [
     "SoloAttempt",
     "SourceError",
     "StreamFields",
+    "UnnamedReason",
     "clip",
     "entries",
     "jpeg_size",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from .entries import ENTRY_ID_PATTERN, Int64, clip
 from .errors import InvalidMessage
@@ -16,9 +17,37 @@ from .events import IdentitySource
 from .frames import SCHEMA_VERSION, StreamFields
 from .keys import GROUP_NAME_PATTERN
 
-__all__ = ["CachedRecognition", "DeadLetter", "Face", "Result"]
+__all__ = ["CachedRecognition", "DeadLetter", "Face", "FaceQuality", "Result", "UnnamedReason"]
 
 Point = tuple[float, float]
+
+#: Why a face was left unnamed: the quality gate's reasons first, then the decision's.
+UnnamedReason = Literal[
+    "too_small",  # inter-ocular distance under `quality.min_iod`
+    "turned_away",  # estimated yaw or pitch beyond `quality.max_yaw` / `quality.max_pitch`
+    "blurred",  # aligned crop's Laplacian variance under `quality.min_sharpness`
+    "low_score",  # detection score under `quality.min_score`
+    "no_gallery",  # no identity enrolled
+    "below_threshold",  # best similarity under the threshold derived for the gallery size
+    "ambiguous",  # best identity does not beat the second-best by `match.margin`
+    "rejected",  # at least as close to one of the best identity's negatives
+]
+
+
+class FaceQuality(BaseModel):
+    """How good a view of a face is: what the naming and enrolment gates judge."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iod: float = Field(ge=0.0, description="Inter-ocular distance in pixels (eye centres).")
+    sharpness: float = Field(
+        ge=0.0, description="Variance of the Laplacian of the aligned 112×112 crop."
+    )
+    yaw: float = Field(
+        description="Estimated head yaw in degrees from the five points (0 frontal)."
+    )
+    pitch: float = Field(description="Estimated head pitch in degrees from the five points.")
+    score: float = Field(ge=0.0, le=1.0, description="Detection confidence.")
 
 
 class Face(BaseModel):
@@ -46,6 +75,16 @@ class Face(BaseModel):
         description="Where the identity came from: this frame's embedding (model), the track's "
         "vote (track), or a cached embedding of the same image (cache).",
     )
+    quality: FaceQuality | None = Field(
+        None, description="Size, sharpness, pose and score of this view (None: older entries)."
+    )
+    unnamed_reason: UnnamedReason | None = Field(
+        None, description="Why the face was not named (None when named, or in older entries)."
+    )
+    # Internal, never written: the best identity of a face that passed the quality gate, the
+    # floor and the margin but not the gallery-size threshold. A track already named it keeps
+    # the name on such a frame (keeping a name takes less evidence than giving it).
+    candidate: SkipJsonSchema[str | None] = Field(None, exclude=True)
 
 
 _FACES: TypeAdapter[list[Face]] = TypeAdapter(list[Face])
@@ -81,6 +120,7 @@ class CachedRecognition(BaseModel):
                     "visitor": None,
                     "track": None,
                     "source": "model",
+                    "unnamed_reason": None,
                 }
             )
             for face in faces

@@ -144,8 +144,8 @@ def test_a_rejected_look_alike_is_never_given_the_name(
 ) -> None:
     # With only Obama enrolled and no threshold, everyone looks like him: Biden included.
     enrol(engine, client, ["obama"])
-    loose = settings.model_copy(
-        update={"match": settings.match.model_copy(update={"threshold": 0.0})}
+    loose = settings.model_copy(  # no floor and no FPIR-derived threshold above it
+        update={"match": settings.match.model_copy(update={"threshold": 0.0, "target_fpir": None})}
     )
     publisher = FramePublisher(client, "g1", "c", 1000, settings.limits)
     photos = ("test/obama_and_biden.jpg", "test/obama1.jpg")

@@ -144,12 +144,12 @@ def _embed(
 ) -> tuple[Identity | None, list[dict[str, str]]]:
     """Embed each photo alone, so each gets its own error; one identity if all passed."""
     # Imported here: the page loads onnxruntime and OpenCV only once an admin enrols a photo.
-    from facestream.recognizer import FaceEngine, embed_photos
+    from facestream.recognizer import FaceEngine, embed_photos, refuse_outliers
 
     with state.engine_lock:  # one enrolment at a time: the models are CPU-bound
         if state.engine is None:
             settings: Settings = state.settings
-            state.engine = FaceEngine.from_settings(settings.models)
+            state.engine = FaceEngine.from_settings(settings.models, settings.match.enrol)
         verdicts: list[Identity] = []
         errors: list[dict[str, str]] = []
         for photo in photos:
@@ -171,6 +171,11 @@ def _embed(
                 errors.append({"file": photo.name, "error": reason})
     if errors or not verdicts:
         return None, errors
+    try:  # issue 17: the photos must agree with each other, as `gallery enroll` checks
+        refuse_outliers(name, photos, [v.embeddings[0] for v in verdicts], state.engine.enrol)
+    except GalleryError as exc:
+        shown, _, reason = str(exc).partition(": ")
+        return None, [{"file": Path(shown).name, "error": reason}]
     merged = verdicts[0].model_copy(
         update={
             "embeddings": [e for v in verdicts for e in v.embeddings],
