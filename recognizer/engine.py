@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 
 import cv2
 import numpy as np
@@ -34,7 +33,6 @@ __all__ = [
 EmbedPlan = Callable[[int, Sequence[Face]], Sequence[bool]]
 
 
-@cache  # a constant, asked for several times per frame
 def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
     """Decode an encoded image to BGR, or raise InvalidFrame saying it is not one."""
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)

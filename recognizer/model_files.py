@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 
 __all__ = ["EMBEDDING_SIZE", "SFACE", "YUNET", "ModelFile", "current_model_id"]
 
@@ -41,6 +42,7 @@ SFACE = ModelFile(
 )
 
 
+@cache  # a constant, asked for several times per frame
 def current_model_id() -> str:
     """Identifies detector + embedder weights; gallery and cache entries carry it."""
     return f"{YUNET.model_id}+{SFACE.model_id}"

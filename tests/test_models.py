@@ -127,3 +127,16 @@ def test_batched_embedding_equals_one_by_one(engine: FaceEngine) -> None:
     batched = engine.embedder.embed(crops)
     single = np.vstack([engine.embedder.embed([crop]) for crop in crops])
     np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_each_decode_is_a_fresh_image_kept_by_nobody() -> None:
+    # Frames are decoded once each; nothing may keep them (a worker would grow without bound)
+    # or hand one caller's array to the next.
+    from facestream.recognizer.engine import decode_jpeg
+
+    jpeg = (FACES / "test" / "obama1.jpg").read_bytes()
+    first = decode_jpeg(jpeg)
+    first[:] = 7
+    again = decode_jpeg(jpeg)
+    assert again is not first and not np.all(again == 7)
+    assert not hasattr(decode_jpeg, "cache_info")
