@@ -242,5 +242,10 @@ def test_demo_keep_running_leaves_its_data_up_until_ctrl_c(model_cache: Path) ->
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
         code = demo.wait(60)
     assert code == 0, demo.stderr.read() if demo.stderr else ""
-    leftover = subprocess.run(["pgrep", "-af", "facestream-demo-"], capture_output=True)
+    # This demo's own folder: another test may run a demo of its own at the same time.
+    found = re.search(r"data in (\S+)\)", text)
+    assert found is not None, text
+    work = Path(found.group(1)).parent
+    assert work.name.startswith("facestream-demo-"), work
+    leftover = subprocess.run(["pgrep", "-af", str(work)], capture_output=True)
     assert leftover.stdout == b""
