@@ -238,11 +238,12 @@ def _visits_first(tab: Tab) -> None:
     tab.fill("#filters input[name=camera]", "")
     tab.click("#filters button")
     tab.wait_for_function(
-        """() => [...document.querySelectorAll('#feed li[data-kind=event] img.snapshot')]
+        """() => [...document.querySelectorAll('#feed li[data-visit] img.snapshot')]
                    .some(img => img.naturalWidth > 0)""",
         timeout=90_000,
     )
-    visit = tab.locator("#feed li[data-kind=event]", has=tab.locator("img.snapshot")).first
+    # A track's visit line (data-visit) has a dwell; a site-wide `seen` line has none.
+    visit = tab.locator("#feed li[data-visit]", has=tab.locator("img.snapshot")).first
     expect(visit).to_contain_text(re.compile(r"g1/(live|replay)-1"))
     expect(visit.locator(".time")).to_have_text(re.compile(r"\d{1,2}:\d\d:\d\d"))
     expect(visit.locator(".dwell")).to_have_text(re.compile(r"\d+ s|\d+ min"))
