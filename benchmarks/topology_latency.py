@@ -45,7 +45,8 @@ def wait_latency(
             publishers[mode].publish(EncodedFrame(jpeg, *size))
             while not workers[mode].step():
                 pass
-    block = 10
+    # The modes alternate in blocks, so drift hits both alike; each gets `count` frames.
+    block = max(1, min(10, count))
     for start in range(0, 2 * count, block):
         mode = list(modes)[(start // block) % 2]
         for _ in range(block):

@@ -119,7 +119,8 @@ def median_of(values: Iterable[float]) -> float:
 def median_dict(dicts: list[dict[str, float]]) -> dict[str, float]:
     names = {k for d in dicts for k in d}
     medians = {k: median_of(d.get(k, 0.0) for d in dicts) for k in names}
-    return dict(sorted(medians.items(), key=lambda kv: -kv[1]))
+    # Ties (often 0) by name: a report printed again from its JSON lists them in the same order.
+    return dict(sorted(medians.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def print_report(
