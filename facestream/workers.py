@@ -216,7 +216,13 @@ class _Supervisor:
         log.info("workers stopped", exit_codes=codes)
         if self.fatal is not None:
             return self.fatal
-        return 0 if all(code == 0 for code in codes) else 1
+        return 0 if all(self._stopped_cleanly(code) for code in codes) else 1
+
+    def _stopped_cleanly(self, code: int | None) -> bool:
+        """0, or killed by the stop signal we forwarded before it had set its handler (a child
+        still importing has read nothing, so it leaves nothing pending); once the handler is
+        set, a second signal exits 128 + signum, which is not clean."""
+        return code == 0 or (self.stopping.is_set() and code in (-signal.SIGTERM, -signal.SIGINT))
 
     def _died(self, index: int, child: BaseProcess, now: float, due: dict[int, float]) -> None:
         if child.exitcode in (EXIT_INPUT, EXIT_REFUSED):

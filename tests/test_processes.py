@@ -328,6 +328,22 @@ def test_concurrency_2_sigterm_stops_every_process_with_exit_0(
     assert client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["pending"] == 0
 
 
+@pytest.mark.timeout(120)
+def test_sigterm_while_the_workers_start_exits_0(
+    redis_server: EmbeddedRedis, model_cache: Path, tmp_path: Path
+) -> None:
+    """A stop asked for while the children are still starting (before their handlers are set,
+    the signal kills them) is a clean stop: exit 0, not the 1 of a crash."""
+    log = tmp_path / "log"
+    parent = _spawn(redis_server, model_cache, log, "--groups", "g1", "--concurrency", "2")
+    try:
+        wait_for(lambda: "workers started" in log.read_text(), what="children spawned")
+    finally:
+        code = _stop(parent)
+    assert code == 0, log.read_text()[-3000:]
+    assert "worker process died" not in log.read_text()
+
+
 @pytest.mark.timeout(300)
 def test_a_killed_worker_process_is_restarted_and_the_work_finished(
     engine: FaceEngine, client: redis.Redis, settings: Settings, redis_server: EmbeddedRedis,
