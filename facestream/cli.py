@@ -48,6 +48,7 @@ from .cli_options import (
     split_list,
 )
 from .cli_redis import authentication_hint, export_lines
+from .cli_wait import wait_for_redis
 from .client import ResultFilter, describe_result, tail_results
 from .connect import Connections
 from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
@@ -199,6 +200,7 @@ def replay_command(
 
     settings = cli_settings()
     connections = Connections(Topology(settings))
+    wait_for_redis(connections, connections.holding([group]), "replay")
     warn_unknown_groups(settings, connections, [group])
     publisher = FramePublisher(
         connections.for_group(group),
@@ -280,11 +282,13 @@ def camera_command(
         ]
     if not cameras:
         raise FacestreamError("no camera: pass --source (with --camera-id, --group) or a config")
-    if source is not None:
-        warn_unknown_groups(settings, Connections(Topology(settings)), [cameras[0].group])
     probe = Probe()
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
+    connections = Connections(Topology(settings))
+    wait_for_redis(connections, connections.holding(c.group for c in cameras), "camera")
+    if source is not None:
+        warn_unknown_groups(settings, connections, [cameras[0].group])
 
     def tick(healths: list[CameraHealth]) -> None:
         probe.beat()
@@ -296,7 +300,7 @@ def camera_command(
         signal.signal(signum, lambda *_: stop.set())
     run_cameras(
         cameras,
-        Connections(Topology(settings)).for_group,
+        connections.for_group,
         settings.limits,
         settings.ingest.frames_maxlen,
         stop,
@@ -328,8 +332,10 @@ def worker_command(
         groups=split_list(groups),
         worker={"concurrency": concurrency, "metrics_port": metrics_port, "consumer": consumer},
     )
-    if groups:
-        warn_unknown_groups(settings, Connections(Topology(settings)), settings.groups)
+    if groups:  # the check reads Redis: it waits for it like the workers do
+        connections = Connections(Topology(settings))
+        wait_for_redis(connections, connections.holding(settings.groups), "worker")
+        warn_unknown_groups(settings, connections, settings.groups)
     nodes = split_list(node) or []
     raise typer.Exit(run_workers(settings, settings.worker.concurrency, nodes))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -12,6 +14,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
+from facestream.ingest.outages import Outages, Stopped
 from facestream.schemas.urls import without_userinfo
 
 from .config import RedisSettings
@@ -101,6 +104,26 @@ class Connections:
     def for_group(self, group: str) -> redis.Redis:
         """The client of the node that holds `group` (UnmappedGroup if none does)."""
         return self.node(self.topology.node_for(group))
+
+    def holding(self, groups: Iterable[str]) -> list[Node]:
+        """The nodes that hold `groups`, and those the groups are draining from."""
+        return [self.topology.nodes[name] for name in self.topology.by_node(groups, draining=True)]
+
+    def wait(self, nodes: Iterable[Node], stop: threading.Event, who: str) -> bool:
+        """Wait until every one of `nodes` answers: True, or False once `stop` is set first.
+
+        A Redis, or a cluster none of whose nodes answers, that is away when a long-running
+        role starts is an outage like any later one: said once as "redis unavailable" (`who`
+        names the role), retried with back-off, said again when it is over. Refusals (a wrong
+        password, NOPERM) are raised: no wait mends them.
+        """
+        outages = Outages(stop, who)
+        try:
+            for node in nodes:
+                outages.call(lambda node=node: self.node(node).ping())  # type: ignore[misc]
+        except Stopped:
+            return False
+        return True
 
     def every_node(self) -> list[tuple[Node, redis.Redis]]:
         return [(node, self.node(node)) for node in self.topology.nodes.values()]

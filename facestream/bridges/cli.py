@@ -38,13 +38,15 @@ def _start(settings: Settings, group: str | None, metrics_port: int | None) -> t
 ]:  # fmt: skip
     """Where to read (one source per node holding the groups), the probe, the stop event."""
     groups = require_groups(split_list(group) or settings.groups)
-    sources = read_sources(Connections(Topology(settings)), groups)
     probe = Probe()
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
     stop = threading.Event()
     stop_on_signals(stop)
-    return sources, probe, stop
+    connections = Connections(Topology(settings))
+    if not connections.wait(connections.holding(groups), stop, "bridge"):
+        raise typer.Exit(0)  # stopped before Redis came: nothing was read
+    return read_sources(connections, groups), probe, stop
 
 
 @bridge_app.command("mqtt")
