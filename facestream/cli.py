@@ -200,8 +200,12 @@ def replay_command(
 
     settings = cli_settings()
     connections = Connections(Topology(settings))
-    wait_for_redis(connections, connections.holding([group]), "replay")
-    warn_unknown_groups(settings, connections, [group])
+    wait_for_redis(
+        "replay",
+        connections,
+        connections.holding([group]),
+        lambda: warn_unknown_groups(settings, connections, [group]),
+    )
     publisher = FramePublisher(
         connections.for_group(group),
         group,
@@ -286,9 +290,13 @@ def camera_command(
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
     connections = Connections(Topology(settings))
-    wait_for_redis(connections, connections.holding(c.group for c in cameras), "camera")
-    if source is not None:
-        warn_unknown_groups(settings, connections, [cameras[0].group])
+    named = [cameras[0].group] if source is not None else []  # the config's are known
+    wait_for_redis(
+        "camera",
+        connections,
+        connections.holding(c.group for c in cameras),
+        lambda: warn_unknown_groups(settings, connections, named),
+    )
 
     def tick(healths: list[CameraHealth]) -> None:
         probe.beat()
@@ -334,8 +342,12 @@ def worker_command(
     )
     if groups:  # the check reads Redis: it waits for it like the workers do
         connections = Connections(Topology(settings))
-        wait_for_redis(connections, connections.holding(settings.groups), "worker")
-        warn_unknown_groups(settings, connections, settings.groups)
+        wait_for_redis(
+            "worker",
+            connections,
+            connections.holding(settings.groups),
+            lambda: warn_unknown_groups(settings, connections, settings.groups),
+        )
     nodes = split_list(node) or []
     raise typer.Exit(run_workers(settings, settings.worker.concurrency, nodes))
 

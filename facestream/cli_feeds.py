@@ -23,10 +23,18 @@ T = TypeVar("T")
 
 
 def tail_sources(settings: Settings, names: list[str]) -> dict[str, tuple[redis.Redis, list[str]]]:
-    """Where to read the groups `names` (feed.read_sources); FacestreamError names a group that
-    no node has yet (a typo, or no camera has sent anything)."""
+    """Where to read the groups `names` (feed.read_sources), once Redis answers (a tail waits
+    for it at start-up); FacestreamError names a group that no node has yet (a typo, or no
+    camera has sent anything)."""
     connections = Connections(Topology(settings))
-    wait_for_redis(connections, connections.holding(names), "tail")
+    return wait_for_redis(
+        "tail", connections, connections.holding(names), lambda: _sources(connections, names)
+    )
+
+
+def _sources(
+    connections: Connections, names: list[str]
+) -> dict[str, tuple[redis.Redis, list[str]]]:
     sources = read_sources(connections, names)
     for name, (client, node_groups) in sources.items():
         unknown = [group for group in node_groups if not _has_streams(client, group)]

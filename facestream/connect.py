@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -14,7 +13,6 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from facestream.ingest.outages import Outages, Stopped
 from facestream.schemas.urls import without_userinfo
 
 from .config import RedisSettings
@@ -109,21 +107,10 @@ class Connections:
         """The nodes that hold `groups`, and those the groups are draining from."""
         return [self.topology.nodes[name] for name in self.topology.by_node(groups, draining=True)]
 
-    def wait(self, nodes: Iterable[Node], stop: threading.Event, who: str) -> bool:
-        """Wait until every one of `nodes` answers: True, or False once `stop` is set first.
-
-        A Redis, or a cluster none of whose nodes answers, that is away when a long-running
-        role starts is an outage like any later one: said once as "redis unavailable" (`who`
-        names the role), retried with back-off, said again when it is over. Refusals (a wrong
-        password, NOPERM) are raised: no wait mends them.
-        """
-        outages = Outages(stop, who)
-        try:
-            for node in nodes:
-                outages.call(lambda node=node: self.node(node).ping())  # type: ignore[misc]
-        except Stopped:
-            return False
-        return True
+    def ping(self, nodes: Iterable[Node]) -> None:
+        """Raise unless every one of `nodes` answers (a cluster: some node, with the slot map)."""
+        for node in nodes:
+            self.node(node).ping()
 
     def every_node(self) -> list[tuple[Node, redis.Redis]]:
         return [(node, self.node(node)) for node in self.topology.nodes.values()]

@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import redis
 from facestream.schemas import keys
 from facestream.server import EmbeddedRedis, free_port
 
-from .helpers import FACES, wait_for
+from .helpers import FACES, http_status, wait_for
 from .test_events_client import make_event, publish_events
 from .test_redis_faults import _Lines
 
@@ -41,13 +39,7 @@ def _role(redis_url: str, *args: str) -> tuple[subprocess.Popen[str], _Lines]:
 
 
 def _readyz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0  # not listening yet
+    return http_status(f"http://127.0.0.1:{port}/readyz")
 
 
 class _Receiver:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from facestream.cli_options import cli_settings, split_list
+from facestream.cli_wait import wait_for_redis
 from facestream.config import Settings
 from facestream.connect import Connections
 from facestream.feed import read_sources
@@ -41,12 +42,16 @@ def _start(settings: Settings, group: str | None, metrics_port: int | None) -> t
     probe = Probe()
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
+    connections = Connections(Topology(settings))
+    sources = wait_for_redis(
+        "bridge",
+        connections,
+        connections.holding(groups),
+        lambda: read_sources(connections, groups),
+    )
     stop = threading.Event()
     stop_on_signals(stop)
-    connections = Connections(Topology(settings))
-    if not connections.wait(connections.holding(groups), stop, "bridge"):
-        raise typer.Exit(0)  # stopped before Redis came: nothing was read
-    return read_sources(connections, groups), probe, stop
+    return sources, probe, stop
 
 
 @bridge_app.command("mqtt")

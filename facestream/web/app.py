@@ -105,8 +105,9 @@ def create_app(
     if client is None and shown[0].is_cluster:
         # A plain client connects lazily and the page shows its 503 banner while Redis is
         # away; a cluster client cannot be made before some node answers with the slot map.
-        wait_for_redis(connections, shown, "web")
-    redis_client = connections.node(shown[0])
+        redis_client = wait_for_redis("web", connections, shown, lambda: connections.node(shown[0]))
+    else:
+        redis_client = connections.node(shown[0])
     app.state.settings, app.state.web, app.state.sessions = settings, web, sessions
     app.state.client = redis_client
     app.state.gallery = GalleryReplicas(connections)
