@@ -16,6 +16,7 @@ from facestream.schemas import CameraHealth, Heartbeat, InvalidMessage, clip, ke
 
 from .connect import Connections
 from .redis_errors import REDIS_ERRORS, Fault, classify, is_transient
+from .skipped import count_skipped
 from .stream_faults import StreamFault, stream_faults
 from .topology import SINGLE_NODE
 
@@ -285,6 +286,7 @@ def _cameras(client: redis.Redis, unreadable: dict[str, str]) -> list[CameraHeal
 def _unreadable(unreadable: dict[str, str], key: str, reason: str) -> None:
     """Skip a record that does not parse, saying which and why (the others are still shown)."""
     unreadable[clip(key, 120)] = clip(reason, 200)
+    count_skipped("status records", reason)
     log.warning("record skipped: it does not parse", key=clip(key, 120), error=clip(reason, 300))
 
 
