@@ -51,7 +51,7 @@ from .cli_redis import authentication_hint, export_lines
 from .cli_wait import wait_for_redis
 from .client import ResultFilter, describe_result, tail_results
 from .connect import Connections
-from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
+from .exit_codes import EXIT_INPUT, EXIT_PARTIAL, EXIT_REFUSED, EXIT_UNREACHABLE
 from .feed import MergedFeed
 from .health import Probe, serve_health
 from .recognizer.openset import describe, operating_point
@@ -103,7 +103,8 @@ def _root(
 
     The shared options (--config, --redis-url, --log-level, --log-format) are accepted before
     or after the subcommand. Exit codes: 0 done, 2 bad input or config, 3 Redis unreachable
-    or not serving now, 4 Redis refused the credentials or a command (ACL), 130 interrupted.
+    or not serving now, 4 Redis refused the credentials or a command (ACL), 5 `status` could
+    reach only part of the site (the report names what is unreachable), 130 interrupted.
     """
     CliState.config = config
     if redis_url and _has_password(redis_url):
@@ -400,7 +401,11 @@ def status_command(
         float | None, typer.Option(help="Refresh every N seconds until Ctrl-C.", min=0.1)
     ] = None,
 ) -> None:
-    """Show each group's streams (frames, pending, lag, results, dead letters), workers, cameras."""
+    """Show each group's streams (frames, pending, lag, results, dead letters), workers, cameras.
+
+    With a node (or a cluster member) unreachable it shows what the others serve, lists the
+    unreachable ones and exits 5; 3 only when nothing at all answers.
+    """
     settings = cli_settings()
     connections = Connections(Topology(settings))
     try:
@@ -420,6 +425,8 @@ def status_command(
                 typer.echo(report.render())
                 typer.echo(describe(point))
             if watch is None:
+                if not all(node.up for node in report.nodes):
+                    raise typer.Exit(EXIT_PARTIAL)  # a partial report: someone should look
                 return
             time.sleep(watch)
     except KeyboardInterrupt:

@@ -129,6 +129,21 @@ def test_replay_rides_through_a_cluster_down(
         assert done.returncode == 3, done.stderr
         assert done.stderr.startswith("error: Redis cannot serve this now (The cluster is down")
         assert "Traceback" not in done.stderr
+        # `status` shows what it can, names the member that is down, and exits 5 (partial).
+        partial = subprocess.run(
+            _facestream(config, "status", "--json"), capture_output=True, text=True, timeout=120
+        )
+        assert partial.returncode == 5, partial.stderr
+        report = json.loads(partial.stdout)
+        nodes = {n["node"]: n["up"] for n in report["nodes"]}
+        assert nodes[f"cluster 127.0.0.1:{victim}"] is False
+        assert [name for name, up in nodes.items() if not up] in (
+            [f"cluster 127.0.0.1:{victim}"],
+            ["cluster", f"cluster 127.0.0.1:{victim}"],  # its gallery's slot is served too
+        )
+        # The live masters' groups are listed; with slots uncovered each says why it is empty.
+        east = next(g for g in report["groups"] if g["group"] == "east")
+        assert "The cluster is down" in east["error"]
         cluster.restart(victim)
         wait_for(lambda: log.has("redis available again"), what="the replay to go on")
         resumed = client.xlen(stream)
