@@ -144,6 +144,13 @@ def test_replay_rides_through_a_cluster_down(
         # The live masters' groups are listed; with slots uncovered each says why it is empty.
         east = next(g for g in report["groups"] if g["group"] == "east")
         assert "The cluster is down" in east["error"]
+        # Nor may a group be deleted while a camera's health record could be on the dead one.
+        refused = subprocess.run(
+            _facestream(config, "group", "delete", "east", "--yes"),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert f"cluster 127.0.0.1:{victim}" in refused.stderr and "unreachable" in refused.stderr
         cluster.restart(victim)
         wait_for(lambda: log.has("redis available again"), what="the replay to go on")
         resumed = client.xlen(stream)
