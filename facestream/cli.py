@@ -48,9 +48,10 @@ from .cli_options import (
     split_list,
 )
 from .cli_redis import authentication_hint, export_lines
+from .cli_wait import wait_for_redis
 from .client import ResultFilter, describe_result, tail_results
 from .connect import Connections
-from .exit_codes import EXIT_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE
+from .exit_codes import EXIT_INPUT, EXIT_PARTIAL, EXIT_REFUSED, EXIT_UNREACHABLE
 from .feed import MergedFeed
 from .health import Probe, serve_health
 from .recognizer.openset import describe, operating_point
@@ -102,7 +103,8 @@ def _root(
 
     The shared options (--config, --redis-url, --log-level, --log-format) are accepted before
     or after the subcommand. Exit codes: 0 done, 2 bad input or config, 3 Redis unreachable
-    or not serving now, 4 Redis refused the credentials or a command (ACL), 130 interrupted.
+    or not serving now, 4 Redis refused the credentials or a command (ACL), 5 `status` could
+    reach only part of the site (the report names what is unreachable), 130 interrupted.
     """
     CliState.config = config
     if redis_url and _has_password(redis_url):
@@ -199,7 +201,12 @@ def replay_command(
 
     settings = cli_settings()
     connections = Connections(Topology(settings))
-    warn_unknown_groups(settings, connections, [group])
+    wait_for_redis(
+        "replay",
+        connections,
+        connections.holding([group]),
+        lambda: warn_unknown_groups(settings, connections, [group]),
+    )
     publisher = FramePublisher(
         connections.for_group(group),
         group,
@@ -280,11 +287,17 @@ def camera_command(
         ]
     if not cameras:
         raise FacestreamError("no camera: pass --source (with --camera-id, --group) or a config")
-    if source is not None:
-        warn_unknown_groups(settings, Connections(Topology(settings)), [cameras[0].group])
     probe = Probe()
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
+    connections = Connections(Topology(settings))
+    named = [cameras[0].group] if source is not None else []  # the config's are known
+    wait_for_redis(
+        "camera",
+        connections,
+        connections.holding(c.group for c in cameras),
+        lambda: warn_unknown_groups(settings, connections, named),
+    )
 
     def tick(healths: list[CameraHealth]) -> None:
         probe.beat()
@@ -296,7 +309,7 @@ def camera_command(
         signal.signal(signum, lambda *_: stop.set())
     run_cameras(
         cameras,
-        Connections(Topology(settings)).for_group,
+        connections.for_group,
         settings.limits,
         settings.ingest.frames_maxlen,
         stop,
@@ -328,8 +341,14 @@ def worker_command(
         groups=split_list(groups),
         worker={"concurrency": concurrency, "metrics_port": metrics_port, "consumer": consumer},
     )
-    if groups:
-        warn_unknown_groups(settings, Connections(Topology(settings)), settings.groups)
+    if groups:  # the check reads Redis: it waits for it like the workers do
+        connections = Connections(Topology(settings))
+        wait_for_redis(
+            "worker",
+            connections,
+            connections.holding(settings.groups),
+            lambda: warn_unknown_groups(settings, connections, settings.groups),
+        )
     nodes = split_list(node) or []
     raise typer.Exit(run_workers(settings, settings.worker.concurrency, nodes))
 
@@ -382,7 +401,11 @@ def status_command(
         float | None, typer.Option(help="Refresh every N seconds until Ctrl-C.", min=0.1)
     ] = None,
 ) -> None:
-    """Show each group's streams (frames, pending, lag, results, dead letters), workers, cameras."""
+    """Show each group's streams (frames, pending, lag, results, dead letters), workers, cameras.
+
+    With a node (or a cluster member) unreachable it shows what the others serve, lists the
+    unreachable ones and exits 5; 3 only when nothing at all answers.
+    """
     settings = cli_settings()
     connections = Connections(Topology(settings))
     try:
@@ -402,6 +425,8 @@ def status_command(
                 typer.echo(report.render())
                 typer.echo(describe(point))
             if watch is None:
+                if not all(node.up for node in report.nodes):
+                    raise typer.Exit(EXIT_PARTIAL)  # a partial report: someone should look
                 return
             time.sleep(watch)
     except KeyboardInterrupt:

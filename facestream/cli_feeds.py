@@ -10,6 +10,7 @@ import typer
 
 from facestream.schemas import FacestreamError, keys
 
+from .cli_wait import wait_for_redis
 from .config import Settings
 from .connect import Connections
 from .feed import read_sources
@@ -22,9 +23,19 @@ T = TypeVar("T")
 
 
 def tail_sources(settings: Settings, names: list[str]) -> dict[str, tuple[redis.Redis, list[str]]]:
-    """Where to read the groups `names` (feed.read_sources); FacestreamError names a group that
-    no node has yet (a typo, or no camera has sent anything)."""
-    sources = read_sources(Connections(Topology(settings)), names)
+    """Where to read the groups `names` (feed.read_sources), once Redis answers (a tail waits
+    for it at start-up); FacestreamError names a group that no node has yet (a typo, or no
+    camera has sent anything)."""
+    connections = Connections(Topology(settings))
+    return wait_for_redis(
+        "tail", connections, connections.holding(names), lambda: _sources(connections, names)
+    )
+
+
+def _sources(
+    connections: Connections, names: list[str]
+) -> dict[str, tuple[redis.Redis, list[str]]]:
+    sources = read_sources(connections, names)
     for name, (client, node_groups) in sources.items():
         unknown = [group for group in node_groups if not _has_streams(client, group)]
         if unknown:

@@ -73,7 +73,14 @@ def group_delete(
     """
     keys.validate_group(group)
     connections = Connections(Topology(cli_settings()))
-    live = sorted(h.camera for h in collect_site_status(connections).cameras if h.group == group)
+    site = collect_site_status(connections)
+    down = [node.node for node in site.nodes if not node.up]
+    if down:  # a camera whose health record is there would go unseen
+        raise FacestreamError(
+            f"cannot check that no camera publishes to group {group}: {', '.join(down)} "
+            "unreachable; try again once every node answers"
+        )
+    live = sorted(h.camera for h in site.cameras if h.group == group)
     if live:
         raise FacestreamError(
             f"camera(s) {', '.join(live)} publish to group {group}: stop them first "

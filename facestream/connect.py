@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -101,6 +102,15 @@ class Connections:
     def for_group(self, group: str) -> redis.Redis:
         """The client of the node that holds `group` (UnmappedGroup if none does)."""
         return self.node(self.topology.node_for(group))
+
+    def holding(self, groups: Iterable[str]) -> list[Node]:
+        """The nodes that hold `groups`, and those the groups are draining from."""
+        return [self.topology.nodes[name] for name in self.topology.by_node(groups, draining=True)]
+
+    def ping(self, nodes: Iterable[Node]) -> None:
+        """Raise unless every one of `nodes` answers (a cluster: some node, with the slot map)."""
+        for node in nodes:
+            self.node(node).ping()
 
     def every_node(self) -> list[tuple[Node, redis.Redis]]:
         return [(node, self.node(node)) for node in self.topology.nodes.values()]

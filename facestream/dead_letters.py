@@ -20,8 +20,8 @@ import structlog
 from facestream.schemas import DeadLetter, FacestreamError, InvalidMessage, clip, keys
 from facestream.schemas.entries import validate_entry_id
 
+from .skipped import count_skipped
 from .status import known_groups
-from .tail import skip_reason
 
 __all__ = ["DeadLetterPage", "DeadLetters", "InvalidRequest", "ListedLetter", "NotRetryable"]
 
@@ -90,7 +90,8 @@ class DeadLetters:
                 try:
                     letters.append(ListedLetter(entry_id.decode(), _parse(group, fields)))
                 except InvalidMessage as exc:
-                    unreadable.setdefault(group, Counter())[skip_reason(exc)] += 1
+                    reason = count_skipped("dead letters", exc.reason)
+                    unreadable.setdefault(group, Counter())[reason] += 1
                     log.warning(
                         "dead letter skipped: it does not parse",
                         group=group,

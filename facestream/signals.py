@@ -1,4 +1,4 @@
-"""Hold off SIGINT/SIGTERM while a child process is spawned and recorded, so none is orphaned."""
+"""SIGINT/SIGTERM in a block: held off while a child is spawned, or turned into a stop event."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["deferred_signals"]
+__all__ = ["deferred_signals", "signalled_stop"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -38,3 +38,16 @@ def deferred_signals() -> Iterator[None]:
             signal.signal(signum, handler)
     if noted:
         raise KeyboardInterrupt
+
+
+@contextmanager
+def signalled_stop() -> Iterator[threading.Event]:
+    """An event that SIGINT/SIGTERM set inside the block, for a wait that ends cleanly on them;
+    the previous handlers come back after it."""
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in _SIGNALS}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -6,16 +6,18 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 import structlog
+from redis.cluster import RedisCluster
 
 from facestream.recognizer import Gallery
 from facestream.schemas import CameraHealth, Heartbeat, InvalidMessage, clip, keys, printable
 
 from .connect import Connections
 from .redis_errors import REDIS_ERRORS, Fault, classify, is_transient
+from .skipped import count_skipped
 from .stream_faults import StreamFault, stream_faults
 from .topology import SINGLE_NODE
 
@@ -285,6 +287,7 @@ def _cameras(client: redis.Redis, unreadable: dict[str, str]) -> list[CameraHeal
 def _unreadable(unreadable: dict[str, str], key: str, reason: str) -> None:
     """Skip a record that does not parse, saying which and why (the others are still shown)."""
     unreadable[clip(key, 120)] = clip(reason, 200)
+    count_skipped("status records", reason)
     log.warning("record skipped: it does not parse", key=clip(key, 120), error=clip(reason, 300))
 
 
@@ -294,7 +297,12 @@ def _group_status(client: redis.Redis, group: str, node: str) -> GroupStatus:
     except REDIS_ERRORS as exc:  # one broken group must not hide the others
         if classify(exc) in (None, Fault.CREDENTIALS, Fault.UNREACHABLE):
             raise  # not the group's: the node's (or ours)
-        return GroupStatus(group, 0, 0, None, 0, 0, 0, error=clip(str(exc), 200), node=node)
+        return _failed_group(group, node, clip(str(exc), 200))
+
+
+def _failed_group(group: str, node: str, error: str) -> GroupStatus:
+    """A group row that says why it could not be read instead of its figures."""
+    return GroupStatus(group, 0, 0, None, 0, 0, 0, error=error, node=node)
 
 
 def _read_group_status(client: redis.Redis, group: str, node: str) -> GroupStatus:
@@ -347,45 +355,158 @@ def _node_status(client: redis.Redis, node: str, check_gallery: bool) -> NodeSta
 
 def collect_site_status(connections: Connections, groups: list[str] | None = None) -> StatusReport:
     """Every node of the topology in one report; a node that does not answer says so, with
-    the groups the config puts on it, and hides nothing of the others. When no node answers,
-    the last error is raised: there is nothing to report."""
+    the groups the config puts on it, and hides nothing of the others; a cluster with a member
+    down lists that member and what the rest still serve (`_partial_cluster`). When nothing
+    answers, the last error is raised: there is nothing to report."""
     topology = connections.topology
     placed = topology.by_node(groups, draining=True) if groups and topology.kind == "nodes" else {}
     reports = []
     unreachable: Exception | None = None
+    answered = False  # some node or cluster member did: there is a report, partial or not
     for node in topology.nodes.values():
         wanted = placed.get(node.name, []) if placed else groups
         if placed and not wanted:
             continue
         shown = wanted or list(node.groups + node.draining) or None
+        client: redis.Redis | None = None
         try:
-            report = collect_status(connections.node(node), shown, node.name)
+            client = connections.node(node)
+            report = collect_status(client, shown, node.name)
+            answered = True
+            if isinstance(client, RedisCluster):  # a member may be down after a failover
+                down, _ = _cluster_members(client, node.name)
+                report = dataclasses.replace(report, nodes=[*report.nodes, *down])
         except REDIS_ERRORS as exc:
             if not is_transient(exc):
                 raise
             unreachable = exc
-            error = clip(f"unreachable: {exc}", 200)
-            down = [
-                GroupStatus(group, 0, 0, None, 0, 0, 0, error=error, node=node.name)
-                for group in shown or []
-            ]
-            report = StatusReport(down, [], [], [NodeStatus(node.name, None, error)])
+            partial = _partial_cluster(client, shown, node.name) if client is not None else None
+            answered = answered or partial is not None
+            report = partial or _down(node.name, shown, exc)
         marked = [dataclasses.replace(g, draining=g.group in node.draining) for g in report.groups]
         reports.append(dataclasses.replace(report, groups=marked))
     site = StatusReport.merge(reports)
-    if unreachable is not None and not any(node.up for node in site.nodes):
+    if unreachable is not None and not answered:
         raise unreachable
     return site
 
 
+def _down(node: str, groups: list[str] | None, exc: Exception) -> StatusReport:
+    error = clip(f"unreachable: {exc}", 200)
+    down = [_failed_group(group, node, error) for group in groups or []]
+    return StatusReport(down, [], [], [NodeStatus(node, None, error)])
+
+
+def _partial_cluster(
+    client: redis.Redis, groups: list[str] | None, node: str
+) -> StatusReport | None:
+    """What a cluster with a member down still shows: each member that does not answer (one
+    NodeStatus each), and per group and per live primary what can be read; None when no
+    member answers (nothing to report).
+
+    A read that spans the cluster (SCAN of every primary) fails while one is down, so groups,
+    cameras and workers are read member by member; a group whose slot has no live master,
+    or every group while the cluster refuses keyed commands (CLUSTERDOWN), gets its error.
+    """
+    if not isinstance(client, RedisCluster):
+        return None  # a single server that does not answer: nothing more to read
+    down, live = _cluster_members(client, node)
+    if not live:
+        return None
+    unreadable: dict[str, str] = {}
+    names = groups or sorted({g for primary in live for g in known_groups(primary)})
+    cluster = cast(redis.Redis, client)
+    return StatusReport(
+        groups=[_group_status_or_error(cluster, group, node) for group in names],
+        cameras=[health for primary in live for health in _tolerant(_cameras, primary, unreadable)],
+        workers=[w for primary in live for w in _tolerant(_workers, primary, node, unreadable)],
+        nodes=[_tolerant_node_status(cluster, node), *down],
+        unreadable=unreadable,
+    )
+
+
+def _cluster_members(
+    cluster: RedisCluster, node: str
+) -> tuple[list[NodeStatus], list[redis.Redis]]:
+    """The cluster's members that are down, one NodeStatus each named "<node> host:port", and
+    clients of the primaries that answer.
+
+    Down: flagged failed (`fail`, or `fail?` while suspected) in CLUSTER NODES, which still
+    lists a master that failed over or a replica gone (the slot map the client reads drops
+    them), or not answering a PING.
+    """
+    failed: dict[str, str] = {}
+    try:
+        listed: Any = cluster.cluster_nodes()
+    except REDIS_ERRORS as exc:
+        if not is_transient(exc):
+            raise
+        listed = {}
+    for address, info in listed.items():
+        flags = str(info.get("flags", "")).split(",")
+        if "fail" in flags or "fail?" in flags:
+            failed[address] = (
+                f"flagged {'failed' if 'fail' in flags else 'suspected'} by the cluster"
+            )
+    live = []
+    for member in cluster.get_nodes():  # type: ignore[no-untyped-call]
+        if member.name in failed:
+            continue
+        connection = cluster.get_redis_connection(member)
+        try:
+            connection.ping()
+        except REDIS_ERRORS as exc:
+            if not is_transient(exc):
+                raise
+            failed[member.name] = f"unreachable: {exc}"
+            continue
+        if member.server_type == "primary":
+            live.append(connection)
+    down = [
+        NodeStatus(f"{node} {name}", None, clip(why, 200)) for name, why in sorted(failed.items())
+    ]
+    return down, live
+
+
+def _group_status_or_error(client: redis.Redis, group: str, node: str) -> GroupStatus:
+    try:
+        return _group_status(client, group, node)
+    except REDIS_ERRORS as exc:
+        if not is_transient(exc):
+            raise
+        return GroupStatus(
+            group, 0, 0, None, 0, 0, 0, error=clip(f"unreadable: {exc}", 200), node=node
+        )
+
+
+def _tolerant(read: Callable[..., list[M]], *args: Any) -> list[M]:
+    """`read(*args)`, or nothing while the cluster cannot serve it (the members are listed)."""
+    try:
+        return read(*args)
+    except REDIS_ERRORS as exc:
+        if not is_transient(exc):
+            raise
+        return []
+
+
+def _tolerant_node_status(client: redis.Redis, node: str) -> NodeStatus:
+    """The cluster's gallery version, or why it cannot be read now (a member is down)."""
+    try:
+        return _node_status(client, node, check_gallery=True)
+    except REDIS_ERRORS as exc:
+        if not is_transient(exc):
+            raise
+        return NodeStatus(node, None, clip(f"partly unreachable: {exc}", 200))
+
+
 def gallery_size(connections: Connections) -> int:
-    """Identities enrolled in the newest gallery any reachable node holds (0: none answers)."""
+    """Identities enrolled in the newest gallery any node holds that can say (0: none can)."""
     sizes = []
     for _, client in connections.every_node():
         try:
             sizes.append((Gallery(client).version(), int(client.hlen(keys.GALLERY_IDENTITIES))))
         except REDIS_ERRORS as exc:
-            if classify(exc) is not Fault.UNREACHABLE:
+            if not is_transient(exc):
                 raise
-            continue  # a node down: the others say the size
+            continue  # a node down, or a cluster with one (CLUSTERDOWN): the others say it
     return max(sizes, default=(0, 0))[1]

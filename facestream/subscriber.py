@@ -18,7 +18,7 @@ from facestream.redis_errors import Fault, classify
 from facestream.schemas import InvalidMessage, clip
 from facestream.schemas.entries import is_after
 
-from .tail import skip_reason
+from .skipped import count_skipped
 
 __all__ = ["StreamSubscriber", "SubscriberStats"]
 
@@ -217,7 +217,8 @@ class StreamSubscriber(Generic[D]):
         except InvalidMessage as exc:
             # Not ours to fix; acknowledged by the caller so it does not come back forever.
             self.stats.invalid += 1
-            self.stats.skipped[skip_reason(exc)] += 1
+            reader = f"{self.noun} subscriber {self.consumer_group}"
+            self.stats.skipped[count_skipped(reader, exc.reason)] += 1
             log.warning(
                 f"skipping invalid {self.noun[:-1]}",
                 stream=entry.stream,

@@ -20,7 +20,9 @@ import structlog
 from facestream.ingest.outages import Outages, Stopped
 from facestream.schemas import InvalidMessage, StreamFields, clip
 
-__all__ = ["Parser", "TailStats", "follow", "last_id", "skip_reason"]
+from .skipped import count_skipped
+
+__all__ = ["Parser", "TailStats", "follow", "last_id"]
 
 log = structlog.get_logger("tail")
 
@@ -40,11 +42,6 @@ class TailStats:
     @property
     def invalid(self) -> int:
         return sum(self.skipped.values())
-
-
-def skip_reason(exc: InvalidMessage) -> str:
-    """A short, bounded label for why an entry was skipped (for counters; the log has it all)."""
-    return clip(exc.reason.split(":", 1)[0], 60)
 
 
 def last_id(client: redis.Redis, stream: str) -> str:
@@ -90,7 +87,7 @@ def follow(
                     try:
                         item = parsers[stream](stream, fields)
                     except InvalidMessage as exc:
-                        stats.skipped[skip_reason(exc)] += 1
+                        stats.skipped[count_skipped(f"{noun} tail", exc.reason)] += 1
                         log.warning(
                             f"skipping invalid {noun[:-1]}",
                             stream=stream,

@@ -6,6 +6,8 @@ import json
 import os
 import struct
 import time
+import urllib.error
+import urllib.request
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -87,6 +89,17 @@ def drain(
             return
         worker.step()
     raise AssertionError(f"only {done} of {expected} frames finished within {timeout_s}s")
+
+
+def http_status(url: str) -> int:
+    """The HTTP status of a GET (0: nothing listens there yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
 
 
 def bundled_redis_server() -> Path | None:

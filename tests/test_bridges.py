@@ -510,12 +510,19 @@ def test_an_event_the_bridge_cannot_pass_on_is_skipped_not_fatal(
     wide = {**make_event(1).to_fields(), "ts": str(2**64)}
     client.xadd(keys.events("g1"), wide)  # type: ignore[arg-type]
     publish_events(client, make_event(2))
+    metrics_port = free_port()
     process = bridge(
         redis_server, "webhook", f"http://127.0.0.1:{receiver.port}/hook", "--group", "g1",
         "--secret-file", str(secret), "--name", "wide", "--from-start",
+        "--metrics-port", str(metrics_port),
     )  # fmt: skip
     try:
         wait_for(lambda: receiver.answered("t2") == [200], 60, "the event after the bad one")
+        _, exported = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert (
+            'facestream_entries_skipped_total{reader="events subscriber bridge-webhook-wide",'
+            'reason="invalid event entry"} 1.0'
+        ) in exported, exported
     finally:
         code, out = stop(process)
         receiver.stop()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import REGISTRY
 
 import facestream.ingest.metrics
-import facestream.recognizer.metrics  # noqa: F401 -- registers the worker's metrics
+import facestream.recognizer.metrics
+import facestream.skipped  # noqa: F401 -- these register the workers' and readers' metrics
 from facestream.web.metrics import METRICS
 
 from .helpers import REPO

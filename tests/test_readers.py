@@ -13,6 +13,7 @@ import redis
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from facestream.client import (
     EventSubscriber,
@@ -27,6 +28,7 @@ from facestream.dead_letters import DeadLetters
 from facestream.schemas import CameraHealth, DeadLetter, Event, Heartbeat, Result, keys
 from facestream.status import collect_status
 from facestream.web import WebSettings
+from facestream.web.metrics import render_metrics
 from facestream.web.monitor import Monitor
 
 from .helpers import wait_for
@@ -86,6 +88,17 @@ def _passable(item: Any) -> None:
     )
 
 
+def _skipped(reader: str) -> float:
+    """facestream_entries_skipped_total of `reader`, every reason together."""
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "facestream_entries_skipped"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["reader"] == reader
+    )
+
+
 def _sentinel(client: redis.Redis, stream: str, fields: Fields) -> str:
     return client.xadd(stream, {**fields, "frame_id": "999-9"}).decode()  # type: ignore[dict-item, union-attr]
 
@@ -111,6 +124,7 @@ def _check_tail_and_subscriber(
     subscriber_class = ResultSubscriber if kind == "results" else EventSubscriber
     tail = tail_results if kind == "results" else tail_events
     subscriber = subscriber_class(client, ["g1"], "fuzz", "fuzz-1", 50, start="oldest")
+    before = {reader: _skipped(reader) for reader in (f"{kind} tail", f"{kind} subscriber fuzz")}
     for fields in batch:
         client.xadd(stream, fields)  # type: ignore[arg-type]
     _sentinel(client, stream, good)
@@ -120,6 +134,11 @@ def _check_tail_and_subscriber(
     subscribed = _until(iter(subscriber), "999-9")
     assert [r.frame_id for r in subscribed] == [r.frame_id for r in tailed]
     assert subscriber.stats.invalid == stats.invalid == sum(stats.skipped.values())
+    # The metric counts each skip once per reader, as the stats do.
+    assert {reader: _skipped(reader) - n for reader, n in before.items()} == {
+        f"{kind} tail": stats.invalid,
+        f"{kind} subscriber fuzz": stats.invalid,
+    }
     for item in tailed + subscribed:
         _passable(item)
         item.to_json()  # what the bridges send
@@ -159,6 +178,7 @@ def test_the_pages_feed_goes_on_past_malformed_entries(
     client.flushall()
     client.xadd(keys.frames("g1"), {"v": "1"})  # the group exists: the sampler follows it
     monitor = Monitor(client, WebSettings(sample_s=0.2))
+    before = _skipped("feed entries tail")
     monitor.start()
     try:
         wait_for(lambda: "g1" in monitor.following, 20, "the feed to follow g1")
@@ -170,6 +190,10 @@ def test_the_pages_feed_goes_on_past_malformed_entries(
         _sentinel(client, keys.events("g1"), _EVENT)
         wait_for(lambda: len([i for i in monitor.feed if i.entry.frame_id == "999-9"]) == 2, 20)
         assert len(monitor.feed) + monitor.skipped.invalid == len(results) + len(events) + 2
+        assert _skipped("feed entries tail") - before == monitor.skipped.invalid
+        if monitor.skipped.invalid:  # the page's /metrics exports it
+            exported = render_metrics(monitor)
+            assert b'facestream_entries_skipped_total{reader="feed entries tail"' in exported
         for item in monitor.feed:
             json.dumps(item.to_dict(), allow_nan=False)
             assert item.entry.group == "g1"
@@ -194,8 +218,11 @@ def test_dead_letters_list_skips_what_it_cannot_parse(
     client.xadd(keys.frames("g1"), {"v": "1"})
     for fields in batch:
         client.xadd(keys.dead("g1"), fields)  # type: ignore[arg-type]
+    before = _skipped("dead letters")
     page = DeadLetters(client, 1000).list()
-    assert len(page.letters) + sum(page.unreadable.get("g1", {}).values()) == len(batch)
+    unreadable = sum(page.unreadable.get("g1", {}).values())
+    assert len(page.letters) + unreadable == len(batch)
+    assert _skipped("dead letters") - before == unreadable
     json.dumps(page.to_dict(), allow_nan=False)
     for listed in page.letters:
         assert listed.letter.group == "g1"
@@ -231,7 +258,9 @@ def test_status_skips_health_records_and_heartbeats_it_cannot_parse(
     client.set(keys.camera_health("c3"), CameraHealth.model_validate(_HEALTH).model_dump_json())
     client.set(keys.worker_heartbeat("w1"), json.dumps(beat))
     client.set(keys.worker_heartbeat("w2"), Heartbeat(pid=1, at=2).dumps())
+    before = _skipped("status records")
     report = collect_status(client)
+    assert _skipped("status records") - before == len(report.unreadable)
     assert "c3" in {c.camera for c in report.cameras}
     assert "w2" in {w.consumer for w in report.workers}
     assert len(report.cameras) + len(report.workers) + len(report.unreadable) == 4

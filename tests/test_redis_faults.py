@@ -4,6 +4,7 @@ outage (logged seldom, no traceback, resumed, a clean stop), and the CLI says ea
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -22,10 +23,11 @@ import yaml
 from facestream.config import load_settings
 from facestream.ingest import EncodedFrame, FramePublisher
 from facestream.schemas import keys
+from facestream.server import free_port
 from tests.cluster_fixtures import require_cluster_support
 from tests.servers.redis_nodes import ClusterProcess
 
-from .helpers import FACES, wait_for
+from .helpers import FACES, http_status, wait_for
 
 PHOTOS = sorted((FACES / "test").glob("*.jpg"))
 
@@ -127,6 +129,28 @@ def test_replay_rides_through_a_cluster_down(
         assert done.returncode == 3, done.stderr
         assert done.stderr.startswith("error: Redis cannot serve this now (The cluster is down")
         assert "Traceback" not in done.stderr
+        # `status` shows what it can, names the member that is down, and exits 5 (partial).
+        partial = subprocess.run(
+            _facestream(config, "status", "--json"), capture_output=True, text=True, timeout=120
+        )
+        assert partial.returncode == 5, partial.stderr
+        report = json.loads(partial.stdout)
+        nodes = {n["node"]: n["up"] for n in report["nodes"]}
+        assert nodes[f"cluster 127.0.0.1:{victim}"] is False
+        assert [name for name, up in nodes.items() if not up] in (
+            [f"cluster 127.0.0.1:{victim}"],
+            ["cluster", f"cluster 127.0.0.1:{victim}"],  # its gallery's slot is served too
+        )
+        # The live masters' groups are listed; with slots uncovered each says why it is empty.
+        east = next(g for g in report["groups"] if g["group"] == "east")
+        assert "The cluster is down" in east["error"]
+        # Nor may a group be deleted while a camera's health record could be on the dead one.
+        refused = subprocess.run(
+            _facestream(config, "group", "delete", "east", "--yes"),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert f"cluster 127.0.0.1:{victim}" in refused.stderr and "unreachable" in refused.stderr
         cluster.restart(victim)
         wait_for(lambda: log.has("redis available again"), what="the replay to go on")
         resumed = client.xlen(stream)
@@ -221,3 +245,62 @@ def test_a_worker_waits_out_the_whole_cluster_gone_and_stops_cleanly(
           f"{back['attempts']} attempts over {back['down_s']} s")  # fmt: skip
     assert len(waits) < back["attempts"]  # backed off: not one line per retry
     client.close()
+
+
+def test_roles_started_while_the_whole_cluster_is_gone_wait_for_it(
+    cluster: ClusterProcess, model_cache: Path, tmp_path: Path
+) -> None:
+    """A cluster client cannot be made before some node answers: replay, a tail and the page
+    wait for the slot map as for any outage, and SIGTERM meanwhile exits 0."""
+    config = _config(tmp_path, cluster, model_cache)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for photo in PHOTOS[:3]:
+        shutil.copy(photo, frames / photo.name)
+    ports = list(cluster.ports)
+    with cluster.client() as client:
+        client.delete(keys.frames("west"))
+    for port in ports:
+        cluster.kill(port)
+    web_port = free_port()
+    env = {**os.environ, "FACESTREAM_WEB__TOKEN": "a-token-for-the-cluster-outage-test"}
+    started = {
+        "replay": _facestream(config, "replay", str(frames), "--group", "west",
+                              "--camera-id", "cam-west", "--fps", "0"),
+        "tail": _facestream(config, "results", "tail", "--group", "west"),
+        "web": _facestream(config, "web", "--port", str(web_port)),
+    }  # fmt: skip
+    roles = {
+        name: subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for name, args in started.items()
+    }
+    logs = {name: _Lines(process.stderr) for name, process in roles.items()}
+    try:
+        for name, log in logs.items():
+            wait_for(lambda log=log: log.has("redis unavailable"), 120, f"{name} to wait")
+        roles["tail"].send_signal(signal.SIGTERM)
+        assert roles["tail"].wait(30) == 0, logs["tail"].text()
+        for port in ports[:-1]:
+            cluster.restart(port, wait_healthy=False)
+        cluster.restart(ports[-1])
+        assert roles["replay"].wait(120) == 0, logs["replay"].text()
+        client = cluster.client()
+        assert client.xlen(keys.frames("west")) == 3
+        client.close()
+        wait_for(lambda: http_status(f"http://127.0.0.1:{web_port}/healthz") == 200, 60, "page")
+    finally:
+        for process in roles.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes = {name: process.wait(30) for name, process in roles.items()}
+        for port in ports:
+            if not cluster.alive(port):
+                cluster.restart(port, wait_healthy=False)
+    assert codes == dict.fromkeys(roles, 0)
+    for name, log in logs.items():
+        assert "Traceback" not in log.text(), name
+        waits = [r for r in log.records() if r["event"] == "redis unavailable"]
+        assert all(r["level"] == "warning" for r in waits), name
+        assert "Redis Cluster cannot be connected" in waits[0]["error"], name

@@ -230,7 +230,7 @@ def test_three_nodes_serve_their_own_groups_and_survive_one_going_down(
         status = subprocess.run(
             _facestream(config, "status", "--json"), capture_output=True, text=True, timeout=60
         )
-        assert status.returncode == 0, status.stderr
+        assert status.returncode == 5, status.stderr  # a partial report
         report = json.loads(status.stdout)
         assert {n["node"]: n["up"] for n in report["nodes"]} == {
             "node0": True,

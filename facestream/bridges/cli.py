@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from facestream.cli_options import cli_settings, split_list
+from facestream.cli_wait import wait_for_redis
 from facestream.config import Settings
 from facestream.connect import Connections
 from facestream.feed import read_sources
@@ -38,10 +39,16 @@ def _start(settings: Settings, group: str | None, metrics_port: int | None) -> t
 ]:  # fmt: skip
     """Where to read (one source per node holding the groups), the probe, the stop event."""
     groups = require_groups(split_list(group) or settings.groups)
-    sources = read_sources(Connections(Topology(settings)), groups)
     probe = Probe()
     if metrics_port:
         serve_health(metrics_port, str(settings.metrics_address), probe)
+    connections = Connections(Topology(settings))
+    sources = wait_for_redis(
+        "bridge",
+        connections,
+        connections.holding(groups),
+        lambda: read_sources(connections, groups),
+    )
     stop = threading.Event()
     stop_on_signals(stop)
     return sources, probe, stop

@@ -32,9 +32,10 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from facestream.cli_wait import wait_for_redis
 from facestream.client import EventFilter, ResultFilter
 from facestream.config import ConfigError, Settings
-from facestream.connect import Connections, connect_node
+from facestream.connect import Connections
 from facestream.redis_errors import REDIS_ERRORS
 from facestream.replicas import GalleryReplicas
 from facestream.schemas import FacestreamError, GalleryError, clip, keys
@@ -99,11 +100,16 @@ def create_app(
             f"one page shows one node: set web.node (facestream web --node) to one of "
             f"{', '.join(topology.nodes)}"
         )
-    redis_client = client if client is not None else connect_node(shown[0])
+    # Gallery changes reach every node, the shown one through the page's own client.
+    connections = Connections(topology, {shown[0].name: client} if client else None)
+    if client is None and shown[0].is_cluster:
+        # A plain client connects lazily and the page shows its 503 banner while Redis is
+        # away; a cluster client cannot be made before some node answers with the slot map.
+        redis_client = wait_for_redis("web", connections, shown, lambda: connections.node(shown[0]))
+    else:
+        redis_client = connections.node(shown[0])
     app.state.settings, app.state.web, app.state.sessions = settings, web, sessions
     app.state.client = redis_client
-    # Gallery changes reach every node, the shown one through the page's own client.
-    connections = Connections(topology, {shown[0].name: redis_client})
     app.state.gallery = GalleryReplicas(connections)
     app.state.monitor = Monitor(redis_client, web)
     app.state.engine = engine

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from facestream.skipped import SKIPPED
+
 from .monitor import Monitor
 from .throttle import Throttle
 
@@ -166,6 +168,7 @@ def render_metrics(monitor: Monitor, throttle: Throttle | None = None) -> bytes:
     its authentication counters (own registry: no process noise)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatusCollector(monitor))
+    registry.register(SKIPPED)  # what this process's readers skipped (feed, visits, dead…)
     if throttle is not None:
         registry.register(AuthCollector(throttle))
     return generate_latest(registry)

@@ -17,6 +17,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from facestream.schemas import Event, InvalidMessage, clip, keys
+from facestream.skipped import count_skipped
 
 from .monitor import snapshot_url
 
@@ -204,6 +205,7 @@ def _parse(fields: Any, group: str) -> Event | None:
         if event.group != group:
             raise InvalidMessage(f"event of group {event.group[:64]!r} on {keys.events(group)}")
     except InvalidMessage as exc:  # one bad entry is skipped and logged, never the search
+        count_skipped("visit events", exc.reason)
         log.warning("visit event skipped", group=group, error=clip(str(exc), 300))
         return None
     return event
