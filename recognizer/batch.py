@@ -285,9 +285,10 @@ class BatchProcessor:
             plan = self.tracking.planner(
                 [(item.delivery.group, item.frame_or_fail()) for item, _ in decoded]
             )
+        tiled = [self._scans(item.frame_or_fail()) for item, _ in decoded]
         try:
             recognitions = self.engine.recognise(
-                [image for _, image in decoded], run.matcher, self.limits.max_faces, plan
+                [image for _, image in decoded], run.matcher, self.limits.max_faces, plan, tiled
             )
         except Exception as exc:
             if len(decoded) > 1:  # find the frame that breaks the model: run each alone
@@ -298,6 +299,11 @@ class BatchProcessor:
             return
         for (item, image), recognition in zip(decoded, recognitions, strict=True):
             self._finish_miss(item, recognition, misses[item.digest], image)
+
+    def _scans(self, frame: Frame) -> bool:
+        """Whether a large frame gets the tiled search: a tracked camera's only now and then."""
+        video = self.tracking is not None and self.tracking.covers(frame.camera)
+        return self.engine.scans(frame.seq, video)
 
     def _finish_miss(
         self,

@@ -32,6 +32,28 @@ class ModelSettings(BaseModel):
     detect_size: int | None = Field(
         640, ge=128, le=2048, description="Letterbox side for detection; null: native size."
     )
+    tile_above: float | None = Field(
+        2.0,
+        ge=1.0,
+        le=64.0,
+        description="A frame whose longer side is at least this many `detect_size`s is also "
+        "searched at full resolution in overlapping `detect_size` tiles (small faces in "
+        "crowds); null: never. Crops and small frames never are.",
+    )
+    tile_overlap: int = Field(
+        192,
+        ge=32,
+        le=1024,
+        description="Pixels adjacent tiles share: a face smaller than this is found whole in "
+        "one; larger ones are the letterbox's.",
+    )
+    tile_every: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="A video camera's large frames are searched in tiles one in this many (by "
+        "`seq`; tiling a 1080p frame costs about 10 detector runs); photos always are.",
+    )
     score_threshold: float = Field(
         0.7, gt=0.0, lt=1.0, description="YuNet score cut-off (0.9 misses small/profile faces)."
     )
