@@ -99,7 +99,7 @@ def mosaic_rows(engine: FaceEngine) -> list[dict[str, object]]:
 
 def limit_rows(engine: FaceEngine) -> dict[str, int]:
     """Of the 1080p crowd's faces, how many the gate passes among the MAX_FACES kept."""
-    scene = crowd(heads(engine), count=80, face_px=(14.0, 48.0), seed=1)
+    scene = crowd(heads(engine), count=80, face_px=(20.0, 60.0), seed=1)
     settings = Settings().match
     matcher = Matcher.from_settings([], settings)
     everything = engine.recognise([scene.image], matcher)[0]
