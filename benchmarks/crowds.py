@@ -104,7 +104,11 @@ def limit_rows(engine: FaceEngine) -> dict[str, int]:
     matcher = Matcher.from_settings([], settings)
     everything = engine.recognise([scene.image], matcher)[0]
     kept = engine.recognise([scene.image], matcher, max_faces=MAX_FACES)[0]
-    passing = {f.box for f in everything.faces if gate(f.quality, settings.quality) is None}  # type: ignore[arg-type]
+    passing = {
+        f.box
+        for f in everything.faces
+        if f.quality is not None and gate(f.quality, settings.quality) is None
+    }
     largest = sorted(everything.faces, key=lambda f: -f.box[2] * f.box[3])[:MAX_FACES]
     return {
         "faces": len(everything.faces),

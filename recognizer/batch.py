@@ -154,6 +154,8 @@ class BatchProcessor:
         self.tracking = (
             TrackingStage(client, tracks) if tracks is not None and tracks.enabled else None
         )
+        # Cameras whose frames are separate photos (tracked or not, the rest are video).
+        self.photo_cameras = frozenset((tracks or TrackSettings()).untracked_cameras)
 
     def process(self, deliveries: Sequence[Delivery], matcher: Matcher) -> BatchResult:
         """Finish a batch: every entry ends with one result or one dead letter.
@@ -301,9 +303,8 @@ class BatchProcessor:
             self._finish_miss(item, recognition, misses[item.digest], image)
 
     def _scans(self, frame: Frame) -> bool:
-        """Whether a large frame gets the tiled search: a tracked camera's only now and then."""
-        video = self.tracking is not None and self.tracking.covers(frame.camera)
-        return self.engine.scans(frame.seq, video)
+        """Whether a large frame gets the tiled search: a video camera's only now and then."""
+        return self.engine.scans(frame.seq, video=frame.camera not in self.photo_cameras)
 
     def _finish_miss(
         self,

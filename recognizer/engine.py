@@ -80,7 +80,7 @@ class FaceEngine:
             score_threshold=models.score_threshold,
             nms_threshold=models.nms_threshold,
             tile_above=models.tile_above,
-            tile_overlap=models.tile_overlap,
+            tile_overlap=models.tile_overlap_px,
         )
         embedder = SFaceEmbedder(
             create_session(prepare(SFACE, models.source_dir, models.cache_dir), models.threads),

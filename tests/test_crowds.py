@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from facestream.config import Settings
 from facestream.recognizer import FaceEngine, Matcher
 from facestream.recognizer.quality import gate, rank
+from facestream.schemas import Face
 
 from .crowds import Crowd, Head, count, crowd, heads, mosaic, read_image
 from .strangers import CLIPS, people, stranger_identities
@@ -72,13 +74,13 @@ def test_max_faces_keeps_the_best_views_and_counts_the_rest(
     image = crowd(cut, count=50, face_px=(20.0, 60.0), seed=1).image
     matcher = Matcher.from_settings([], settings.match)
     (everything,) = engine.recognise([image], matcher)
-    passing = [f for f in everything.faces if gate(f.quality, settings.match.quality) is None]  # type: ignore[arg-type]
+    passing = [f for f in everything.faces if _passes(f, settings)]
     limit = len(passing) - 2
     assert len(passing) >= 10 and len(everything.faces) - len(passing) >= 10
     (kept,) = engine.recognise([image], matcher, max_faces=limit)
     assert kept.dropped == len(everything.faces) - limit and len(kept.faces) == limit
     # Faces the gate refuses are the first to go: every kept face passes it.
-    assert all(gate(f.quality, settings.match.quality) is None for f in kept.faces)  # type: ignore[arg-type]
+    assert all(_passes(f, settings) for f in kept.faces)
     ranks = {
         f.box: rank(np.array(f.landmarks, np.float32), f.score, settings.match.quality)
         for f in everything.faces
@@ -109,6 +111,16 @@ def test_no_stranger_in_a_crowd_is_named_with_strangers_enrolled(
         assert [f.identity for f in seen.faces] == [None] * len(seen.faces), clip.name
         gained += len(seen.faces) - len(engine.detector.detect(image, tiled=False))
     assert gained >= 30  # the tiled search found faces the letterbox did not
+
+
+def test_tiles_that_would_not_advance_are_refused() -> None:
+    with pytest.raises(ValidationError, match=r"models\.tile_overlap must be under half of"):
+        Settings(models={"tile_overlap": 320})
+    assert Settings(models={"detect_size": 256}).models.tile_overlap_px == 77
+
+
+def _passes(face: Face, settings: Settings) -> bool:
+    return face.quality is not None and gate(face.quality, settings.match.quality) is None
 
 
 def _cut(face: tuple[float, ...], tile: tuple[int, int, int, int], width: int, height: int) -> bool:
