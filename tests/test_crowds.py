@@ -3,16 +3,20 @@ keeps the best views and counts the rest; no stranger in a crowd is named."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+import redis
 from pydantic import ValidationError
 
 from facestream.config import Settings
+from facestream.ingest import EncodedFrame, FramePublisher
 from facestream.recognizer import FaceEngine, Matcher
 from facestream.recognizer.quality import gate, rank
-from facestream.schemas import Face
+from facestream.schemas import Face, Result, keys
 
 from .crowds import Crowd, Head, count, crowd, heads, mosaic, read_image
+from .helpers import drain, make_worker
 from .strangers import CLIPS, people, stranger_identities
 
 
@@ -66,6 +70,27 @@ def test_only_large_frames_asked_for_it_are_tiled(engine: FaceEngine, scene: Cro
         [True] + [False] * (every - 1) + [True]
     )
     assert engine.scans(3, video=False)
+
+
+def test_a_worker_tiles_photos_and_one_video_frame_in_tile_every(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, scene: Crowd
+) -> None:
+    """Through a worker: a video camera's large frames are tiled when `seq` is a multiple of
+    `models.tile_every`, a photo camera's always; the result counts the faces."""
+    worker = make_worker(client, engine, settings)
+    tiled_runs = 1 + len(engine.detector.tiles_for(1080, 1920))
+    cases = (("corridor", 0, tiled_runs), ("corridor", 1, 1), ("request", 1, tiled_runs))
+    for index, (camera, seq, runs) in enumerate(cases):
+        image = np.ascontiguousarray(scene.image[:, ::-1]) if index % 2 else scene.image
+        jpeg = cv2.imencode(".jpg", np.roll(image, index, axis=0))[1].tobytes()  # no cache hit
+        publisher = FramePublisher(client, "g1", camera, 1000, settings.limits, first_seq=seq)
+        before = engine.detector.runs
+        publisher.publish(EncodedFrame(jpeg, 1920, 1080))
+        drain(worker, client, "g1", index + 1)
+        assert engine.detector.runs - before == runs, (camera, seq)
+    results = [Result.from_fields(f) for _, f in client.xrange(keys.results("g1"))]
+    found = [len(r.faces) + r.faces_dropped for r in results]
+    assert found[1] < found[0] and found[2] >= found[0]
 
 
 def test_max_faces_keeps_the_best_views_and_counts_the_rest(
