@@ -26,13 +26,19 @@ def cut(engine: FaceEngine) -> list[Head]:
 
 
 @pytest.fixture(scope="module")
-def scene(engine: FaceEngine, cut: list[Head]) -> Crowd:
-    """60 real faces 24–48 px high on a 1920×1080 canvas, as a 1080p camera sees a crowd;
-    a face in a cell that a tile's inner edge crosses is centred on that edge."""
+def seams(engine: FaceEngine) -> tuple[list[int], list[int]]:
+    """Where the tiles of a 1920×1080 frame have inner edges (x lines, y lines)."""
     tiles = engine.detector.tiles_for(1080, 1920)
     xs = sorted({e for x, _, w, _ in tiles for e in (x, x + w)} - {0, 1920})
     ys = sorted({e for _, y, _, h in tiles for e in (y, y + h)} - {0, 1080})
-    return crowd(cut, seams=(xs, ys))
+    return xs, ys
+
+
+@pytest.fixture(scope="module")
+def scene(cut: list[Head], seams: tuple[list[int], list[int]]) -> Crowd:
+    """60 real faces 24–48 px high on a 1920×1080 canvas, as a 1080p camera sees a crowd;
+    a face in a cell that a tile's inner edge crosses is centred on that edge."""
+    return crowd(cut, seams=seams)
 
 
 def test_tiling_finds_the_small_faces_the_letterbox_misses_each_once(
@@ -50,6 +56,16 @@ def test_tiling_finds_the_small_faces_the_letterbox_misses_each_once(
     cut = [f for f in scene.faces if any(_cut(f, tile, width, height) for tile in tiles)]
     assert len(cut) >= 15
     assert count(tiled, cut)[0] >= 0.9 * len(cut)
+
+
+def test_large_faces_cut_by_a_tile_edge_give_no_partial_detections(
+    engine: FaceEngine, cut: list[Head], seams: tuple[list[int], list[int]]
+) -> None:
+    """Faces 80–160 px high on the seams: a tile sees only part of each (without the edge rule
+    three such parts were false detections); the letterbox or the neighbouring tile finds each
+    whole, once."""
+    large = crowd(cut, count=10, face_px=(80.0, 160.0), seams=seams)
+    assert count(engine.detector.detect(large.image), large.faces) == (10, 0, 0)
 
 
 def test_only_large_frames_asked_for_it_are_tiled(engine: FaceEngine, scene: Crowd) -> None:
