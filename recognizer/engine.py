@@ -103,10 +103,11 @@ class FaceEngine:
         return detections, embeddings
 
     def embed_views(
-        self, image: NDArray[np.uint8]
+        self, image: NDArray[np.uint8], tiled: bool = True
     ) -> tuple[list[Detection], NDArray[np.float32], list[FaceQuality]]:
-        """Detections in one image, their embeddings and the quality of each view."""
-        detections = self.detector.detect(image)
+        """Detections in one image, their embeddings and the quality of each view (`tiled`:
+        whether a large image is also searched in tiles)."""
+        detections = self.detector.detect(image, tiled=tiled)
         crops = [align(image, d.landmarks) for d in detections]
         views = [measure(d.landmarks, d.score, c) for d, c in zip(detections, crops, strict=True)]
         return detections, self.embedder.embed(crops), views

@@ -3,6 +3,8 @@ keeps the best views and counts the rest; no stranger in a crowd is named."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -11,9 +13,9 @@ from pydantic import ValidationError
 
 from facestream.config import Settings
 from facestream.ingest import EncodedFrame, FramePublisher
-from facestream.recognizer import FaceEngine, Matcher
+from facestream.recognizer import FaceEngine, Matcher, embed_photos
 from facestream.recognizer.quality import gate, rank
-from facestream.schemas import Face, Result, keys
+from facestream.schemas import Face, GalleryError, Result, keys
 
 from .crowds import Crowd, Head, count, crowd, heads, mosaic, read_image
 from .helpers import drain, make_worker
@@ -107,6 +109,15 @@ def test_a_worker_tiles_photos_and_one_video_frame_in_tile_every(
     results = [Result.from_fields(f) for _, f in client.xrange(keys.results("g1"))]
     found = [len(r.faces) + r.faces_dropped for r in results]
     assert found[1] < found[0] and found[2] >= found[0]
+
+
+def test_enrolment_photos_are_not_tiled(engine: FaceEngine, scene: Crowd, tmp_path: Path) -> None:
+    photo = tmp_path / "crowd.jpg"
+    cv2.imwrite(str(photo), scene.image)
+    letterboxed = len(engine.detector.detect(read_image(photo), tiled=False))
+    assert len(engine.detector.detect(read_image(photo))) > letterboxed
+    with pytest.raises(GalleryError, match=rf"^{photo}: {letterboxed} faces found; crop it"):
+        embed_photos(engine, "crowd", [photo])
 
 
 def test_max_faces_keeps_the_best_views_and_counts_the_rest(
