@@ -154,6 +154,8 @@ class BatchProcessor:
         self.tracking = (
             TrackingStage(client, tracks) if tracks is not None and tracks.enabled else None
         )
+        # Cameras whose frames are separate photos (tracked or not, the rest are video).
+        self.photo_cameras = frozenset((tracks or TrackSettings()).untracked_cameras)
 
     def process(self, deliveries: Sequence[Delivery], matcher: Matcher) -> BatchResult:
         """Finish a batch: every entry ends with one result or one dead letter.
@@ -285,9 +287,10 @@ class BatchProcessor:
             plan = self.tracking.planner(
                 [(item.delivery.group, item.frame_or_fail()) for item, _ in decoded]
             )
+        tiled = [self._scans(item.frame_or_fail()) for item, _ in decoded]
         try:
             recognitions = self.engine.recognise(
-                [image for _, image in decoded], run.matcher, self.limits.max_faces, plan
+                [image for _, image in decoded], run.matcher, self.limits.max_faces, plan, tiled
             )
         except Exception as exc:
             if len(decoded) > 1:  # find the frame that breaks the model: run each alone
@@ -298,6 +301,10 @@ class BatchProcessor:
             return
         for (item, image), recognition in zip(decoded, recognitions, strict=True):
             self._finish_miss(item, recognition, misses[item.digest], image)
+
+    def _scans(self, frame: Frame) -> bool:
+        """Whether a large frame gets the tiled search: a video camera's only now and then."""
+        return self.engine.scans(frame.seq, video=frame.camera not in self.photo_cameras)
 
     def _finish_miss(
         self,

@@ -17,8 +17,8 @@ from .embedder import SFaceEmbedder, align
 from .matcher import Match, Matcher
 from .model_files import EMBEDDING_SIZE, current_model_id
 from .models import SFACE, YUNET, create_session, prepare
-from .quality import measure
-from .settings import EnrolSettings, ModelSettings
+from .quality import measure, rank
+from .settings import EnrolSettings, ModelSettings, QualitySettings
 
 __all__ = [
     "EmbedPlan",
@@ -64,10 +64,12 @@ class FaceEngine:
         detector: YuNetDetector,
         embedder: SFaceEmbedder,
         enrol: EnrolSettings | None = None,
+        tile_every: int = 1,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
         self.enrol = enrol or EnrolSettings()  # the gate enrolment photos must pass
+        self.tile_every = tile_every  # a video camera's frames searched in tiles: 1 in this many
 
     @classmethod
     def from_settings(cls, models: ModelSettings, enrol: EnrolSettings | None = None) -> FaceEngine:
@@ -77,16 +79,23 @@ class FaceEngine:
             input_size=models.detect_size,
             score_threshold=models.score_threshold,
             nms_threshold=models.nms_threshold,
+            tile_above=models.tile_above,
+            tile_overlap=models.tile_overlap_px,
         )
         embedder = SFaceEmbedder(
             create_session(prepare(SFACE, models.source_dir, models.cache_dir), models.threads),
             max_batch=models.max_batch,
         )
-        return cls(detector, embedder, enrol)
+        return cls(detector, embedder, enrol, models.tile_every)
 
     @property
     def model_id(self) -> str:
         return current_model_id()
+
+    def scans(self, seq: int, video: bool) -> bool:
+        """Whether a frame gets the tiled search of a large frame: every photo does, a video
+        camera's frame one in `tile_every` (by its sequence number, so no state is kept)."""
+        return not video or seq % self.tile_every == 0
 
     def embed_faces(self, image: NDArray[np.uint8]) -> tuple[list[Detection], NDArray[np.float32]]:
         """Detections in one image and their embeddings (for enrolment and evaluation)."""
@@ -94,10 +103,11 @@ class FaceEngine:
         return detections, embeddings
 
     def embed_views(
-        self, image: NDArray[np.uint8]
+        self, image: NDArray[np.uint8], tiled: bool = True
     ) -> tuple[list[Detection], NDArray[np.float32], list[FaceQuality]]:
-        """Detections in one image, their embeddings and the quality of each view."""
-        detections = self.detector.detect(image)
+        """Detections in one image, their embeddings and the quality of each view (`tiled`:
+        whether a large image is also searched in tiles)."""
+        detections = self.detector.detect(image, tiled=tiled)
         crops = [align(image, d.landmarks) for d in detections]
         views = [measure(d.landmarks, d.score, c) for d, c in zip(detections, crops, strict=True)]
         return detections, self.embedder.embed(crops), views
@@ -108,23 +118,27 @@ class FaceEngine:
         matcher: Matcher,
         max_faces: int | None = None,
         plan: EmbedPlan | None = None,
+        tiled: Sequence[bool] | None = None,
     ) -> list[Recognition]:
         """Recognise several decoded images against `matcher`, embedding all their faces in one
         batch.
 
-        With `max_faces`, an image keeps only its largest faces: a frame full of faces costs
-        at most that many alignments and embeddings. With `plan`, only the faces it picks are
-        aligned and embedded (the others' tracks already know who they are).
+        With `max_faces`, an image keeps only its best views (quality.rank: faces the gate
+        would refuse go first): a frame full of faces costs at most that many alignments and
+        embeddings. With `plan`, only the faces it picks are aligned and embedded (the others'
+        tracks already know who they are). `tiled` says which images a large frame's tiled
+        search may run on (default: all; crops around known faces need none).
         """
+        gate = matcher.quality or QualitySettings()
         recognitions: list[Recognition] = []
         detections: list[list[Detection]] = []
         crops: list[NDArray[np.uint8]] = []
         for index, image in enumerate(images):
             start = time.perf_counter()
-            found = self.detector.detect(image)
+            found = self.detector.detect(image, tiled=tiled is None or tiled[index])
             dropped = max(len(found) - max_faces, 0) if max_faces is not None else 0
             if dropped:
-                found = _largest(found, len(found) - dropped)
+                found = _best(found, len(found) - dropped, gate)
             faces = [_face(detection) for detection in found]
             wanted = list(plan(index, faces)) if plan is not None else [True] * len(found)
             detect_ms = (time.perf_counter() - start) * 1000
@@ -204,10 +218,10 @@ def _with_quality(
     ]
 
 
-def _largest(detections: list[Detection], keep: int) -> list[Detection]:
-    """The `keep` largest detections, in detection order."""
-    areas = [float(d.box[2] * d.box[3]) for d in detections]
-    kept = sorted(sorted(range(len(detections)), key=lambda i: -areas[i])[:keep])
+def _best(detections: list[Detection], keep: int, gate: QualitySettings) -> list[Detection]:
+    """The `keep` best-ranked detections (quality.rank), in detection order."""
+    ranks = [rank(d.landmarks, d.score, gate) for d in detections]
+    kept = sorted(sorted(range(len(detections)), key=lambda i: ranks[i], reverse=True)[:keep])
     return [detections[i] for i in kept]
 
 

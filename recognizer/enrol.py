@@ -82,7 +82,10 @@ def embed_photos(
         raise GalleryError(f"no photos given for {name!r}")
     embeddings = []
     for photo in photos:
-        detections, vectors, views = engine.embed_views(read_photo(photo, max_pixels))
+        # No tiles: an enrolled face must be a good view, which the letterbox finds, and the
+        # tiles' small faces in the background would only make a photo look like a group's.
+        image = read_photo(photo, max_pixels)
+        detections, vectors, views = engine.embed_views(image, tiled=False)
         if not detections:
             raise GalleryError(f"{photo}: no face found; use a clearer, frontal photo")
         if len(detections) > 1 and not largest_face:

@@ -18,7 +18,7 @@ from facestream.schemas import FaceQuality, UnnamedReason
 from .openset import Tier
 from .settings import QualitySettings
 
-__all__ = ["GATED", "assess", "gate", "measure", "pose", "sharpness", "tier"]
+__all__ = ["GATED", "assess", "gate", "measure", "pose", "rank", "sharpness", "tier"]
 
 #: The reasons the quality gate gives (the rest come from the decision on the similarities).
 GATED: frozenset[str | None] = frozenset({"too_small", "turned_away", "blurred", "low_score"})
@@ -81,6 +81,25 @@ def measure(landmarks: NDArray[np.float32], score: float, crop: NDArray[np.uint8
         pitch=round(pitch, 1),
         score=round(min(max(score, 0.0), 1.0), 4),
     )
+
+
+def rank(
+    landmarks: NDArray[np.float32], score: float, settings: QualitySettings
+) -> tuple[bool, float]:
+    """A face's rank before alignment (higher is better), for a frame with more faces than may
+    be embedded: faces the gate refuses on size, pose or score come last; then the larger and
+    surer first (inter-ocular distance × score). Only what the five points and the score give:
+    sharpness needs the aligned crop, which is what the limit saves."""
+    right_eye, left_eye = np.asarray(landmarks[0], np.float64), np.asarray(landmarks[1], np.float64)
+    iod = float(np.hypot(*(left_eye - right_eye)))
+    yaw, pitch = pose(landmarks)
+    passes = (
+        iod >= settings.min_iod
+        and abs(yaw) <= settings.max_yaw
+        and abs(pitch) <= settings.max_pitch
+        and score >= settings.min_score
+    )
+    return passes, iod * score
 
 
 def gate(quality: FaceQuality, settings: QualitySettings) -> UnnamedReason | None:

@@ -17,6 +17,10 @@ __all__ = [
 ]
 
 
+# Adjacent tiles share this much of a tile's side: the largest face they must see whole.
+_TILE_OVERLAP_SHARE = 0.3
+
+
 class ModelSettings(BaseModel):
     """Where the model files come from and how they run."""
 
@@ -32,6 +36,29 @@ class ModelSettings(BaseModel):
     detect_size: int | None = Field(
         640, ge=128, le=2048, description="Letterbox side for detection; null: native size."
     )
+    tile_above: float | None = Field(
+        2.0,
+        ge=1.0,
+        le=64.0,
+        description="A frame whose longer side is at least this many `detect_size`s is also "
+        "searched at full resolution in overlapping `detect_size` tiles (small faces in "
+        "crowds); null: never. Crops and small frames never are.",
+    )
+    tile_overlap: int | None = Field(
+        None,
+        ge=32,
+        le=1024,
+        description="Pixels adjacent tiles share: a face smaller than this is found whole in "
+        "one; larger ones are the letterbox's. null: 0.3 × `detect_size` (192 at 640).",
+    )
+    tile_every: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="A video camera's large frames are searched in tiles one in this many (by "
+        "`seq`; tiling a 1080p frame costs 9 detector runs); photos (`tracks.untracked_cameras`) "
+        "always are.",
+    )
     score_threshold: float = Field(
         0.7, gt=0.0, lt=1.0, description="YuNet score cut-off (0.9 misses small/profile faces)."
     )
@@ -39,6 +66,20 @@ class ModelSettings(BaseModel):
     max_batch: int = Field(
         4, ge=1, le=256, description="Most faces per SFace run (4 was fastest per face on CPU)."
     )
+
+    @property
+    def tile_overlap_px(self) -> int:
+        """The overlap of adjacent tiles, in pixels."""
+        if self.tile_overlap is not None:
+            return self.tile_overlap
+        return round(_TILE_OVERLAP_SHARE * (self.detect_size or 640))
+
+    @model_validator(mode="after")
+    def _tiles_advance(self) -> ModelSettings:
+        tiling = self.tile_above is not None and self.detect_size is not None
+        if tiling and 2 * self.tile_overlap_px >= (self.detect_size or 0):
+            raise ValueError("models.tile_overlap must be under half of models.detect_size")
+        return self
 
 
 class QualitySettings(BaseModel):

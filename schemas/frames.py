@@ -53,8 +53,8 @@ class FrameLimits(BaseModel):
         32,
         ge=1,
         le=1000,
-        description="Most faces published per frame; the largest are kept and the result says "
-        "how many were left out.",
+        description="Most faces published per frame; the best views are kept and the result "
+        "says how many were left out.",
     )
 
 

@@ -155,7 +155,7 @@ class Result(BaseModel):
     cached: bool
     faces: list[Face]
     faces_dropped: Int64 = Field(
-        0, ge=0, description="Faces found beyond `limits.max_faces` and left out (the smallest)."
+        0, ge=0, description="Faces found beyond `limits.max_faces` and left out (the worst views)."
     )
     model: str
     # Bounded so that the page's sums and means of them stay finite (JSON has no infinity).

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from facestream.config import Settings
 from facestream.recognizer import Delivery, FaceEngine, Gallery, Worker
+from facestream.recognizer.quality import rank
 from facestream.recognizer.solo import SoloLedger
 from facestream.schemas import DeadLetter, Identity, Result, keys
 
@@ -147,7 +148,7 @@ def test_hostile_entries_are_dead_lettered_and_good_frames_answered_once(
     assert client.xpending(keys.frames("g1"), keys.RECOGNIZERS)["pending"] == 0
 
 
-def test_more_faces_than_the_limit_keeps_the_largest_and_says_so(
+def test_more_faces_than_the_limit_keeps_the_best_view_and_says_so(
     engine: FaceEngine, client: redis.Redis, settings: Settings
 ) -> None:
     limits = settings.limits.model_copy(update={"max_faces": 1})
@@ -157,7 +158,7 @@ def test_more_faces_than_the_limit_keeps_the_largest_and_says_so(
     image = cv2.imread(str(photo))
     detections, _ = engine.embed_faces(np.asarray(image, np.uint8))
     assert len(detections) == 3
-    largest = max(detections, key=lambda d: float(d.box[2] * d.box[3]))
+    best = max(detections, key=lambda d: rank(d.landmarks, d.score, settings.match.quality))
     embedded = engine.embedder.faces
     _add(client, _fields(photo.read_bytes(), image.shape[1], image.shape[0]))
     _add(client, _fields(photo.read_bytes(), image.shape[1], image.shape[0], seq=1))
@@ -168,7 +169,7 @@ def test_more_faces_than_the_limit_keeps_the_largest_and_says_so(
     for result in results:  # from the model, then from the cache: the same
         assert result.faces_dropped == 2 and len(result.faces) == 1
         assert result.faces[0].box[:2] == pytest.approx(
-            (float(largest.box[0]), float(largest.box[1])), abs=0.1
+            (float(best.box[0]), float(best.box[1])), abs=0.1
         )
 
 

@@ -13,45 +13,13 @@ from facestream.config import Settings
 from facestream.ingest import FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine, Gallery, Matcher, embed_photos
 from facestream.recognizer.quality import pose
-from facestream.schemas import GalleryError, Identity, Result, keys
+from facestream.schemas import GalleryError, Result, keys
 
-from .helpers import FACES, IDENTITIES, drain, enrol, make_worker
+from .crowds import read_image
+from .helpers import FACES, drain, enrol, make_worker
+from .strangers import CLIPS, STRANGERS, people, stranger_identities
 
-STRANGERS = Path(__file__).parent / "data" / "strangers"
-CLIPS = sorted(p for p in STRANGERS.iterdir() if p.is_dir())
 OBAMA = FACES / "train" / "obama" / "obama.jpg"
-
-
-def _image(path: Path) -> np.ndarray:
-    return np.asarray(cv2.imread(str(path), cv2.IMREAD_COLOR), np.uint8)
-
-
-def _stranger_identities(engine: FaceEngine, settings: Settings, left_out: Path) -> list[Identity]:
-    """Every face of the other clips that passes the naming gate, each enrolled as a person."""
-    identities = []
-    for folder in CLIPS:
-        if folder == left_out:
-            continue
-        for photo in sorted(folder.glob("*.jpg")):
-            _, embeddings, views = engine.embed_views(_image(photo))
-            for index, (embedding, view) in enumerate(zip(embeddings, views, strict=True)):
-                if view.iod >= settings.match.quality.min_iod:
-                    identities.append(
-                        Identity(
-                            name=f"{folder.name[:20]}-{photo.stem}-{index}",
-                            model=engine.model_id,
-                            embeddings=[embedding.tolist()],
-                            enrolled_at=0,
-                        )
-                    )
-    return identities
-
-
-def _people(engine: FaceEngine) -> list[Identity]:
-    return [
-        embed_photos(engine, name, sorted((FACES / "train" / name).iterdir()), largest_face=True)
-        for name in IDENTITIES
-    ]
 
 
 def test_bundled_strangers_are_never_named_with_strangers_enrolled(
@@ -60,12 +28,12 @@ def test_bundled_strangers_are_never_named_with_strangers_enrolled(
     fixed_threshold_named = 0
     faces = 0
     for clip in CLIPS:
-        gallery = _people(engine) + _stranger_identities(engine, settings, clip)
+        gallery = people(engine) + stranger_identities(engine, settings, clip)
         assert len(gallery) > 15
         decided = Matcher.from_settings(gallery, settings.match)
         fixed = Matcher(gallery, settings.match.threshold, settings.match.margin)
         for photo in sorted(clip.glob("*.jpg")):
-            _, embeddings, views = engine.embed_views(_image(photo))
+            _, embeddings, views = engine.embed_views(read_image(photo))
             faces += len(views)
             named = [m.identity for m in decided.match(embeddings, views)]
             assert named == [None] * len(views), f"{photo}: a stranger named {named}"
@@ -80,7 +48,7 @@ def test_a_stranger_walking_past_a_worker_with_tracks_gets_no_name(
 ) -> None:
     walk = STRANGERS / "face-demographics-walking-and-pause"
     gallery = Gallery(client)
-    for identity in _people(engine) + _stranger_identities(engine, settings, walk):
+    for identity in people(engine) + stranger_identities(engine, settings, walk):
         gallery.enroll(identity)
     jpegs = sorted(walk.glob("*.jpg"))
     publisher = FramePublisher(client, "g1", "corridor", 1000, settings.limits)
@@ -97,8 +65,8 @@ def test_a_stranger_walking_past_a_worker_with_tracks_gets_no_name(
 def test_small_blurred_and_turned_faces_are_not_named(
     engine: FaceEngine, settings: Settings
 ) -> None:
-    matcher = Matcher.from_settings(_people(engine), settings.match)
-    image = _image(OBAMA)
+    matcher = Matcher.from_settings(people(engine), settings.match)
+    image = read_image(OBAMA)
     (clear,) = engine.recognise([image], matcher)
     assert [f.identity for f in clear.faces] == ["obama"]
     assert clear.faces[0].unnamed_reason is None and clear.faces[0].quality is not None
@@ -124,7 +92,7 @@ def test_small_blurred_and_turned_faces_are_not_named(
 def test_the_derived_threshold_rises_with_the_gallery(
     engine: FaceEngine, settings: Settings
 ) -> None:
-    (person,) = [i for i in _people(engine) if i.name == "obama"]
+    (person,) = [i for i in people(engine) if i.name == "obama"]
     thresholds = []
     for size in (1, 10, 100, 1000):
         gallery = [person.model_copy(update={"name": f"p{i}"}) for i in range(size)]
@@ -142,7 +110,7 @@ def test_the_derived_threshold_rises_with_the_gallery(
 def test_enrolment_refuses_small_blurred_and_outlier_photos(
     engine: FaceEngine, tmp_path: Path
 ) -> None:
-    image = _image(OBAMA)
+    image = read_image(OBAMA)
     small = tmp_path / "small.jpg"
     cv2.imwrite(str(small), cv2.resize(image, None, fx=0.15, fy=0.15))
     blurred = tmp_path / "blurred.jpg"
@@ -164,6 +132,6 @@ def test_every_labelled_person_is_still_named_at_the_derived_threshold(
     enrol(engine, client)
     matcher = Gallery(client).matcher(engine.model_id, 0.0, 0.0, settings.match)
     assert matcher.target_fpir == settings.match.target_fpir
-    (seen,) = engine.recognise([_image(FACES / "test" / "obama_and_biden.jpg")], matcher)
+    (seen,) = engine.recognise([read_image(FACES / "test" / "obama_and_biden.jpg")], matcher)
     named = {f.identity for f in seen.faces}
     assert {"obama", "biden"} <= named

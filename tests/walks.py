@@ -22,7 +22,7 @@ from facestream.ingest import EncodedFrame, FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine
 from facestream.schemas import FrameLimits
 
-__all__ = ["SIZE", "Walker", "publish_clip", "record", "render"]
+__all__ = ["SIZE", "Walker", "paste", "publish_clip", "record", "render"]
 
 SIZE = (640, 360)
 
@@ -88,12 +88,12 @@ def render(engine: FaceEngine, walkers: Sequence[Walker], frames: int) -> list[N
             sprite = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             if walker.blur[0] <= index < walker.blur[1]:
                 sprite = cv2.GaussianBlur(sprite, (0, 0), 2.5)
-            _paste(canvas, sprite, round(place[0] - cx * scale), round(place[1] - cy * scale))
+            paste(canvas, sprite, round(place[0] - cx * scale), round(place[1] - cy * scale))
         clip.append(canvas)
     return clip
 
 
-def _paste(canvas: NDArray[np.uint8], sprite: NDArray[np.uint8], left: int, top: int) -> None:
+def paste(canvas: NDArray[np.uint8], sprite: NDArray[np.uint8], left: int, top: int) -> None:
     """Blend `sprite` in with a soft oval edge, clipped to the canvas."""
     h, w = sprite.shape[:2]
     mask = np.zeros((h, w), np.float32)

@@ -1,0 +1,151 @@
+"""Crowds: faces found in large frames with and without the tiled search, and what it costs.
+
+One synthetic crowd scene (tests/crowds.py: 60 of the bundled real faces pasted 24–48 px high
+on a 1920×1080 canvas, as a 1080p camera sees a crowd) is seen at 640×360, 1280×720 and
+1920×1080 (the same scene downscaled, as a camera of that width sees it), and the strangers'
+frames (tests/data/strangers) are laid out as 1920×1080 mosaics. Each picture is detected with
+the letterbox alone and with the tiled search; for each: detector runs and CPU milliseconds
+per frame (one onnxruntime thread, process CPU time, median of `--repeat`), faces found of the
+pasted ones, found twice, and false detections. "1 in N" is the per-frame cost of a video
+camera at `models.tile_every` = N (one tiled frame, N − 1 letterboxed). Then `limits.max_faces`:
+of the 1080p crowd's faces, how many that the quality gate would name are kept when the limit
+keeps the best views, against keeping the largest boxes (before).
+
+Usage: python benchmarks/crowds.py [--repeat 5] [--out benchmarks/results/crowds.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from facestream.config import Settings  # noqa: E402
+from facestream.recognizer import FaceEngine, Matcher  # noqa: E402
+from facestream.recognizer.detector import YuNetDetector  # noqa: E402
+from facestream.recognizer.quality import gate  # noqa: E402
+from tests.crowds import (  # noqa: E402
+    count,
+    crowd,
+    heads,
+    mosaic,
+    read_image,
+)
+
+STRANGERS = REPO / "tests" / "data" / "strangers"
+WIDTHS = (640, 1280, 1920)
+MAX_FACES = 32
+
+
+def cost(
+    detector: YuNetDetector, image: NDArray[np.uint8], tiled: bool, repeat: int
+) -> dict[str, float]:
+    """Detector runs and median CPU milliseconds of one detection of `image`."""
+    detector.detect(image, tiled=tiled)  # warm
+    times = []
+    runs = detector.runs
+    for _ in range(repeat):
+        start = time.process_time()
+        detector.detect(image, tiled=tiled)
+        times.append((time.process_time() - start) * 1000)
+    return {"runs": (detector.runs - runs) / repeat, "cpu_ms": round(statistics.median(times), 1)}
+
+
+def scene_rows(engine: FaceEngine, repeat: int) -> list[dict[str, object]]:
+    scene = crowd(heads(engine))
+    every = Settings().models.tile_every
+    rows = []
+    for width in WIDTHS:
+        view = scene.resized(width)
+        row: dict[str, object] = {"picture": f"crowd {width}×{view.image.shape[0]}"}
+        row["faces"] = len(view.faces)
+        for name, tiled in (("letterbox", False), ("tiled", True)):
+            found, twice, false = count(engine.detector.detect(view.image, tiled=tiled), view.faces)
+            row[name] = {"found": found, "twice": twice, "false": false} | cost(
+                engine.detector, view.image, tiled, repeat
+            )
+        plain, tiled_row = row["letterbox"], row["tiled"]
+        assert isinstance(plain, dict) and isinstance(tiled_row, dict)
+        row[f"1 in {every}"] = {
+            key: round((tiled_row[key] + (every - 1) * plain[key]) / every, 2)
+            for key in ("runs", "cpu_ms")
+        }
+        rows.append(row)
+    return rows
+
+
+def mosaic_rows(engine: FaceEngine) -> list[dict[str, object]]:
+    rows = []
+    for clip in sorted(p for p in STRANGERS.iterdir() if p.is_dir()):
+        image = mosaic([read_image(p) for p in sorted(clip.glob("*.jpg"))])
+        rows.append(
+            {
+                "picture": f"mosaic {clip.name}",
+                "letterbox": len(engine.detector.detect(image, tiled=False)),
+                "tiled": len(engine.detector.detect(image, tiled=True)),
+            }
+        )
+    return rows
+
+
+def limit_rows(engine: FaceEngine) -> dict[str, int]:
+    """Of the 1080p crowd's faces, how many the gate passes among the MAX_FACES kept."""
+    scene = crowd(heads(engine), count=80, face_px=(20.0, 60.0), seed=1)
+    settings = Settings().match
+    matcher = Matcher.from_settings([], settings)
+    everything = engine.recognise([scene.image], matcher)[0]
+    kept = engine.recognise([scene.image], matcher, max_faces=MAX_FACES)[0]
+    passing = {
+        f.box
+        for f in everything.faces
+        if f.quality is not None and gate(f.quality, settings.quality) is None
+    }
+    largest = sorted(everything.faces, key=lambda f: -f.box[2] * f.box[3])[:MAX_FACES]
+    return {
+        "faces": len(everything.faces),
+        "gate_passes": len(passing),
+        "max_faces": MAX_FACES,
+        "dropped": kept.dropped,
+        "kept_passing_best_views": sum(f.box in passing for f in kept.faces),
+        "kept_passing_largest": sum(f.box in passing for f in largest),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/crowds.json")
+    args = parser.parse_args()
+    engine = FaceEngine.from_settings(Settings().models)
+    report = {
+        "scene": scene_rows(engine, args.repeat),
+        "mosaics": mosaic_rows(engine),
+        "max_faces": limit_rows(engine),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    every = Settings().models.tile_every
+    columns = ("found", "twice", "false", "runs", "cpu_ms")
+    print("picture, faces | letterbox:", *columns, "| tiled:", *columns, f"| 1 in {every}:")
+    for row in report["scene"]:
+        cells = [row["picture"], row["faces"]]
+        for name in ("letterbox", "tiled"):
+            cells += ["|", *(row[name][c] for c in columns)]
+        cells += ["|", row[f"1 in {every}"]["runs"], row[f"1 in {every}"]["cpu_ms"]]
+        print(*cells)
+    for row in report["mosaics"]:
+        print(f"{row['picture']:<48} faces: letterbox {row['letterbox']}, tiled {row['tiled']}")
+    print("max_faces:", json.dumps(report["max_faces"]))
+
+
+if __name__ == "__main__":
+    main()
