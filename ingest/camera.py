@@ -68,7 +68,7 @@ class CameraAgent:
             client, camera.group, camera.id, maxlen, limits, replica_wait=replica_wait
         )
         self.health = CameraHealth(
-            camera=camera.id, group=camera.group, source=redact(camera.source)
+            camera=camera.id, group=camera.group, source=redact(camera.substream or camera.source)
         )
         self.log = structlog.get_logger("camera").bind(camera=camera.id, group=camera.group)
         self._outage = Outage(self.log)

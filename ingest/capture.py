@@ -88,7 +88,10 @@ def source_kind(camera: CameraSettings) -> str:
 
 
 def open_source(camera: CameraSettings) -> FrameSource:
-    """Open the camera's source, or raise SourceError with a one-line reason."""
+    """Open the camera's substream where it names one, else its source, or raise SourceError
+    with a one-line reason."""
+    if camera.substream is not None:
+        camera = camera.model_copy(update={"source": camera.substream})
     kind = source_kind(camera)
     if kind == "snapshot":
         return SnapshotSource(camera)

@@ -46,6 +46,11 @@ class CameraSettings(BaseModel):
         description="rtsp://…, http(s)://… (MJPEG stream or JPEG snapshot), /dev/videoN or a "
         "device index, or a video file."
     )
+    substream: str | None = Field(
+        None,
+        description="The camera's low-resolution stream (rtsp://…/sub, …): when set, the agent "
+        "reads and publishes it instead of `source`, at a fraction of the decoding cost.",
+    )
     kind: Literal["auto", "rtsp", "mjpeg", "snapshot", "device", "file"] = Field(
         "auto", description="How to read the source; auto decides from the URL."
     )

@@ -585,6 +585,37 @@ def test_a_flapping_source_keeps_backing_off(
 # -- cost: the substream, and the camera's own JPEGs sent as they are -----------------------
 
 
+@pytest.fixture(scope="module")
+def substream_frames(rtsp_frames: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The RTSP test frames at 384x216, as a camera's low-resolution substream (RTP/JPEG
+    carries sides in multiples of 8: 180 would arrive as 184)."""
+    folder = tmp_path_factory.mktemp("substream-frames")
+    for frame in sorted(rtsp_frames.glob("*.jpg")):
+        cv2.imwrite(str(folder / frame.name), cv2.resize(cv2.imread(str(frame)), (384, 216)))
+    return folder
+
+
+def test_a_camera_with_a_substream_publishes_the_substream(
+    rtsp: RtspServer, substream_frames: Path, client: redis.Redis,
+    redis_server: EmbeddedRedis, settings: Settings,
+) -> None:  # fmt: skip
+    substream = RtspServer(substream_frames)
+    substream.start()
+    try:
+        camera = _camera(rtsp.url, substream=substream.url.replace("/cam", "/cam?sub"))
+        with agents([camera], redis_server.url, settings):
+            wait_for(lambda: client.xlen(keys.frames("g1")) >= 5, what="substream frames")
+            wait_for(lambda: _health(client, "c1") is not None, what="health")
+            health = _health(client, "c1")
+    finally:
+        substream.stop()
+    frames = _frames(client)
+    assert {(f.w, f.h) for f in frames} == {(384, 216)}
+    assert {jpeg_size(f.img) for f in frames} == {(384, 216)}
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert health is not None and health.source.endswith("/cam?sub")
+
+
 def _quantisation(jpeg: bytes) -> bytes:
     """The JPEG's quantisation tables (its DQT segments): they tell which quality encoded it."""
     tables, at = b"", 2
