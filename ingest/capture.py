@@ -106,7 +106,7 @@ class CaptureSource:
         self.kind = kind
         self.capture = self._open()
         # MJPEG: take the camera's JPEG packets as they are (no decode); FFmpeg only demuxes.
-        fourcc = int(self.capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+        fourcc = (int(self.capture.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF).to_bytes(4, "little")
         self.passes_jpeg = (
             kind != "device"
             and fourcc == b"MJPG"

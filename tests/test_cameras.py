@@ -650,20 +650,32 @@ def test_mjpeg_bytes_pass_through_when_they_fit_and_are_re_encoded_when_not(
     httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _JpegHandler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    stream = f"http://127.0.0.1:{httpd.server_address[1]}/stream"
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    stream = f"{base}/stream"
+    snapshot = _camera(f"{base}/snapshot.jpg", "snap", snapshot_interval_s=0.2)
     few_pixels = settings.model_copy(update={"limits": FrameLimits(max_pixels=320 * 180)})
     try:
-        with agents([_camera(stream, "fits")], redis_server.url, settings):
-            wait_for(lambda: client.xlen(keys.frames("g1")) >= 5, what="frames that fit")
+        with agents([_camera(stream, "fits"), snapshot], redis_server.url, settings):
+            wait_for(
+                lambda: (
+                    {"fits", "snap"} <= {f.camera for f in _frames(client)}
+                    and client.xlen(keys.frames("g1")) >= 6
+                ),
+                what="frames that fit",
+            )
+        sent = client.xlen(keys.frames("g1"))
         with agents([_camera(stream, "over")], redis_server.url, few_pixels):
-            wait_for(lambda: client.xlen(keys.frames("g1")) >= 10, what="frames over the limit")
+            wait_for(
+                lambda: client.xlen(keys.frames("g1")) >= sent + 5, what="frames over the limit"
+            )
     finally:
         httpd.shutdown()
     frames = _frames(client)
-    fits = [f for f in frames if f.camera == "fits"]
+    fits = [f for f in frames if f.camera in ("fits", "snap")]
     over = [f for f in frames if f.camera == "over"]
     assert all(f.img in served and (f.w, f.h) == (640, 360) for f in fits)
     assert over and all(f.img not in served and f.w * f.h <= 320 * 180 for f in over)
     assert all(jpeg_size(f.img) == (f.w, f.h) for f in over)
-    for camera in (fits, over):
-        assert [f.seq for f in camera] == list(range(len(camera)))
+    for camera in ("fits", "snap", "over"):
+        seqs = [f.seq for f in frames if f.camera == camera]
+        assert seqs == list(range(len(seqs)))
