@@ -156,7 +156,10 @@ def agent_core(
         target=run_cameras, args=([camera], lambda _group: client, limits, 10_000, stop)
     )
     runner.start()
-    time.sleep(2.0)  # open, first key frame
+    deadline = time.monotonic() + 20
+    while client.xlen(keys.frames("bench")) == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)  # opening: FFmpeg probes the stream for a second or two
+    time.sleep(1.0)  # then steady streaming only
     first, cpu0, start = client.xlen(keys.frames("bench")), cpu_seconds(), time.monotonic()
     time.sleep(seconds)
     published = client.xlen(keys.frames("bench")) - first
