@@ -13,7 +13,9 @@ motion per frame than a real 20 fps camera, so decoding costs no less than it wo
 2. Agents: `run_cameras` with one camera on each path, CPU of this process per second of
    stream (RTSP and Redis servers run in their own processes), 5 frames/s published.
 
-Prints two tables and writes benchmarks/results/agent_cost.json.
+Prints two tables and writes benchmarks/results/agent_cost.json. Needs, besides the camera
+tests' GStreamer packages (scripts/install-system-deps.sh), gstreamer1.0-plugins-bad for
+openh264enc; takes about 4 minutes.
 Usage: python benchmarks/agent_cost.py [--seconds 8] [--source-fps 20]
 """
 
