@@ -1,9 +1,10 @@
 """Camera agent capacity: how many cameras one process sustains, CPU per camera, XADD rates.
 
 Every camera reads the same MJPEG clip as a file source, which plays in real time, so each
-behaves like a live camera: decode every frame it delivers, keep the latest, JPEG-encode and
-XADD `fps` of them a second. Sources run faster than we sample, as real cameras do (at equal
-rates the two clocks alias and frames get replaced). A camera count is sustained when >= 95%
+behaves like a live camera: demux every frame it delivers and XADD `fps` of them a second,
+the clip's own JPEGs as they are (they fit the limits; benchmarks/agent_cost.py measures the
+H.264 and re-encoding paths against a real RTSP server). Sources run faster than we sample,
+as real cameras do. A camera count is sustained when >= 95%
 of the frames that should be published were. Also measures XADD of ~100 KB frames and 1080p
 encode + XADD. Prints a table and writes benchmarks/results/cameras.json.
 

@@ -258,6 +258,9 @@ def camera_command(
     source: Annotated[
         str | None, typer.Option(help="rtsp://, http(s)://, /dev/videoN, file.")
     ] = None,
+    substream: Annotated[
+        str | None, typer.Option(help="The camera's low-resolution stream, read instead.")
+    ] = None,
     camera_id: Annotated[str | None, typer.Option(help="Camera id (with --source).")] = None,
     group: Annotated[str | None, typer.Option(help="Camera group (with --source).")] = None,
     fps: Annotated[float, typer.Option(help="Frames published per second.")] = 5.0,
@@ -280,6 +283,7 @@ def camera_command(
                 id=camera_id,
                 group=group,
                 source=source,
+                substream=substream,
                 fps=fps,
                 rtsp_transport=transport,
                 max_side=max_side,

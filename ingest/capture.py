@@ -24,7 +24,7 @@ from facestream.schemas.urls import redact, without_userinfo
 
 from .settings import CameraSettings
 
-__all__ = ["FrameSource", "open_source", "set_transports", "source_kind"]
+__all__ = ["FrameSource", "Picture", "open_source", "set_transports", "source_kind"]
 
 # OpenCV reads FFmpeg options from this process-wide variable when a capture is opened. When all
 # cameras use one RTSP transport it is set once and opens run in parallel; only a mix of
@@ -35,12 +35,21 @@ _shared_transport: str | None = None
 _DEVICE = re.compile(r"^(/dev/video\d+|\d+)$")
 # No camera snapshot comes near this; a URL streaming more is not a snapshot.
 _MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
+_JPEG_START = b"\xff\xd8"
+
+
+# A frame as its source gives it: decoded BGR pixels, or the camera's own JPEG bytes (MJPEG
+# and snapshot sources), which are sent as they are where they fit the limits.
+Picture = NDArray[np.uint8] | bytes
 
 
 class FrameSource(Protocol):
-    """A live source: `read` returns the next BGR frame or raises SourceError."""
+    """A live source: `grab` takes the next frame (SourceError if none comes); `retrieve`
+    returns the one grabbed last. A frame never retrieved costs no colour conversion."""
 
-    def read(self) -> NDArray[np.uint8]: ...
+    def grab(self) -> None: ...
+
+    def retrieve(self) -> Picture: ...
 
     def close(self) -> None: ...
 
@@ -79,7 +88,10 @@ def source_kind(camera: CameraSettings) -> str:
 
 
 def open_source(camera: CameraSettings) -> FrameSource:
-    """Open the camera's source, or raise SourceError with a one-line reason."""
+    """Open the camera's substream where it names one, else its source, or raise SourceError
+    with a one-line reason."""
+    if camera.substream is not None:
+        camera = camera.model_copy(update={"source": camera.substream})
     kind = source_kind(camera)
     if kind == "snapshot":
         return SnapshotSource(camera)
@@ -93,6 +105,13 @@ class CaptureSource:
         self.camera = camera
         self.kind = kind
         self.capture = self._open()
+        # MJPEG: take the camera's JPEG packets as they are (no decode); FFmpeg only demuxes.
+        fourcc = (int(self.capture.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF).to_bytes(4, "little")
+        self.passes_jpeg = (
+            kind != "device"
+            and fourcc == b"MJPG"
+            and bool(self.capture.set(cv2.CAP_PROP_FORMAT, -1))
+        )
         # A file plays in real time, like a recorded feed; live sources set their own pace.
         fps = float(self.capture.get(cv2.CAP_PROP_FPS)) if kind == "file" else 0.0
         self._frame_interval = 1.0 / fps if 0 < fps < 1000 else 0.0
@@ -109,39 +128,49 @@ class CaptureSource:
         else:
             if self.kind == "file" and not Path(camera.source).is_file():
                 raise SourceError(f"{camera.source}: no such file")
-            timeouts = [
+            params = [
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
                 int(camera.open_timeout_s * 1000),
                 cv2.CAP_PROP_READ_TIMEOUT_MSEC,
                 int(camera.read_timeout_s * 1000),
+                cv2.CAP_PROP_N_THREADS,
+                camera.decode_threads,
             ]
             if _shared_transport == camera.rtsp_transport:
-                capture = cv2.VideoCapture(camera.source, cv2.CAP_FFMPEG, timeouts)
+                capture = cv2.VideoCapture(camera.source, cv2.CAP_FFMPEG, params)
             else:
                 with _OPEN_LOCK:
                     os.environ[_FFMPEG_OPTIONS] = f"rtsp_transport;{camera.rtsp_transport}"
-                    capture = cv2.VideoCapture(camera.source, cv2.CAP_FFMPEG, timeouts)
+                    capture = cv2.VideoCapture(camera.source, cv2.CAP_FFMPEG, params)
         if not capture.isOpened():
             capture.release()
             raise SourceError(diagnose(camera, self.kind))
         return capture
 
-    def read(self) -> NDArray[np.uint8]:
+    def grab(self) -> None:
+        """The next frame: demuxed and (H.264 and the like) decoded, not yet converted to BGR."""
         if self._frame_interval:
             delay = self._next_frame_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             self._next_frame_at = max(self._next_frame_at, time.monotonic() - 1.0)
             self._next_frame_at += self._frame_interval
-        ok, image = self.capture.read()
-        if not ok or image is None:
-            if self.kind == "file":
-                # A file camera loops, like a recorded feed on repeat.
-                self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                ok, image = self.capture.read()
-            if not ok or image is None:
-                raise SourceError("no frame from the source (ended, timed out or undecodable)")
-        return np.asarray(image, dtype=np.uint8)
+        if self.capture.grab():
+            return
+        if self.kind == "file":
+            # A file camera loops, like a recorded feed on repeat.
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            if self.capture.grab():
+                return
+        raise SourceError("no frame from the source (ended, timed out or undecodable)")
+
+    def retrieve(self) -> Picture:
+        ok, data = self.capture.retrieve()
+        if not ok or data is None:
+            raise SourceError("a frame was received but could not be decoded")
+        if self.passes_jpeg:
+            return np.asarray(data, np.uint8).tobytes()
+        return np.asarray(data, dtype=np.uint8)
 
     def close(self) -> None:
         self.capture.release()
@@ -154,8 +183,9 @@ class SnapshotSource:
         self.camera = camera
         self._next = 0.0
         self._opener = _opener_with_credentials(camera.source)
+        self._data = b""
 
-    def read(self) -> NDArray[np.uint8]:
+    def grab(self) -> None:
         delay = self._next - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -164,10 +194,14 @@ class SnapshotSource:
         try:
             with self._opener.open(without_userinfo(self.camera.source),
                                    timeout=self.camera.read_timeout_s) as response:  # fmt: skip
-                data = self._body(response, deadline)
+                self._data = self._body(response, deadline)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise SourceError(_http_reason(self.camera.source, exc)) from exc
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+    def retrieve(self) -> Picture:
+        if self._data.startswith(_JPEG_START):  # sent as it is where it fits the limits
+            return self._data
+        image = cv2.imdecode(np.frombuffer(self._data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise SourceError("snapshot is not a decodable image (unknown codec?)")
         return np.asarray(image, dtype=np.uint8)

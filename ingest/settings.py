@@ -46,6 +46,11 @@ class CameraSettings(BaseModel):
         description="rtsp://…, http(s)://… (MJPEG stream or JPEG snapshot), /dev/videoN or a "
         "device index, or a video file."
     )
+    substream: str | None = Field(
+        None,
+        description="The camera's low-resolution stream (rtsp://…/sub, …): when set, the agent "
+        "reads and publishes it instead of `source`, at a fraction of the decoding cost.",
+    )
     kind: Literal["auto", "rtsp", "mjpeg", "snapshot", "device", "file"] = Field(
         "auto", description="How to read the source; auto decides from the URL."
     )
@@ -53,6 +58,13 @@ class CameraSettings(BaseModel):
     max_side: int | None = Field(None, ge=64, le=8192, description="Downscale larger frames.")
     jpeg_quality: int = Field(85, ge=10, le=100)
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    decode_threads: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="FFmpeg decoder threads per camera (0: one per core). One decodes a 1080p "
+        "camera in time with the least CPU; more only add threads (and latency) per camera.",
+    )
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
     stall_s: float = Field(

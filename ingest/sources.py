@@ -11,7 +11,7 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
-from facestream.schemas import InvalidFrame, SourceError
+from facestream.schemas import FrameLimits, InvalidFrame, SourceError
 from facestream.schemas.images import image_size
 
 from .publisher import EncodedFrame
@@ -19,6 +19,7 @@ from .publisher import EncodedFrame
 __all__ = [
     "IMAGE_SUFFIXES",
     "EncodedFrame",
+    "camera_jpeg",
     "encode_jpeg",
     "fit_side",
     "iter_frames",
@@ -53,6 +54,24 @@ def encode_jpeg(
     if not ok:
         raise SourceError(f"OpenCV could not JPEG-encode a {width}x{height} frame")
     return buffer.tobytes(), width, height
+
+
+def camera_jpeg(
+    data: bytes, quality: int, max_side: int | None, limits: FrameLimits
+) -> EncodedFrame:
+    """A camera's own JPEG (MJPEG, snapshot), sent byte for byte where it fits `max_side` and
+    the limits: no decode, no re-encode. Otherwise decoded (reduced by libjpeg's DCT scaling
+    where it is at least twice the size wanted) and re-encoded at `quality` to fit."""
+    width, height = image_size(data)  # InvalidFrame: not an image this can measure
+    side = fit_side(width, height, max_side, limits.max_pixels)
+    if side is None and len(data) <= limits.max_bytes:
+        return EncodedFrame(data, width, height)
+    longest = max(width, height)
+    reduction = 1 if side is None else max(r for r, _ in _REDUCED if longest / r >= side)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), dict(_REDUCED)[reduction])
+    if image is None:
+        raise InvalidFrame(f"the camera's {width}x{height} JPEG could not be decoded")
+    return EncodedFrame(*encode_jpeg(np.asarray(image, np.uint8), quality, side))
 
 
 def fit_side(width: int, height: int, max_side: int | None, max_pixels: int | None) -> int | None:

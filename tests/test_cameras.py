@@ -27,7 +27,7 @@ from facestream.demo import fit_frame
 from facestream.ingest import CameraSettings, EncodedFrame, FramePublisher, redact, run_cameras
 from facestream.ingest.metrics import camera_counter
 from facestream.recognizer import FaceEngine
-from facestream.schemas import CameraHealth, Frame, FrameLimits, Result, keys
+from facestream.schemas import CameraHealth, Frame, FrameLimits, Result, jpeg_size, keys
 from facestream.server import EmbeddedRedis, free_port
 
 from .helpers import (
@@ -580,3 +580,102 @@ def test_a_flapping_source_keeps_backing_off(
     failures = [e["failures"] for e in logs if e["event"] == "reconnecting"]
     assert failures[:6] == [1, 2, 3, 4, 5, 6]  # a good frame between each did not reset it
     assert camera_counter("frames_in", "flap")._value.get() >= 6
+
+
+# -- cost: the substream, and the camera's own JPEGs sent as they are -----------------------
+
+
+@pytest.fixture(scope="module")
+def substream_frames(rtsp_frames: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The RTSP test frames at 384x216, as a camera's low-resolution substream (RTP/JPEG
+    carries sides in multiples of 8: 180 would arrive as 184)."""
+    folder = tmp_path_factory.mktemp("substream-frames")
+    for frame in sorted(rtsp_frames.glob("*.jpg")):
+        cv2.imwrite(str(folder / frame.name), cv2.resize(cv2.imread(str(frame)), (384, 216)))
+    return folder
+
+
+def test_a_camera_with_a_substream_publishes_the_substream(
+    rtsp: RtspServer, substream_frames: Path, client: redis.Redis,
+    redis_server: EmbeddedRedis, settings: Settings,
+) -> None:  # fmt: skip
+    substream = RtspServer(substream_frames)
+    substream.start()
+    try:
+        camera = _camera(rtsp.url, substream=substream.url.replace("/cam", "/cam?sub"))
+        with agents([camera], redis_server.url, settings):
+            wait_for(lambda: client.xlen(keys.frames("g1")) >= 5, what="substream frames")
+            wait_for(lambda: _health(client, "c1") is not None, what="health")
+            health = _health(client, "c1")
+    finally:
+        substream.stop()
+    frames = _frames(client)
+    assert {(f.w, f.h) for f in frames} == {(384, 216)}
+    assert {jpeg_size(f.img) for f in frames} == {(384, 216)}
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert health is not None and health.source.endswith("/cam?sub")
+
+
+def _quantisation(jpeg: bytes) -> bytes:
+    """The JPEG's quantisation tables (its DQT segments): they tell which quality encoded it."""
+    tables, at = b"", 2
+    while jpeg[at : at + 2] != b"\xff\xda":  # up to the start of scan
+        length = int.from_bytes(jpeg[at + 2 : at + 4], "big")
+        if jpeg[at + 1] == 0xDB:
+            tables += jpeg[at + 4 : at + 2 + length]
+        at += 2 + length
+    return tables
+
+
+def test_rtsp_mjpeg_frames_are_the_cameras_jpegs_not_re_encoded(
+    rtsp: RtspServer, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    # The server encodes at quality 90; a frame re-encoded by the agent would carry 50's tables.
+    with agents([_camera(rtsp.url, jpeg_quality=50)], redis_server.url, settings):
+        wait_for(lambda: client.xlen(keys.frames("g1")) >= 5, what="frames")
+    frames = _frames(client)
+    image = np.zeros((64, 64, 3), np.uint8)
+    encoded = {q: cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])[1] for q in (50, 90)}
+    tables = {q: _quantisation(jpeg.tobytes()) for q, jpeg in encoded.items()}
+    assert tables[50] != tables[90]
+    assert {_quantisation(f.img) for f in frames} == {tables[90]}
+    assert [f.seq for f in frames] == list(range(len(frames)))
+
+
+def test_mjpeg_bytes_pass_through_when_they_fit_and_are_re_encoded_when_not(
+    rtsp_frames: Path, client: redis.Redis, redis_server: EmbeddedRedis, settings: Settings
+) -> None:
+    served = [p.read_bytes() for p in sorted(rtsp_frames.glob("*.jpg"))]
+    _JpegHandler.frames = served
+    httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _JpegHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    stream = f"{base}/stream"
+    snapshot = _camera(f"{base}/snapshot.jpg", "snap", snapshot_interval_s=0.2)
+    few_pixels = settings.model_copy(update={"limits": FrameLimits(max_pixels=320 * 180)})
+    try:
+        with agents([_camera(stream, "fits"), snapshot], redis_server.url, settings):
+            wait_for(
+                lambda: (
+                    {"fits", "snap"} <= {f.camera for f in _frames(client)}
+                    and client.xlen(keys.frames("g1")) >= 6
+                ),
+                what="frames that fit",
+            )
+        sent = client.xlen(keys.frames("g1"))
+        with agents([_camera(stream, "over")], redis_server.url, few_pixels):
+            wait_for(
+                lambda: client.xlen(keys.frames("g1")) >= sent + 5, what="frames over the limit"
+            )
+    finally:
+        httpd.shutdown()
+    frames = _frames(client)
+    fits = [f for f in frames if f.camera in ("fits", "snap")]
+    over = [f for f in frames if f.camera == "over"]
+    assert all(f.img in served and (f.w, f.h) == (640, 360) for f in fits)
+    assert over and all(f.img not in served and f.w * f.h <= 320 * 180 for f in over)
+    assert all(jpeg_size(f.img) == (f.w, f.h) for f in over)
+    for camera in ("fits", "snap", "over"):
+        seqs = [f.seq for f in frames if f.camera == camera]
+        assert seqs == list(range(len(seqs)))
