@@ -398,7 +398,8 @@ class BatchProcessor:
             entry_id=delivery.entry_id,
             target=keys.results(delivery.group),
             target_maxlen=self.settings.results_maxlen,
-            fields=result.to_fields(),
+            # With tracks, the tracking stage serialises the result it relabels: not this one.
+            fields=result.to_fields() if self.tracking is None else {},
             cache_key=keys.cache(delivery.group, item.digest),
             cache_value=cache_value,
             cache_ttl_s=self.settings.cache_ttl_s,

@@ -90,7 +90,13 @@ class TrackingStage:
         margin, body = self.settings.motion_margin, self.settings.body_faces
         predicted = [track.predicted() for track in state.tracks]
         windows = [window(box, margin, size) for box in predicted]
-        people = [window(box, margin, size, body) for box in predicted]
+        # Where each tracked person is heading and where they were: the reference still shows
+        # them there, so that spot changes as they leave it.
+        people = [
+            window(box, margin, size, body)
+            for track, heading in zip(state.tracks, predicted, strict=True)
+            for box in (heading, track.box)
+        ]
         reference = Thumbnail.decode(state.reference, size)
         judged = judge(
             reference, thumb, people, self.settings.motion_level, self.settings.cut_fraction
