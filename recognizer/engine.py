@@ -18,7 +18,7 @@ from .matcher import Match, Matcher
 from .model_files import EMBEDDING_SIZE, current_model_id
 from .models import SFACE, YUNET, create_session, prepare
 from .quality import measure
-from .regions import detect_regions, scan_scale
+from .regions import Windows, detect_regions, scan_scale
 from .settings import EnrolSettings, ModelSettings
 from .views import FrameView
 
@@ -34,8 +34,8 @@ __all__ = [
 
 #: Given an image's index in the batch and its faces, which of them to embed (True).
 EmbedPlan = Callable[[int, Sequence[Face]], Sequence[bool]]
-#: Per image of a batch: the windows (x, y, w, h in its pixels) to detect in; None: all of it.
-Regions = Sequence[Sequence[tuple[float, float, float, float]] | None]
+#: Per image of a batch: the windows to detect in; None: all of it.
+Regions = Sequence[Windows | None]
 
 
 def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
@@ -130,7 +130,8 @@ class FaceEngine:
         at most that many alignments and embeddings. With `plan`, only the faces it picks are
         aligned and embedded (the others' tracks already know who they are). A `FrameView` is
         detected at its reduced scale and decoded in full only when one of its faces is aligned.
-        With `regions`, an image is detected only in its windows (at the full scan's scale).
+        With `regions`, an image is detected only in its windows (at the full scan's scale),
+        unless a window that held a face finds none.
         """
         recognitions: list[Recognition] = []
         detections: list[list[Detection]] = []
@@ -139,11 +140,12 @@ class FaceEngine:
             view = given if isinstance(given, FrameView) else FrameView.whole(given)
             start = time.perf_counter()
             windows = regions[index] if regions is not None else None
-            if windows is None:
-                found = _rescaled(self.detector.detect(view.detect), view.scale)
-            else:
+            found = []
+            if windows is not None:
                 scale = scan_scale(view.frame_size, self.detector.input_size)
-                found = detect_regions(self.window_detector, view, windows, scale)
+                found = detect_regions(self.window_detector, view, windows.boxes, scale)
+            if windows is None or not windows.explained(found):  # a face missing: scan it all
+                found = _rescaled(self.detector.detect(view.detect), view.scale)
             dropped = max(len(found) - max_faces, 0) if max_faces is not None else 0
             if dropped:
                 found = _largest(found, len(found) - dropped)

@@ -1,5 +1,9 @@
 """Detection in windows around tracked faces, at the scale a full-frame scan would see them.
 
+A window that held a face on the camera's last frame and holds none now does not mean the face
+left: the window's narrower context can miss a marginal face the full frame would show. Then
+the frame is scanned in full, so windows never lose a face a full scan finds.
+
 A full scan letterboxes the frame to `detect_size`; a window is cut from the frame, resized by
 the same factor and run through YuNet at its own (padded) size, so a face is the same number of
 pixels to the network either way and costs only its window's area. Faces found in two
@@ -9,6 +13,7 @@ overlapping windows are one face: the higher-scoring detection stays.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -18,9 +23,29 @@ from .motion import Box
 from .tracks import iou
 from .views import FrameView
 
-__all__ = ["detect_regions", "scan_scale"]
+__all__ = ["Windows", "detect_regions", "scan_scale"]
 
 _SAME_FACE_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Where to detect in a frame (frame pixels); the first `expected` each held a face on
+    the camera's last frame."""
+
+    boxes: Sequence[Box]
+    expected: int = 0
+
+    def explained(self, found: Sequence[Detection]) -> bool:
+        """Whether each window that held a face holds one again (its centre inside)."""
+        return all(
+            any(_centre_in(d.box, window) for d in found) for window in self.boxes[: self.expected]
+        )
+
+
+def _centre_in(box: Box, window: Box) -> bool:
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    return window[0] <= cx <= window[0] + window[2] and window[1] <= cy <= window[1] + window[3]
 
 
 def scan_scale(frame_size: tuple[int, int], detect_size: int | None) -> float:

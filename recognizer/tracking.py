@@ -21,7 +21,8 @@ from facestream.schemas.entries import is_after
 
 from .commit import TrackWrite
 from .engine import EmbedPlan, Recognition
-from .motion import Box, Scene, Thumbnail, judge, thumbnail, window
+from .motion import Scene, Thumbnail, judge, thumbnail, window
+from .regions import Windows
 from .settings import TrackSettings
 from .tracks import (
     CameraTracks,
@@ -56,7 +57,7 @@ class Screen:
     thumb: Thumbnail | None = None
     faces: Sequence[Face] = ()  # a still frame's: its tracks' faces as last detected
     # Where to detect (frame pixels) when motion stayed near tracked faces; None: everywhere.
-    regions: Sequence[Box] | None = None
+    regions: Windows | None = None
 
 
 class TrackingStage:
@@ -88,13 +89,15 @@ class TrackingStage:
         ):
             return Screen("scan", thumb)
         margin, body = self.settings.motion_margin, self.settings.body_faces
-        predicted = [track.predicted() for track in state.tracks]
+        # Tracks the last frame showed first: their windows must hold a face again.
+        tracks = sorted(state.tracks, key=lambda track: track.misses > 0)
+        predicted = [track.predicted() for track in tracks]
         windows = [window(box, margin, size) for box in predicted]
         # Where each tracked person is heading and where they were: the reference still shows
         # them there, so that spot changes as they leave it.
         people = [
             window(box, margin, size, body)
-            for track, heading in zip(state.tracks, predicted, strict=True)
+            for track, heading in zip(tracks, predicted, strict=True)
             for box in (heading, track.box)
         ]
         reference = Thumbnail.decode(state.reference, size)
@@ -104,7 +107,8 @@ class TrackingStage:
         if judged.scene == "scan" or (judged.scene == "windows" and not self.settings.regions):
             return Screen("scan", thumb)
         if judged.scene == "windows":
-            return Screen("windows", judged.reference, regions=[*windows, *judged.moving])
+            boxes = [*windows, *judged.moving]
+            return Screen("windows", judged.reference, regions=Windows(boxes, len(shown)))
         faces = [
             Face.model_validate(
                 {"box": track.box, "landmarks": track.landmarks, "score": track.score}
