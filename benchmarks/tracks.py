@@ -16,18 +16,23 @@ enrolled, so every name given there is wrong, and what counts is finding the fac
 per-frame path finds. Each clip goes through one worker (one onnxruntime thread, so frames/s
 is per core) against an embedded redis-server (no AOF):
 
-- SFace faces/frame: faces embedded per frame (the embedder's own count).
-- named / wrong:     faces given the right name / a wrong one (the truth: which walker's face
-                     is nearest to the detection); the stranger's faces must stay unnamed.
-- detector/frame:    detector runs per frame.
+- CPU ms/f, x frame: worker CPU per frame (the process's CPU time while it served the clip;
+                     the redis-server's is not counted), and the per-frame path's ÷ this one's.
+- SFace/f:           faces embedded per frame (the embedder's own count).
+- det/f, win/f:      full-frame detector runs per frame; window runs per frame (each a window
+                     around a tracked face or a patch of motion, a fraction of a frame's cost).
+- faces/f:           faces per frame in the results.
+- right / wrong:     (frame, name) pairs named right / faces given a wrong name (the truth:
+                     which walker's face is nearest to the detection); the stranger's faces
+                     must stay unnamed.
 - lost:              (frame, name) pairs named right per frame and not by this path.
 - late:              per visit (a run of frames where the per-frame path names someone, or on
                      real clips finds a face), frames until this path does: the worst one.
-- frames/s:          frames served per second of wall time (moves with other load).
-- frames/CPU-s:      frames per CPU second of the worker process: throughput per core (the
-                     redis-server's own CPU is not counted; its work per frame barely changes).
-- to identified:     per track, video time from its first frame to its `identified` event
-                     (p50/p95 over the clip's tracks).
+- id p50 ms:         per track, video time from its first frame to its `identified` event
+                     (p50 over the clip's tracks).
+- cache hits:        worker CPU per cache hit, tracked camera ÷ untracked (one worker, and two
+                     taking turns on the camera's frames): the walk cached by an untracked
+                     camera, then served three times more.
 
 Usage: python benchmarks/tracks.py [--videos DIR] [--frames N] [--out FILE.json]
 """
@@ -86,6 +91,7 @@ STANDING_FRAMES = 310
 
 
 PATHS = ("frame", "tracks", "new")
+HIT_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -143,15 +149,13 @@ def run(
     client.flushall()
     Gallery(client).import_(gallery, engine.model_id)
     publish(client, clip.jpegs, clip.fps)
-    worker = Worker(
-        client, engine, settings.worker, settings.match, settings.limits, "bench", [GROUP],
-        tracks=path_settings(settings, path),
-    )  # fmt: skip
-    worker.step()  # groups, gallery: not part of the measurement
+    served = worker(client, engine, settings, "bench", path_settings(settings, path))
+    served.step()  # groups, gallery: not part of the measurement
     embedded, detected = engine.embedder.faces, engine.detector.runs
+    windowed = engine.window_detector.runs
     wall, cpu = time.perf_counter(), time.process_time()
     while client.xlen(keys.results(GROUP)) < len(clip.jpegs):
-        worker.step()
+        served.step()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     results = [Result.from_fields(f) for _, f in client.xrange(keys.results(GROUP))]
     events = [Event.from_fields(f) for _, f in client.xrange(keys.events(GROUP))]
@@ -174,6 +178,7 @@ def run(
         "faces": [len(r.faces) for r in sorted(results, key=lambda r: r.seq)],
         "sface_faces": engine.embedder.faces - embedded,
         "detector_runs": engine.detector.runs - detected,
+        "window_runs": engine.window_detector.runs - windowed,
         "right": right,
         "wrong": wrong,
         "wall_s": wall,
@@ -181,6 +186,56 @@ def run(
         "delays_ms": delays,
         "tracks": len(appeared),
     }
+
+
+def worker(
+    client: redis.Redis,
+    engine: FaceEngine,
+    settings: Settings,
+    name: str,
+    tracks: TrackSettings | None,
+) -> Worker:
+    return Worker(
+        client, engine, settings.worker, settings.match, settings.limits, name, [GROUP],
+        tracks=tracks,
+    )  # fmt: skip
+
+
+def hits(
+    client: redis.Redis,
+    engine: FaceEngine,
+    settings: Settings,
+    gallery: GalleryExport,
+    jpegs: list[bytes],
+    tracks: bool,
+    workers: int,
+) -> float:
+    """Worker CPU ms per cache hit: the clip cached by an untracked camera, then served again
+    (HIT_ROUNDS times) on one camera by `workers` workers taking turns on its frames."""
+    client.flushall()
+    Gallery(client).import_(gallery, engine.model_id)
+    untracked = settings.tracks.model_copy(update={"untracked_cameras": ["fill"]})
+    filler = worker(client, engine, settings, "fill", untracked)
+    publisher = FramePublisher(client, GROUP, "fill", 100_000, FrameLimits())
+    for index, jpeg in enumerate(jpegs):
+        publisher.publish(EncodedFrame(jpeg, *jpeg_size(jpeg)), 1_800_000_000_000 + index * 100)
+    while client.xlen(keys.results(GROUP)) < len(jpegs):
+        filler.step()
+    serving = [
+        worker(client, engine, settings, f"w{i}", untracked if tracks else None)
+        for i in range(workers)
+    ]
+    publisher = FramePublisher(client, GROUP, "cam", 100_000, FrameLimits())
+    for round_ in range(HIT_ROUNDS):  # the same walk again: a new track each round
+        for index, jpeg in enumerate(jpegs):
+            at = 1_800_000_100_000 + round_ * 100_000 + index * 100
+            publisher.publish(EncodedFrame(jpeg, *jpeg_size(jpeg)), at)
+    total = len(jpegs) * (HIT_ROUNDS + 1)
+    cpu, turn = time.process_time(), 0
+    while client.xlen(keys.results(GROUP)) < total:
+        serving[turn % workers].step()
+        turn += 1
+    return (time.process_time() - cpu) * 1000 / (len(jpegs) * HIT_ROUNDS)
 
 
 def lateness(base: list[bool], other: list[bool]) -> int:
@@ -250,15 +305,31 @@ def main() -> None:
                 Gallery(client).enroll(embed_photos(engine, name, photos, largest_face=True))
             gallery = Gallery(client).export(engine.model_id)
             rows = []
-            for clip in clips(engine, work, args.videos, args.frames):
+            made = clips(engine, work, args.videos, args.frames)
+            for clip in made:
                 runs = {p: run(client, engine, settings, gallery, clip, p) for p in PATHS}
                 rows.append(summarise(clip, runs))
                 print_row(rows[-1])
+            walk = made[0].jpegs
+            hit_ms = {
+                "untracked": hits(client, engine, settings, gallery, walk, False, 1),
+                "tracked": hits(client, engine, settings, gallery, walk, True, 1),
+                "tracked_two_workers": hits(client, engine, settings, gallery, walk, True, 2),
+            }
     report = {
         "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
         "onnxruntime_threads": 1,
         "rows": rows,
+        "hit_cpu_ms": {k: round(v, 3) for k, v in hit_ms.items()},
+        "hit_ratio": {
+            k: round(v / hit_ms["untracked"], 2) for k, v in hit_ms.items() if k != "untracked"
+        },
     }
+    print(
+        f"\ncache hits, worker CPU per hit: tracked x{report['hit_ratio']['tracked']}, "  # type: ignore[index]
+        f"tracked with two workers on the camera x"
+        f"{report['hit_ratio']['tracked_two_workers']} of untracked"  # type: ignore[index]
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(
@@ -293,6 +364,7 @@ def summarise(clip: Clip, runs: dict[str, dict[str, object]]) -> dict[str, objec
             "cpu_ratio": round(float(base["cpu_s"]) / float(result["cpu_s"]), 2),  # type: ignore[arg-type]
             "sface_per_frame": round(float(result["sface_faces"]) / frames, 3),  # type: ignore[arg-type]
             "detector_per_frame": round(float(result["detector_runs"]) / frames, 3),  # type: ignore[arg-type]
+            "windows_per_frame": round(float(result["window_runs"]) / frames, 3),  # type: ignore[arg-type]
             "faces_per_frame": round(sum(faces) / frames, 3),
             "right": sum(len(r) for r in right),
             "wrong": result["wrong"],
@@ -309,8 +381,8 @@ def print_row(row: dict[str, object]) -> None:
     if row is not None and not getattr(print_row, "headed", False):
         print(
             f"{'clip':>22} {'size':>9} {'path':>6} {'CPU ms/f':>8} {'x frame':>7} {'SFace/f':>7} "
-            f"{'det/f':>5} {'faces/f':>7} {'right':>5} {'wrong':>5} {'lost':>4} {'late':>4} "
-            f"{'id p50 ms':>9}"
+            f"{'det/f':>5} {'win/f':>5} {'faces/f':>7} {'right':>5} {'wrong':>5} {'lost':>4} "
+            f"{'late':>4} {'id p50 ms':>9}"
         )
         print_row.headed = True  # type: ignore[attr-defined]
     for path in PATHS:
@@ -319,6 +391,7 @@ def print_row(row: dict[str, object]) -> None:
         print(
             f"{row['clip']:>22} {row['size']:>9} {path:>6} {c['cpu_ms_per_frame']:>8} "
             f"{c['cpu_ratio']:>7} {c['sface_per_frame']:>7} {c['detector_per_frame']:>5} "
+            f"{c['windows_per_frame']:>5} "
             f"{c['faces_per_frame']:>7} {c['right']:>5} {c['wrong']:>5} {c['lost']:>4} "
             f"{c['late_frames']:>4} {p50 if p50 is not None else '-':>9}"
         )
