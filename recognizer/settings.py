@@ -326,9 +326,11 @@ class TrackSettings(BaseModel):
         "(1: every frame is detected).",
     )
     reduced_decode: bool = Field(
-        True,
+        False,
         description="Decode tracked frames larger than models.detect_size at a reduced scale "
-        "(JPEG DCT scaling) for detection; full resolution only for faces embedded or kept.",
+        "(JPEG DCT scaling) for detection, full resolution only for faces embedded or kept "
+        "(off: at 1080p a 1/2-scale decode cost as much as a full one; entropy decoding "
+        "dominates).",
     )
     untracked_cameras: list[str] = Field(
         default_factory=lambda: ["request"],
