@@ -39,8 +39,10 @@ from .embedder import check_embedding_size
 from .engine import FaceEngine, Recognition, decode_jpeg, label
 from .matcher import Matcher
 from .metrics import COMMITS_LOST, faces_counter, frames_counter, stage_histogram
+from .model_files import EMBEDDING_SIZE
 from .settings import TrackSettings, WorkerSettings
-from .tracking import Tracked, TrackingStage
+from .tracking import Screen, Tracked, TrackingStage
+from .views import FrameView
 from .visitors import VisitorBook
 
 __all__ = ["TRIMMED_REASON", "BatchProcessor", "BatchResult", "FrameCounts", "content_hash"]
@@ -122,7 +124,8 @@ class _Pending:
     latency_ms: dict[str, float] = field(default_factory=dict)
     outgoing: _Outgoing | None = None  # set once ready to commit
     untracked: _Outgoing | None = None  # the commit before its tracks were applied
-    image: NDArray[np.uint8] | None = None  # decoded, for the tracks' snapshots
+    view: FrameView | None = None  # decoded, for the tracks' snapshots
+    screen: Screen | None = None  # what its motion asked of the detector
 
     def frame_or_fail(self) -> Frame:
         assert self.frame is not None, "only accepted entries are recognised"
@@ -152,7 +155,9 @@ class BatchProcessor:
         self.cameras = cameras or {}
         self.committer = Committer(client, keys.RECOGNIZERS)
         self.tracking = (
-            TrackingStage(client, tracks) if tracks is not None and tracks.enabled else None
+            TrackingStage(client, tracks, engine.detector.input_size)
+            if tracks is not None and tracks.enabled
+            else None
         )
         # Cameras whose frames are separate photos (tracked or not, the rest are video).
         self.photo_cameras = frozenset((tracks or TrackSettings()).untracked_cameras)
@@ -273,15 +278,28 @@ class BatchProcessor:
     def _recognise(
         self, leaders: list[_Pending], misses: dict[str, list[_Pending]], run: _Run
     ) -> None:
-        decoded: list[tuple[_Pending, NDArray[np.uint8]]] = []
+        decoded: list[tuple[_Pending, FrameView]] = []
         for item in leaders:
             start = time.perf_counter()
+            frame = item.frame_or_fail()
+            if self.tracking is not None:
+                item.screen = self.tracking.screen(item.delivery.group, frame)
+                if item.screen.scene == "windows" and self._tiles_due(frame):
+                    # A crowd's small faces are found only by the tiled search, never in the
+                    # windows (at the letterbox's scale): a frame due for it is scanned whole.
+                    item.screen = replace(item.screen, scene="scan", regions=None)
+                if item.screen.scene == "still":  # nothing moved: no decode, no detection
+                    item.latency_ms["decode"] = (time.perf_counter() - start) * 1000
+                    self._finish_miss(item, _still(item.screen), misses[item.digest], None)
+                    continue
             try:
-                decoded.append((item, decode_jpeg(item.frame_or_fail().img)))
+                decoded.append((item, self._view(frame)))
             except Exception as exc:  # e.g. cv2.error from a corrupt scan
                 self._fail(misses[item.digest], exc, "decode")
                 continue
             item.latency_ms["decode"] = (time.perf_counter() - start) * 1000
+        if not decoded:
+            return
         plan = None
         if self.tracking is not None:
             plan = self.tracking.planner(
@@ -290,7 +308,12 @@ class BatchProcessor:
         tiled = [self._scans(item.frame_or_fail()) for item, _ in decoded]
         try:
             recognitions = self.engine.recognise(
-                [image for _, image in decoded], run.matcher, self.limits.max_faces, plan, tiled
+                [image for _, image in decoded],
+                run.matcher,
+                self.limits.max_faces,
+                plan,
+                tiled=tiled,
+                regions=[item.screen.regions if item.screen else None for item, _ in decoded],
             )
         except Exception as exc:
             if len(decoded) > 1:  # find the frame that breaks the model: run each alone
@@ -306,19 +329,25 @@ class BatchProcessor:
         """Whether a large frame gets the tiled search: a video camera's only now and then."""
         return self.engine.scans(frame.seq, video=frame.camera not in self.photo_cameras)
 
+    def _tiles_due(self, frame: Frame) -> bool:
+        """Whether this frame is large enough for tiles and due for them."""
+        return self._scans(frame) and bool(self.engine.detector.tiles_for(frame.h, frame.w))
+
     def _finish_miss(
         self,
         item: _Pending,
         recognition: Recognition,
         same: list[_Pending],
-        image: NDArray[np.uint8],
+        view: FrameView | None,
     ) -> None:
         try:
             dropped = recognition.dropped
-            # Faces their tracks spared have no embedding: such an image is not cached.
+            # Faces their tracks spared have no embedding, a still frame's were not even
+            # detected: such an image is not cached.
             cache_value = (
                 b""
-                if recognition.embedded and not all(recognition.embedded)
+                if not recognition.detected
+                or (recognition.embedded and not all(recognition.embedded))
                 else CachedRecognition.build(
                     self.engine.model_id, recognition.faces, recognition.embeddings, dropped
                 ).dumps()
@@ -330,8 +359,22 @@ class BatchProcessor:
         for index, copy in enumerate(same):
             copy.recognition, copy.dropped = recognition, dropped
             copy.cached = index > 0
-            copy.image = image if self.tracking is not None else None
+            copy.view = view if self.tracking is not None else None
+            copy.screen = item.screen
             self._settle(copy, cache_value if index == 0 else b"")
+
+    def _view(self, frame: Frame) -> FrameView:
+        """The frame decoded for the model. Tracked cameras decode with libjpeg-turbo
+        (simplejpeg, a third of OpenCV's time here), at reduced scale for detection when
+        `tracks.reduced_decode` asks; others with OpenCV, as before."""
+        if self.tracking is not None and self.tracking.covers(frame.camera):
+            reduced = self.tracking.settings.reduced_decode
+            try:
+                size = self.tracking.detect_size if reduced else None
+                return FrameView.reduced(frame.img, (frame.w, frame.h), size)
+            except ValueError:  # libjpeg-turbo refused it: OpenCV says why, or decodes it
+                pass
+        return FrameView.whole(decode_jpeg(frame.img))
 
     def _settle(self, item: _Pending, cache_value: bytes = b"") -> None:
         """Make the item's result commit, or its dead letter if the result cannot be built."""
@@ -370,7 +413,8 @@ class BatchProcessor:
             entry_id=delivery.entry_id,
             target=keys.results(delivery.group),
             target_maxlen=self.settings.results_maxlen,
-            fields=result.to_fields(),
+            # With tracks, the tracking stage serialises the result it relabels: not this one.
+            fields=result.to_fields() if self.tracking is None else {},
             cache_key=keys.cache(delivery.group, item.digest),
             cache_value=cache_value,
             cache_ttl_s=self.settings.cache_ttl_s,
@@ -421,6 +465,10 @@ class BatchProcessor:
         while ready < len(slots) and slots[ready].outgoing is not None:
             ready += 1
         todo = slots[:ready]
+        if self.tracking is not None and todo:
+            self.tracking.refresh(
+                [(item.delivery.group, item.frame) for item in todo if item.frame]
+            )
         # Each pass re-applies the frames whose tracks another worker moved on meanwhile.
         for attempt in range(_TRACK_ATTEMPTS + 1):
             if not todo:
@@ -437,7 +485,9 @@ class BatchProcessor:
         if base is None or base.result is None or item.recognition is None:
             return  # a dead letter: no tracks
         jpeg = item.frame.img if item.frame is not None else None
-        tracked = tracking.apply(base.result, item.recognition, item.image, update, jpeg)
+        tracked = tracking.apply(
+            base.result, item.recognition, item.view, update, jpeg, item.screen
+        )
         commit = replace(base.commit, fields=tracked.result.to_fields(), tracks=tracked.write)
         item.outgoing = replace(base, commit=commit, result=tracked.result, tracked=tracked)
 
@@ -479,6 +529,13 @@ def _count(item: _Outgoing, counts: Counter[str]) -> None:
             stage_histogram(stage).observe(ms / 1000)
         for face in item.result.faces:
             faces_counter(face.identity is not None).inc()
+
+
+def _still(screen: Screen) -> Recognition:
+    """A frame where nothing moved: the faces of its tracks, neither detected nor embedded."""
+    faces = list(screen.faces)
+    empty = np.zeros((len(faces), EMBEDDING_SIZE), dtype=np.float32)
+    return Recognition(faces, empty, {}, 0, [False] * len(faces), detected=False)
 
 
 def _stack(matrices: list[NDArray[np.float32]]) -> NDArray[np.float32]:

@@ -18,12 +18,15 @@ from .matcher import Match, Matcher
 from .model_files import EMBEDDING_SIZE, current_model_id
 from .models import SFACE, YUNET, create_session, prepare
 from .quality import measure, rank
+from .regions import Windows, detect_regions, scan_scale
 from .settings import EnrolSettings, ModelSettings, QualitySettings
+from .views import FrameView
 
 __all__ = [
     "EmbedPlan",
     "FaceEngine",
     "Recognition",
+    "Regions",
     "current_model_id",
     "decode_jpeg",
     "label",
@@ -31,6 +34,8 @@ __all__ = [
 
 #: Given an image's index in the batch and its faces, which of them to embed (True).
 EmbedPlan = Callable[[int, Sequence[Face]], Sequence[bool]]
+#: Per image of a batch: the windows to detect in; None: all of it.
+Regions = Sequence[Windows | None]
 
 
 def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
@@ -51,6 +56,7 @@ class Recognition:
     dropped: int = 0  # faces found beyond max_faces, left out before they were embedded
     # Which faces were embedded (empty: all); the others' rows are zero, their identity unset.
     embedded: list[bool] = field(default_factory=list)
+    detected: bool = True  # False: a still frame, its faces those of its tracks (not cached)
 
     def was_embedded(self, index: int) -> bool:
         return not self.embedded or self.embedded[index]
@@ -70,6 +76,13 @@ class FaceEngine:
         self.embedder = embedder
         self.enrol = enrol or EnrolSettings()  # the gate enrolment photos must pass
         self.tile_every = tile_every  # a video camera's frames searched in tiles: 1 in this many
+        # The same network at each input's own size, for windows around tracked faces.
+        self.window_detector = YuNetDetector(
+            detector.session,
+            input_size=None,
+            score_threshold=detector.score_threshold,
+            nms_threshold=detector.nms_threshold,
+        )
 
     @classmethod
     def from_settings(cls, models: ModelSettings, enrol: EnrolSettings | None = None) -> FaceEngine:
@@ -114,11 +127,12 @@ class FaceEngine:
 
     def recognise(
         self,
-        images: Sequence[NDArray[np.uint8]],
+        images: Sequence[NDArray[np.uint8] | FrameView],
         matcher: Matcher,
         max_faces: int | None = None,
         plan: EmbedPlan | None = None,
         tiled: Sequence[bool] | None = None,
+        regions: Regions | None = None,
     ) -> list[Recognition]:
         """Recognise several decoded images against `matcher`, embedding all their faces in one
         batch.
@@ -127,15 +141,26 @@ class FaceEngine:
         would refuse go first): a frame full of faces costs at most that many alignments and
         embeddings. With `plan`, only the faces it picks are aligned and embedded (the others'
         tracks already know who they are). `tiled` says which images a large frame's tiled
-        search may run on (default: all; crops around known faces need none).
+        search may run on (default: all). A `FrameView` is detected at its reduced scale and
+        decoded in full only when one of its faces is aligned. With `regions`, an image is
+        detected only in its windows (at the full scan's scale, never tiled), unless a window
+        that held a face finds none.
         """
         gate = matcher.quality or QualitySettings()
         recognitions: list[Recognition] = []
         detections: list[list[Detection]] = []
         crops: list[NDArray[np.uint8]] = []
-        for index, image in enumerate(images):
+        for index, given in enumerate(images):
+            view = given if isinstance(given, FrameView) else FrameView.whole(given)
             start = time.perf_counter()
-            found = self.detector.detect(image, tiled=tiled is None or tiled[index])
+            windows = regions[index] if regions is not None else None
+            found = []
+            if windows is not None:
+                scale = scan_scale(view.frame_size, self.detector.input_size)
+                found = detect_regions(self.window_detector, view, windows.boxes, scale)
+            if windows is None or not windows.explained(found):  # a face missing: scan it all
+                tiles = tiled is None or tiled[index]
+                found = _rescaled(self.detector.detect(view.detect, tiled=tiles), view.scale)
             dropped = max(len(found) - max_faces, 0) if max_faces is not None else 0
             if dropped:
                 found = _best(found, len(found) - dropped, gate)
@@ -143,6 +168,7 @@ class FaceEngine:
             wanted = list(plan(index, faces)) if plan is not None else [True] * len(found)
             detect_ms = (time.perf_counter() - start) * 1000
             start = time.perf_counter()
+            image = view.full() if any(wanted) else view.detect
             crops.extend(align(image, d.landmarks) for d, w in zip(found, wanted, strict=True) if w)
             align_ms = (time.perf_counter() - start) * 1000
             # issue 17: each embedded face carries its quality (size, sharpness, pose, score).
@@ -215,6 +241,20 @@ def _with_quality(
         if w
         else face
         for face, d, w in zip(faces, found, wanted, strict=True)
+    ]
+
+
+def _rescaled(detections: list[Detection], scale: float) -> list[Detection]:
+    """Detections in a frame decoded at `scale`, in the full frame's pixels."""
+    if scale == 1.0:
+        return detections
+    return [
+        Detection(
+            box=(d.box[0] / scale, d.box[1] / scale, d.box[2] / scale, d.box[3] / scale),
+            landmarks=d.landmarks / scale,
+            score=d.score,
+        )
+        for d in detections
     ]
 
 

@@ -321,6 +321,58 @@ class TrackSettings(BaseModel):
         24 * 3600, ge=10, description="Lifetime of a track's best face crop (JPEG)."
     )
     events_maxlen: int = Field(100_000, ge=100, description="Approximate cap of the events.")
+    skip_still: bool = Field(
+        True,
+        description="Skip detection on a frame of a tracked camera where nothing moved since the "
+        "last frame detected (grey thumbnails differenced): its faces continue their tracks.",
+    )
+    motion_level: int = Field(
+        12,
+        ge=1,
+        le=255,
+        description="Grey levels a thumbnail pixel (1/8 of the frame) must change by to count as "
+        "motion (codec noise of still video stays below it).",
+    )
+    cut_fraction: float = Field(
+        0.4,
+        gt=0.0,
+        le=1.0,
+        description="A frame where more of the thumbnail than this moved is a scene cut: scanned "
+        "in full.",
+    )
+    motion_margin: float = Field(
+        0.6,
+        ge=0.0,
+        le=10.0,
+        description="Motion within this many face sizes of a tracked face (its window) is that "
+        "face moving; elsewhere it makes a full-frame scan.",
+    )
+    body_faces: float = Field(
+        6.0,
+        ge=0.0,
+        le=20.0,
+        description="Face heights below a tracked face (its window widened) where motion is its "
+        "person's body moving, not someone new.",
+    )
+    regions: bool = Field(
+        True,
+        description="Where motion stayed in the windows of tracked faces, detect in those "
+        "windows only (at the full scan's scale) instead of the whole frame.",
+    )
+    scan_every: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Frames of a camera between full-frame detections at most, motion or not "
+        "(1: every frame is detected).",
+    )
+    reduced_decode: bool = Field(
+        False,
+        description="Decode tracked frames larger than models.detect_size at a reduced scale "
+        "(JPEG DCT scaling) for detection, full resolution only for faces embedded or kept "
+        "(off: at 1080p a 1/2-scale decode cost as much as a full one; entropy decoding "
+        "dominates).",
+    )
     untracked_cameras: list[str] = Field(
         default_factory=lambda: ["request"],
         description="Cameras whose frames are separate photos, not video: never tracked "

@@ -1,9 +1,11 @@
-"""The tracking stage of a batch: which faces to embed, tracks moved on, `seen` after commits.
+"""The tracking stage of a batch: what to detect and embed, tracks moved on, `seen` after commits.
 
 Everything tracks add to a frame's commit is made here: the camera's state as this worker last
 knew it (`TrackBook`), the faces relabelled by their tracks' votes, the state write and visit
 events that go out in the frame's ack-gated commit (`TrackWrite`), and the site-wide `seen`
-marker that follows a published `identified` event. The rules of tracks are in `tracks.py`.
+marker that follows a published `identified` event. Before detection it screens each frame
+for motion against the thumbnail its camera's state carries (`screen`): a frame where nothing
+moved is not detected, its faces are those of its tracks. The rules of tracks are in `tracks.py`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import redis
 import structlog
-from numpy.typing import NDArray
 
-from facestream.schemas import Event, Face, Frame, Result, keys
+from facestream.schemas import Event, Face, Frame, Result, jpeg_size, keys
 from facestream.schemas.entries import is_after
 
 from .commit import TrackWrite
-from .engine import EmbedPlan, Recognition, decode_jpeg
+from .engine import EmbedPlan, Recognition
+from .motion import Scene, Thumbnail, judge, thumbnail, window
+from .regions import Windows
 from .settings import TrackSettings
 from .tracks import (
     CameraTracks,
@@ -31,8 +33,9 @@ from .tracks import (
     face_quality,
     plan_embeddings,
 )
+from .views import FrameView
 
-__all__ = ["Tracked", "TrackingStage"]
+__all__ = ["Screen", "Tracked", "TrackingStage"]
 
 log = structlog.get_logger("tracking")
 
@@ -46,16 +49,73 @@ class Tracked:
     events: Sequence[Event] = ()  # written by `write`; `seen` follows the identified ones
 
 
+@dataclass(frozen=True)
+class Screen:
+    """What a frame's motion asks of the detector, and its thumbnail (the next reference)."""
+
+    scene: Scene
+    thumb: Thumbnail | None = None
+    faces: Sequence[Face] = ()  # a still frame's: its tracks' faces as last detected
+    # Where to detect (frame pixels) when motion stayed near tracked faces; None: everywhere.
+    regions: Windows | None = None
+
+
 class TrackingStage:
     """Applies each frame of a batch to its camera's tracks, and announces who was seen."""
 
-    def __init__(self, client: redis.Redis, settings: TrackSettings) -> None:
+    def __init__(
+        self, client: redis.Redis, settings: TrackSettings, detect_size: int | None
+    ) -> None:
         self.client = client
         self.settings = settings
+        self.detect_size = detect_size  # a snapshot's sharpness is measured at detection scale
         self.book = TrackBook(client)
 
     def covers(self, camera: str) -> bool:
         return camera not in self.settings.untracked_cameras
+
+    def screen(self, group: str, frame: Frame) -> Screen:
+        """What of the frame the detector must see, judged by its motion since its camera's
+        last detected frame (the reference its tracks' state carries, so any worker can judge)."""
+        if not (self.settings.skip_still and self.covers(frame.camera)):
+            return Screen("scan")
+        size = (frame.w, frame.h)
+        thumb = thumbnail(frame.img, size)
+        _, state = self.book.state(group, frame.camera)
+        # The tracks the reference frame showed: still frames continue exactly these.
+        shown = [track for track in state.tracks if track.misses == 0]
+        if state.since_scan + 1 >= self.settings.scan_every or any(
+            len(track.landmarks) != 5 for track in shown
+        ):
+            return Screen("scan", thumb)
+        margin, body = self.settings.motion_margin, self.settings.body_faces
+        # Tracks the last frame showed first: their windows must hold a face again.
+        tracks = sorted(state.tracks, key=lambda track: track.misses > 0)
+        predicted = [track.predicted() for track in tracks]
+        windows = [window(box, margin, size) for box in predicted]
+        # Where each tracked person is heading and where they were: the reference still shows
+        # them there, so that spot changes as they leave it.
+        people = [
+            window(box, margin, size, body)
+            for track, heading in zip(tracks, predicted, strict=True)
+            for box in (heading, track.box)
+        ]
+        reference = Thumbnail.decode(state.reference, size)
+        judged = judge(
+            reference, thumb, people, self.settings.motion_level, self.settings.cut_fraction
+        )
+        if judged.scene == "scan" or (judged.scene == "windows" and not self.settings.regions):
+            return Screen("scan", thumb)
+        if judged.scene == "windows":
+            boxes = [*windows, *judged.moving]
+            return Screen("windows", judged.reference, regions=Windows(boxes, len(shown)))
+        faces = [
+            Face.model_validate(
+                {"box": track.box, "landmarks": track.landmarks, "score": track.score}
+            )
+            for track in shown
+        ]
+        return Screen("still", judged.reference, faces)
 
     def planner(self, frames: Sequence[tuple[str, Frame]]) -> EmbedPlan:
         """Which faces of each frame (by index, with its group) the model must embed."""
@@ -76,28 +136,30 @@ class TrackingStage:
         self,
         result: Result,
         recognition: Recognition,
-        image: NDArray[np.uint8] | None,
+        view: FrameView | None,
         update: bool,
         jpeg: bytes | None = None,
+        screen: Screen | None = None,
     ) -> Tracked:
         """Label the result's faces from its camera's tracks; with `update`, move them on.
 
-        `image`: the decoded frame, for face quality and snapshots (None for a cache hit, whose
-        `jpeg` is decoded only while one of its visits may lack a snapshot).
+        `view`: the decoded frame, for face quality and snapshots (None for a cache hit, whose
+        `jpeg` is decoded only while one of its visits may lack a snapshot, and for a still
+        frame). `screen`: what its motion made of it (a detected frame becomes the reference).
         """
         if not self.covers(result.camera):
             return Tracked(result)
         token, state = self.book.state(result.group, result.camera)
-        if image is None and jpeg is not None and result.faces:
+        if view is None and jpeg is not None and result.faces and recognition.detected:
             # A cache hit was never decoded; its tracks still need their snapshot (issue 20,
             # item 9): decode it while one of its faces may lack one, so a visit served from
             # the cache gets its crop like any other.
-            image = _decoded_for_snapshots(jpeg, state, len(result.faces))
+            view = _decoded_for_snapshots(jpeg, state, len(result.faces), self.detect_size)
         sightings = []
         for index, face in enumerate(result.faces):
-            quality, crop = face_quality(image, face) if image is not None else (0, None)
+            quality = face_quality(view, face) if view is not None else 0.0
             embedding = recognition.embeddings[index] if recognition.was_embedded(index) else None
-            sightings.append(Sighting(face, embedding, quality, crop))
+            sightings.append(Sighting(face, embedding, quality, view))
         ref = FrameRef(result.group, result.camera, result.frame_id, result.ts)
         try:
             step = advance(
@@ -106,6 +168,11 @@ class TrackingStage:
         except Exception as exc:  # a bug of ours must not hold the frame back: publish it as is
             log.exception("tracks not applied", camera=result.camera, error=repr(exc))
             return Tracked(result)
+        if screen is not None and screen.scene != "still":
+            # Detected: the next frames' motion is measured against it.
+            step.state.reference = screen.thumb.encode() if screen.thumb is not None else ""
+        if screen is not None:  # a scan restarts the count to the next one
+            step.state.since_scan = 0 if screen.scene == "scan" else step.state.since_scan + 1
         if not (update and is_after(ref.entry_id, token)):
             # A late frame (its camera's tracks are past it), or one we gave up re-applying:
             # labelled from the live tracks it continues, changing nothing.
@@ -129,6 +196,10 @@ class TrackingStage:
         )
         self.book.remember(ref.group, ref.camera, ref.entry_id, step.state)
         return Tracked(result.model_copy(update={"faces": step.faces}), write, step.events)
+
+    def refresh(self, frames: Sequence[tuple[str, Frame]]) -> None:
+        """Before a run of commits: drop what we know of cameras another worker moved on."""
+        self.book.refresh({(group, f.camera) for group, f in frames if self.covers(f.camera)})
 
     def refused(self, group: str, camera: str) -> None:
         """A commit carrying this camera's tracks was not applied: read them again next time."""
@@ -170,14 +241,14 @@ class TrackingStage:
 
 
 def _decoded_for_snapshots(
-    jpeg: bytes, state: CameraTracks, faces: int
-) -> NDArray[np.uint8] | None:
+    jpeg: bytes, state: CameraTracks, faces: int, detect_size: int | None
+) -> FrameView | None:
     """A cache hit's image, while its camera has fewer tracks holding a snapshot than it has
     faces (a new visit, or one whose crop was never kept); None once every one has a crop, so
     hits stay cheap (no decode per hit), or when it cannot be decoded (no snapshot, no loss)."""
     if sum(track.snapshot is not None for track in state.tracks) >= faces:
         return None
     try:
-        return decode_jpeg(jpeg)
+        return FrameView.reduced(jpeg, jpeg_size(jpeg), detect_size)
     except Exception:  # a snapshot only: the frame's result is published all the same
         return None

@@ -34,6 +34,7 @@ from facestream.schemas import Event, Face, IdentitySource, clip, keys
 
 from .quality import GATED
 from .settings import TrackSettings
+from .views import FrameView
 
 __all__ = [
     "CameraTracks",
@@ -87,6 +88,14 @@ class Track(BaseModel):
     quality: float = 0.0  # of the stored snapshot
     snapshot: str | None = None
     announced: bool = False  # `appeared` sent: it lasted `min_frames`
+    # The face as last detected: a frame with no motion since shows it again, undetected.
+    landmarks: tuple[tuple[float, float], ...] = ()
+    score: float = 0.0
+
+    def copy_for_step(self) -> Track:
+        """A copy `advance` may change: its votes are the only mutable part (a deep copy cost
+        tracked cache hits a third of their time)."""
+        return self.model_copy(update={"votes": {k: v.model_copy() for k, v in self.votes.items()}})
 
     def predicted(self) -> Box:
         """Where the face should be in the camera's next frame, at its current velocity."""
@@ -114,6 +123,10 @@ class CameraTracks(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tracks: list[Track] = []
+    # The motion reference: grey thumbnail (motion.Thumbnail) of the last frame detected, and
+    # the frames since the last full-frame scan.
+    reference: str = ""
+    since_scan: int = 0
 
     def dumps(self) -> bytes:
         return self.model_dump_json().encode()
@@ -133,8 +146,8 @@ class Sighting:
 
     face: Face
     embedding: NDArray[np.float32] | None
-    quality: float = 0.0  # face_quality(); 0 when the image is not at hand (a cache hit)
-    crop: NDArray[np.uint8] | None = None
+    quality: float = 0.0  # face_quality(); 0 when the image is not at hand
+    view: FrameView | None = None  # its frame, for a snapshot (cropped at full resolution)
 
 
 @dataclass
@@ -158,23 +171,30 @@ def iou(a: Box, b: Box) -> float:
     return inter / (aw * ah + bw * bh - inter)
 
 
-def face_quality(image: NDArray[np.uint8], face: Face) -> tuple[float, NDArray[np.uint8] | None]:
-    """Snapshot measure of a face: detection score × sharpness × area, and its crop.
+def face_quality(view: FrameView, face: Face) -> float:
+    """Snapshot measure of a face: detection score × sharpness × area.
 
-    Sharpness is the variance of the Laplacian of the face resized to 112×112 (blur lowers it
-    whatever the face's size); area favours the closest view.
+    Sharpness is the variance of the Laplacian of the face (as the detector saw it) resized to
+    112×112 (blur lowers it whatever the face's size); area favours the closest view.
     """
-    x, y, w, h = face.box
+    crop = _crop(view.detect, face.box, view.scale)
+    if crop is None:
+        return 0.0
+    grey = cv2.cvtColor(cv2.resize(crop, (112, 112)), cv2.COLOR_BGR2GRAY)
+    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    return face.score * sharpness * face.box[2] * face.box[3]
+
+
+def _crop(image: NDArray[np.uint8], box: Box, scale: float = 1.0) -> NDArray[np.uint8] | None:
+    """The face with a margin, from an image decoded at `scale`; None when nothing is left."""
+    x, y, w, h = (v * scale for v in box)
     margin = 0.2
     left, top = max(int(x - margin * w), 0), max(int(y - margin * h), 0)
     right = min(int(x + w * (1 + margin)), image.shape[1])
     bottom = min(int(y + h * (1 + margin)), image.shape[0])
     if right - left < 2 or bottom - top < 2:
-        return 0.0, None
-    crop = image[top:bottom, left:right]
-    grey = cv2.cvtColor(cv2.resize(crop, (112, 112)), cv2.COLOR_BGR2GRAY)
-    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
-    return face.score * sharpness * w * h, np.ascontiguousarray(crop)
+        return None
+    return np.ascontiguousarray(image[top:bottom, left:right])
 
 
 def plan_embeddings(
@@ -215,8 +235,8 @@ def advance(
     source: IdentitySource,
 ) -> Step:
     """Apply one frame to a camera's tracks: link, vote, end lost tracks; events on the way."""
-    tracks = [track.model_copy(deep=True) for track in state.tracks]
-    step = Step(CameraTracks(), [])
+    tracks = [track.copy_for_step() for track in state.tracks]
+    step = Step(CameraTracks(reference=state.reference, since_scan=state.since_scan), [])
     links = _associate(tracks, sightings, settings)
     seen: set[str] = set()
     for index, sighting in enumerate(sightings):
@@ -228,6 +248,7 @@ def advance(
             track = linked
             track.move(sighting.face.box)
             track.last_ts = frame.ts
+        track.landmarks, track.score = sighting.face.landmarks, sighting.face.score
         seen.add(track.id)
         step.faces.append(_observe(track, frame, sighting, settings, source, step))
     for track in tracks:
@@ -330,9 +351,10 @@ def _observe(
 
 
 def _keep_best_crop(track: Track, frame: FrameRef, sighting: Sighting, step: Step) -> None:
-    if sighting.crop is None or sighting.quality <= track.quality * _SNAPSHOT_GAIN:
+    if sighting.view is None or sighting.quality <= track.quality * _SNAPSHOT_GAIN:
         return
-    encoded = _jpeg(sighting.crop)
+    crop = _crop(sighting.view.full(), sighting.face.box)
+    encoded = _jpeg(crop) if crop is not None else None
     if encoded is not None:
         track.quality = sighting.quality
         track.snapshot = keys.snapshot(frame.group, track.id)
@@ -435,6 +457,20 @@ class TrackBook:
 
     def remember(self, group: str, camera: str, token: str, state: CameraTracks) -> None:
         self._states[(group, camera)] = (token, state)
+
+    def refresh(self, cameras: set[tuple[str, str]]) -> None:
+        """Forget the cameras whose tracks another worker moved on since we last saw them: one
+        round trip for all, so their frames are applied once to the live state instead of
+        being refused by the compare-and-set and applied again, each frame of the batch."""
+        known = sorted(place for place in cameras if place in self._states)
+        if not known:
+            return
+        lookup = self.client.pipeline(transaction=False)
+        for group, camera in known:
+            lookup.hget(keys.track(group, camera), "v")
+        for place, token in zip(known, lookup.execute(), strict=True):
+            if (token.decode() if token else "") != self._states[place][0]:
+                self.forget(*place)
 
     def forget(self, group: str, camera: str) -> None:
         """Drop what we know: another worker may have moved the camera's tracks on."""

@@ -147,8 +147,10 @@ def test_two_workers_serving_one_camera_keep_one_track(
         turn += 1
         assert turn < 200, "the two workers stopped making progress"
 
-    # Each worker's view of the camera went stale whenever the other served it: re-applied.
-    assert sum(worker.stats.retracked for worker in workers) > 0
+    # Each worker's view of the camera went stale whenever the other served it; each checks the
+    # camera's token before its commits and reads the tracks again, so no commit is refused
+    # and re-applied (that cascade made tracked cache hits cost 4x untracked ones).
+    assert sum(worker.stats.retracked for worker in workers) == 0
     shown = [r for r in results(client) if r.faces]
     assert len({face.track for r in shown for face in r.faces}) == 1
     assert sorted(r.seq for r in results(client)) == list(range(len(walk)))

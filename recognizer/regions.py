@@ -1,0 +1,103 @@
+"""Detection in windows around tracked faces, at the scale a full-frame scan would see them.
+
+A window that held a face on the camera's last frame and holds none now does not mean the face
+left: the window's narrower context can miss a marginal face the full frame would show. Then
+the frame is scanned in full, so windows never lose a face a full scan finds.
+
+A full scan letterboxes the frame to `detect_size`; a window is cut from the frame, resized by
+the same factor and run through YuNet at its own (padded) size, so a face is the same number of
+pixels to the network either way and costs only its window's area. Faces found in two
+overlapping windows are one face: the higher-scoring detection stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .detector import Detection, YuNetDetector
+from .motion import Box
+from .tracks import iou
+from .views import FrameView
+
+__all__ = ["Windows", "detect_regions", "scan_scale"]
+
+_SAME_FACE_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Where to detect in a frame (frame pixels); the first `expected` each held a face on
+    the camera's last frame."""
+
+    boxes: Sequence[Box]
+    expected: int = 0
+
+    def explained(self, found: Sequence[Detection]) -> bool:
+        """Whether each window that held a face holds one again (its centre inside)."""
+        return all(
+            any(_centre_in(d.box, window) for d in found) for window in self.boxes[: self.expected]
+        )
+
+
+def _centre_in(box: Box, window: Box) -> bool:
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    return window[0] <= cx <= window[0] + window[2] and window[1] <= cy <= window[1] + window[3]
+
+
+def scan_scale(frame_size: tuple[int, int], detect_size: int | None) -> float:
+    """Network pixels per frame pixel of a full-frame scan."""
+    return detect_size / max(frame_size) if detect_size else 1.0
+
+
+def detect_regions(
+    native: YuNetDetector, view: FrameView, windows: Sequence[Box], scale: float
+) -> list[Detection]:
+    """Faces in `windows` (frame pixels) of `view`, in frame pixels, best score first.
+
+    `native` runs at the input's own size; `scale`: network pixels per frame pixel.
+    """
+    found: list[Detection] = []
+    height, width = view.detect.shape[:2]
+    factor = scale / view.scale  # network pixels per pixel of the decoded view
+    for x, y, w, h in windows:
+        left, top = max(int(x * view.scale), 0), max(int(y * view.scale), 0)
+        right = min(int(np.ceil((x + w) * view.scale)), width)
+        bottom = min(int(np.ceil((y + h) * view.scale)), height)
+        if right - left < 8 or bottom - top < 8:
+            continue
+        crop = view.detect[top:bottom, left:right]
+        if factor != 1.0:
+            interpolation = cv2.INTER_AREA if factor < 1.0 else cv2.INTER_LINEAR
+            crop = np.asarray(
+                cv2.resize(crop, None, fx=factor, fy=factor, interpolation=interpolation), np.uint8
+            )
+        shift = np.array([left, top], dtype=np.float32)
+        edges = (left > 0, top > 0, right < width, bottom < height)  # cut edges, not the frame's
+        for d in native.detect(np.ascontiguousarray(crop)):
+            if _cut(d.box, crop.shape[1], crop.shape[0], edges):
+                continue  # a face cut by the window is found whole in its own window
+            marks = (d.landmarks / factor + shift) / view.scale
+            bx, by, bw, bh = d.box
+            box = (
+                (bx / factor + left) / view.scale,
+                (by / factor + top) / view.scale,
+                bw / factor / view.scale,
+                bh / factor / view.scale,
+            )
+            found.append(Detection(box=box, landmarks=marks.astype(np.float32), score=d.score))
+    kept: list[Detection] = []  # a face in two overlapping windows is one face
+    for detection in sorted(found, key=lambda d: -d.score):
+        if all(iou(detection.box, other.box) < _SAME_FACE_IOU for other in kept):
+            kept.append(detection)
+    return kept
+
+
+def _cut(box: Box, width: int, height: int, edges: tuple[bool, bool, bool, bool]) -> bool:
+    """Whether a detection touches an edge where the window cut the frame."""
+    x, y, w, h = box
+    touches = (x <= 1, y <= 1, x + w >= width - 1, y + h >= height - 1)
+    return any(t and e for t, e in zip(touches, edges, strict=True))
