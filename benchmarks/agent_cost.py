@@ -1,6 +1,6 @@
 """What one camera costs its agent, stage by stage, against a real RTSP server on loopback.
 
-A real clip (tests/data/clips, CC BY 4.0 Intel: people passing one by one in a room) is
+A real clip (tests/data/video, CC BY 4.0 Intel: people passing one by one in a room) is
 played forward and back, scaled to 1920x1080 and 640x360 and encoded as a camera would
 (H.264 by openh264 at 4 Mbit/s and 512 kbit/s, a key frame every 2 s; MJPEG as JPEGs at
 quality 90), and served by GStreamer's RTSP server (tests/servers/rtsp_server.py) at
@@ -41,7 +41,7 @@ from facestream.schemas import FrameLimits, keys
 from facestream.server import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIP = ROOT / "tests" / "data" / "clips" / "one-by-one-150-300.mp4"
+CLIP = ROOT / "tests" / "data" / "video" / "one-by-one-cut.mp4"
 SERVERS = ROOT / "tests" / "servers"
 PUBLISHED_FPS = 5.0
 # (name, size, file, encoder bit rate): the streams a camera offers.
