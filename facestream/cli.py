@@ -204,7 +204,7 @@ def replay_command(
     wait_for_redis(
         "replay",
         connections,
-        connections.holding([group]),
+        connections.holding([group], draining=False),
         lambda: warn_unknown_groups(settings, connections, [group]),
     )
     publisher = FramePublisher(
@@ -299,7 +299,7 @@ def camera_command(
     wait_for_redis(
         "camera",
         connections,
-        connections.holding(c.group for c in cameras),
+        connections.holding((c.group for c in cameras), draining=False),
         lambda: warn_unknown_groups(settings, connections, named),
     )
 
@@ -350,7 +350,7 @@ def worker_command(
         wait_for_redis(
             "worker",
             connections,
-            connections.holding(settings.groups),
+            connections.holding(settings.groups, draining=False),  # each worker waits for its own
             lambda: warn_unknown_groups(settings, connections, settings.groups),
         )
     nodes = split_list(node) or []

@@ -40,6 +40,9 @@ def wait_for_redis(
 
     with signalled_stop() as stop:
         try:
-            return Outages(stop, who).call(ready)
+            answer = Outages(stop, who).call(ready)
         except Stopped:
             raise typer.Exit(0) from None  # asked to stop before Redis came: nothing started
+        if stop.is_set():  # the signal came during the attempt that went through
+            raise typer.Exit(0)
+        return answer

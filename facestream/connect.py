@@ -103,9 +103,11 @@ class Connections:
         """The client of the node that holds `group` (UnmappedGroup if none does)."""
         return self.node(self.topology.node_for(group))
 
-    def holding(self, groups: Iterable[str]) -> list[Node]:
-        """The nodes that hold `groups`, and those the groups are draining from."""
-        return [self.topology.nodes[name] for name in self.topology.by_node(groups, draining=True)]
+    def holding(self, groups: Iterable[str], draining: bool = True) -> list[Node]:
+        """The nodes that hold `groups`, and (with `draining`: readers, which finish what is
+        left there) those the groups are draining from; writers send to the new node only."""
+        names = self.topology.by_node(groups, draining=draining)
+        return [self.topology.nodes[name] for name in names]
 
     def ping(self, nodes: Iterable[Node]) -> None:
         """Raise unless every one of `nodes` answers (a cluster: some node, with the slot map)."""
