@@ -1,10 +1,11 @@
 """Motion of a camera's frame against its reference: a grey thumbnail decoded almost for free.
 
 libjpeg-turbo's DCT scaling (simplejpeg) decodes a JPEG at 1/8 of its size from the blocks'
-DC coefficients alone, skipping the inverse transform of everything else: a 1080p frame's
-thumbnail costs a small fraction of a full decode. A thumbnail is differenced against the
-camera's reference (the thumbnail of the last frame the detector ran on); the cells that
-changed by more than `motion_level` grey levels say whether the frame needs the detector.
+DC coefficients alone, skipping the inverse transform of everything else (the entropy decode
+stays: at 1080p the thumbnail costs about half a full decode, docs/tracks.md). A thumbnail
+is differenced against the camera's reference (the thumbnail of the last frame the detector
+ran on); the cells that changed by more than `motion_level` grey levels say whether the frame
+needs the detector.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Literal
 import numpy as np
 import simplejpeg
 from numpy.typing import NDArray
+
+from facestream.schemas.frames import jpeg_has_exif
 
 __all__ = ["THUMB_WIDTH", "Judgement", "Scene", "Thumbnail", "judge", "thumbnail", "window"]
 
@@ -49,8 +52,11 @@ class Thumbnail:
 
 
 def thumbnail(jpeg: bytes, frame_size: tuple[int, int]) -> Thumbnail | None:
-    """The frame's grey thumbnail, or None when simplejpeg cannot read it (then: detect)."""
+    """The frame's grey thumbnail, or None when simplejpeg cannot read it or it carries Exif
+    (its orientation would not be applied: the frame is detected in full, by OpenCV)."""
     try:
+        if jpeg_has_exif(jpeg):
+            return None
         small = simplejpeg.decode_jpeg(
             jpeg, colorspace="GRAY", fastdct=True, min_width=THUMB_WIDTH, min_height=1
         )

@@ -1,9 +1,10 @@
 """A frame decoded as little as its use needs: reduced for detection, full only for faces.
 
 The detector letterboxes to `detect_size` anyway, so a 1080p frame decoded at 1/2 by
-libjpeg-turbo's DCT scaling (simplejpeg) loses nothing it would see and costs a third of a
-full decode. The full-resolution image is decoded only when a face is aligned for SFace or
-cropped for a snapshot.
+libjpeg-turbo's DCT scaling (simplejpeg) loses nothing it would see; but the entropy decode is
+not scaled, and at 1080p it cost about as much as a full decode (8.0 against 8.2 ms), so
+`tracks.reduced_decode` is off by default (docs/tracks.md). The full-resolution image is
+decoded only when a face is aligned for SFace or cropped for a snapshot.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import simplejpeg
 from numpy.typing import NDArray
+
+from facestream.schemas.frames import jpeg_has_exif
 
 __all__ = ["FrameView"]
 
@@ -37,7 +40,10 @@ class FrameView:
     ) -> FrameView:
         """The JPEG decoded at the smallest DCT scale whose longer side is still `detect_size`
         or more (full size when the frame is not larger, or with no `detect_size`: the detector
-        then runs at native size); ValueError if unreadable."""
+        then runs at native size); ValueError if unreadable, or if it carries Exif (libjpeg-turbo
+        would not turn it as its orientation says: OpenCV must decode it)."""
+        if jpeg_has_exif(jpeg):
+            raise ValueError("an Exif JPEG: OpenCV applies its orientation")
         width, height = frame_size
         longest = max(width, height)
         detect_size = detect_size or longest
@@ -56,10 +62,6 @@ class FrameView:
         """Width and height of the full frame."""
         height, width = self.detect.shape[:2]
         return round(width / self.scale), round(height / self.scale)
-
-    @property
-    def decoded_full(self) -> bool:
-        return self._full is not None
 
     def full(self) -> NDArray[np.uint8]:
         """The frame at full resolution (decoded on first use)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,6 +17,7 @@ __all__ = [
     "Frame",
     "FrameLimits",
     "StreamFields",
+    "jpeg_has_exif",
     "jpeg_header_size",
     "jpeg_size",
 ]
@@ -182,6 +183,32 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 def jpeg_header_size(data: bytes) -> tuple[int, int]:
     """`jpeg_size` without the end-of-image check: for files that may carry data after it
     (phone photos append previews and videos), read where only the size matters."""
+    for marker, at, length in _segments(data):
+        if marker in _SOF_MARKERS:
+            if length < 8 or at + 9 > len(data):
+                break
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            width = int.from_bytes(data[at + 7 : at + 9], "big")
+            if not width or not height:
+                raise InvalidFrame(f"JPEG header declares an empty image ({width}x{height})")
+            return width, height
+    raise InvalidFrame(f"truncated or corrupt JPEG ({len(data)} bytes): no frame header")
+
+
+def jpeg_has_exif(data: bytes) -> bool:
+    """Whether an Exif segment comes before the JPEG's frame header. It may say the picture is
+    turned: OpenCV applies that, libjpeg-turbo (simplejpeg) does not, so such a frame is
+    decoded by OpenCV wherever coordinates must agree. InvalidFrame if the header is corrupt."""
+    for marker, at, _ in _segments(data):
+        if marker == 0xE1 and data[at + 4 : at + 10] == b"Exif\x00\x00":
+            return True
+        if marker in _SOF_MARKERS:
+            return False
+    return False
+
+
+def _segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, offset, length) of each header segment of a JPEG, up to its scan."""
     at = 2
     while at + 4 <= len(data):
         if data[at] != 0xFF:
@@ -194,17 +221,9 @@ def jpeg_header_size(data: bytes) -> tuple[int, int]:
             at += 2
             continue
         if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
-            break
+            return
         length = int.from_bytes(data[at + 2 : at + 4], "big")
-        if marker in _SOF_MARKERS:
-            if length < 8 or at + 9 > len(data):
-                break
-            height = int.from_bytes(data[at + 5 : at + 7], "big")
-            width = int.from_bytes(data[at + 7 : at + 9], "big")
-            if not width or not height:
-                raise InvalidFrame(f"JPEG header declares an empty image ({width}x{height})")
-            return width, height
+        yield marker, at, length
         if length < 2:
             raise InvalidFrame(f"corrupt JPEG: segment of length {length} at byte {at}")
         at += 2 + length
-    raise InvalidFrame(f"truncated or corrupt JPEG ({len(data)} bytes): no frame header")

@@ -207,3 +207,30 @@ def _grown(box: tuple[float, float, float, float]) -> tuple[float, float, float,
 
 def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     return iou(a, b)
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an Exif segment (APP1) saying how it is turned, as phones write it."""
+    tiff = b"MM\x00*" + (8).to_bytes(4, "big") + (1).to_bytes(2, "big")
+    tiff += (0x0112).to_bytes(2, "big") + (3).to_bytes(2, "big") + (1).to_bytes(4, "big")
+    tiff += orientation.to_bytes(2, "big") + b"\x00\x00" + (0).to_bytes(4, "big")
+    body = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def test_a_turned_photo_with_exif_is_read_upright_on_a_tracked_camera(
+    client: redis.Redis, engine: FaceEngine, settings: Settings
+) -> None:
+    """libjpeg-turbo ignores Exif orientation, OpenCV applies it: a tracked camera's frame
+    that carries Exif is decoded as an untracked one's is, and gets the same faces."""
+    photo = cv2.imread(str(OBAMA))
+    turned = [cv2.rotate(frame, cv2.ROTATE_90_COUNTERCLOCKWISE) for frame in [photo] * 3]
+    frames = [_with_exif_orientation(jpeg, 6) for jpeg in jpegs(turned)]
+    tracked, _ = serve(client, engine, settings, frames)
+    untracked, _ = serve(client, engine, settings, frames, tracks=None)
+    assert [r.seq for r in tracked] == [0, 1, 2]
+    assert all(r.faces and r.faces[0].identity == "obama" for r in untracked)
+    for mine, theirs in zip(tracked, untracked, strict=True):
+        assert [f.identity for f in mine.faces] == [f.identity for f in theirs.faces]
+        for face, other in zip(mine.faces, theirs.faces, strict=True):
+            assert iou(face.box, other.box) > 0.9
