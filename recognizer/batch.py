@@ -283,11 +283,8 @@ class BatchProcessor:
             start = time.perf_counter()
             frame = item.frame_or_fail()
             if self.tracking is not None:
-                item.screen = self.tracking.screen(item.delivery.group, frame)
-                if item.screen.scene == "windows" and self._tiles_due(frame):
-                    # A crowd's small faces are found only by the tiled search, never in the
-                    # windows (at the letterbox's scale): a frame due for it is scanned whole.
-                    item.screen = replace(item.screen, scene="scan", regions=None)
+                due = self._tiles_due(frame)
+                item.screen = self.tracking.screen(item.delivery.group, frame, due)
                 if item.screen.scene == "still":  # nothing moved: no decode, no detection
                     item.latency_ms["decode"] = (time.perf_counter() - start) * 1000
                     self._finish_miss(item, _still(item.screen), misses[item.digest], None)
@@ -343,10 +340,11 @@ class BatchProcessor:
         try:
             dropped = recognition.dropped
             # Faces their tracks spared have no embedding, a still frame's were not even
-            # detected: such an image is not cached.
+            # detected, a windowed frame's were looked for near its tracks only: such an image
+            # is not cached.
             cache_value = (
                 b""
-                if not recognition.detected
+                if not (recognition.detected and recognition.scanned)
                 or (recognition.embedded and not all(recognition.embedded))
                 else CachedRecognition.build(
                     self.engine.model_id, recognition.faces, recognition.embeddings, dropped

@@ -57,6 +57,9 @@ class Recognition:
     # Which faces were embedded (empty: all); the others' rows are zero, their identity unset.
     embedded: list[bool] = field(default_factory=list)
     detected: bool = True  # False: a still frame, its faces those of its tracks (not cached)
+    # False: detected only in windows around its camera's tracks, so not cached (a scan of the
+    # whole frame may find more, and the same image from elsewhere must get them).
+    scanned: bool = True
 
     def was_embedded(self, index: int) -> bool:
         return not self.embedded or self.embedded[index]
@@ -158,7 +161,8 @@ class FaceEngine:
             if windows is not None:
                 scale = scan_scale(view.frame_size, self.detector.input_size)
                 found = detect_regions(self.window_detector, view, windows.boxes, scale)
-            if windows is None or not windows.explained(found):  # a face missing: scan it all
+            scanned = windows is None or not windows.explained(found)
+            if scanned:  # no windows, or a face missing from them: scan it all
                 tiles = tiled is None or tiled[index]
                 found = _rescaled(self.detector.detect(view.detect, tiled=tiles), view.scale)
             dropped = max(len(found) - max_faces, 0) if max_faces is not None else 0
@@ -176,7 +180,9 @@ class FaceEngine:
             detections.append(found)
             latency = {"detect": detect_ms, "align": align_ms}
             recognitions.append(
-                Recognition(faces, np.zeros((0, 0), np.float32), latency, dropped, wanted)
+                Recognition(
+                    faces, np.zeros((0, 0), np.float32), latency, dropped, wanted, scanned=scanned
+                )
             )
 
         start = time.perf_counter()

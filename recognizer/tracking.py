@@ -20,7 +20,7 @@ from facestream.schemas import Event, Face, Frame, Result, jpeg_size, keys
 from facestream.schemas.entries import is_after
 
 from .commit import TrackWrite
-from .engine import EmbedPlan, Recognition
+from .engine import EmbedPlan, Recognition, decode_jpeg
 from .motion import Scene, Thumbnail, judge, thumbnail, window
 from .regions import Windows
 from .settings import TrackSettings
@@ -68,15 +68,21 @@ class TrackingStage:
     ) -> None:
         self.client = client
         self.settings = settings
-        self.detect_size = detect_size  # a snapshot's sharpness is measured at detection scale
+        self.detect_size = detect_size  # the detector's input: reduced decodes go down to it
         self.book = TrackBook(client)
 
     def covers(self, camera: str) -> bool:
         return camera not in self.settings.untracked_cameras
 
-    def screen(self, group: str, frame: Frame) -> Screen:
+    def screen(self, group: str, frame: Frame, tiles_due: bool = False) -> Screen:
         """What of the frame the detector must see, judged by its motion since its camera's
-        last detected frame (the reference its tracks' state carries, so any worker can judge)."""
+        last detected frame (the reference its tracks' state carries, so any worker can judge).
+
+        `tiles_due`: the frame is due for the tiled search of a large frame, which alone finds
+        a crowd's small faces: it is scanned whole unless nothing moved and every track was in
+        the last frame (windows run at the letterbox's scale; a track missing from the last
+        frame may be one only the tiles see).
+        """
         if not (self.settings.skip_still and self.covers(frame.camera)):
             return Screen("scan")
         size = (frame.w, frame.h)
@@ -104,7 +110,9 @@ class TrackingStage:
         judged = judge(
             reference, thumb, people, self.settings.motion_level, self.settings.cut_fraction
         )
-        if judged.scene == "scan" or (judged.scene == "windows" and not self.settings.regions):
+        windowed = judged.scene == "windows" and self.settings.regions and not tiles_due
+        lost_sight = tiles_due and len(shown) < len(state.tracks)
+        if (judged.scene != "still" and not windowed) or lost_sight:
             return Screen("scan", thumb)
         if judged.scene == "windows":
             boxes = [*windows, *judged.moving]
@@ -154,7 +162,10 @@ class TrackingStage:
             # A cache hit was never decoded; its tracks still need their snapshot (issue 20,
             # item 9): decode it while one of its faces may lack one, so a visit served from
             # the cache gets its crop like any other.
-            view = _decoded_for_snapshots(jpeg, state, len(result.faces), self.detect_size)
+            # Decoded as a miss of this camera is (tracks.reduced_decode), so the snapshot's
+            # sharpness is measured at the scale the misses' are.
+            reduced = self.detect_size if self.settings.reduced_decode else None
+            view = _decoded_for_snapshots(jpeg, state, len(result.faces), reduced)
         sightings = []
         for index, face in enumerate(result.faces):
             quality = face_quality(view, face) if view is not None else 0.0
@@ -171,6 +182,10 @@ class TrackingStage:
         if screen is not None and screen.scene != "still":
             # Detected: the next frames' motion is measured against it.
             step.state.reference = screen.thumb.encode() if screen.thumb is not None else ""
+        elif screen is None:
+            # A cache hit moved the tracks to its faces, away from what the reference shows:
+            # a next frame that looks like the reference must not pass as still with them.
+            step.state.reference = ""
         if screen is not None:  # a scan restarts the count to the next one
             step.state.since_scan = 0 if screen.scene == "scan" else step.state.since_scan + 1
         if not (update and is_after(ref.entry_id, token)):
@@ -249,6 +264,9 @@ def _decoded_for_snapshots(
     if sum(track.snapshot is not None for track in state.tracks) >= faces:
         return None
     try:
-        return FrameView.reduced(jpeg, jpeg_size(jpeg), detect_size)
+        try:
+            return FrameView.reduced(jpeg, jpeg_size(jpeg), detect_size)
+        except ValueError:  # Exif, or libjpeg-turbo refused it: OpenCV's decode, as a miss's
+            return FrameView.whole(decode_jpeg(jpeg))
     except Exception:  # a snapshot only: the frame's result is published all the same
         return None
