@@ -11,7 +11,7 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
-from facestream.schemas import FrameLimits, InvalidFrame, SourceError
+from facestream.schemas import FrameLimits, InvalidFrame, SourceError, jpeg_size
 from facestream.schemas.images import image_size
 
 from .publisher import EncodedFrame
@@ -63,8 +63,13 @@ def camera_jpeg(
     the limits: no decode, no re-encode. Otherwise decoded (reduced by libjpeg's DCT scaling
     where it is at least twice the size wanted) and re-encoded at `quality` to fit."""
     width, height = image_size(data)  # InvalidFrame: not an image this can measure
+    jpeg = data.startswith(b"\xff\xd8\xff")
+    if jpeg:
+        # A JPEG cut short (a packet lost over RTSP) is rejected here, counted, not sent for a
+        # worker to dead-letter; OpenCV would fill its missing part with grey and say nothing.
+        jpeg_size(data)
     side = fit_side(width, height, max_side, limits.max_pixels)
-    if side is None and len(data) <= limits.max_bytes:
+    if jpeg and side is None and len(data) <= limits.max_bytes:  # frames are JPEGs, only
         return EncodedFrame(data, width, height)
     longest = max(width, height)
     reduction = 1 if side is None else max(r for r, _ in _REDUCED if longest / r >= side)

@@ -26,8 +26,17 @@ from facestream.config import Settings
 from facestream.demo import fit_frame
 from facestream.ingest import CameraSettings, EncodedFrame, FramePublisher, redact, run_cameras
 from facestream.ingest.metrics import camera_counter
+from facestream.ingest.sources import camera_jpeg
 from facestream.recognizer import FaceEngine
-from facestream.schemas import CameraHealth, Frame, FrameLimits, Result, jpeg_size, keys
+from facestream.schemas import (
+    CameraHealth,
+    Frame,
+    FrameLimits,
+    InvalidFrame,
+    Result,
+    jpeg_size,
+    keys,
+)
 from facestream.server import EmbeddedRedis, free_port
 
 from .helpers import (
@@ -679,3 +688,16 @@ def test_mjpeg_bytes_pass_through_when_they_fit_and_are_re_encoded_when_not(
     for camera in ("fits", "snap", "over"):
         seqs = [f.seq for f in frames if f.camera == camera]
         assert seqs == list(range(len(seqs)))
+
+
+def test_a_cameras_own_picture_is_passed_through_only_as_a_whole_jpeg() -> None:
+    """A camera's JPEG goes out byte for byte; one cut short (a packet lost) is refused with
+    the reason (the agent counts it as rejected), and a PNG snapshot is re-encoded as JPEG."""
+    image = cv2.imread(str(FACES / "test" / "obama1.jpg"))
+    whole = bytes(cv2.imencode(".jpg", image)[1])
+    assert camera_jpeg(whole, 85, None, FrameLimits()).jpeg == whole
+    with pytest.raises(InvalidFrame, match="truncated JPEG"):
+        camera_jpeg(whole[: len(whole) // 2], 85, None, FrameLimits())
+    png = bytes(cv2.imencode(".png", image)[1])
+    sent = camera_jpeg(png, 85, None, FrameLimits())
+    assert jpeg_size(sent.jpeg) == (image.shape[1], image.shape[0])
