@@ -72,15 +72,7 @@ def sharpness(crop: NDArray[np.uint8]) -> float:
 
 def measure(landmarks: NDArray[np.float32], score: float, crop: NDArray[np.uint8]) -> FaceQuality:
     """The quality measures of one detected face and its aligned crop."""
-    right_eye, left_eye = np.asarray(landmarks[0], np.float64), np.asarray(landmarks[1], np.float64)
-    yaw, pitch = pose(landmarks)
-    return FaceQuality(
-        iod=round(float(np.hypot(*(left_eye - right_eye))), 1),
-        sharpness=round(sharpness(crop), 1),
-        yaw=round(yaw, 1),
-        pitch=round(pitch, 1),
-        score=round(min(max(score, 0.0), 1.0), 4),
-    )
+    return _measures(landmarks, score, sharpness(crop))
 
 
 def rank(
@@ -89,17 +81,22 @@ def rank(
     """A face's rank before alignment (higher is better), for a frame with more faces than may
     be embedded: faces the gate refuses on size, pose or score come last; then the larger and
     surer first (inter-ocular distance × score). Only what the five points and the score give:
-    sharpness needs the aligned crop, which is what the limit saves."""
+    sharpness needs the aligned crop, which is what the limit saves, so it is not held against
+    any face here."""
+    quality = _measures(landmarks, score, settings.min_sharpness)
+    return gate(quality, settings) is None, quality.iod * quality.score
+
+
+def _measures(landmarks: NDArray[np.float32], score: float, sharp: float) -> FaceQuality:
     right_eye, left_eye = np.asarray(landmarks[0], np.float64), np.asarray(landmarks[1], np.float64)
-    iod = float(np.hypot(*(left_eye - right_eye)))
     yaw, pitch = pose(landmarks)
-    passes = (
-        iod >= settings.min_iod
-        and abs(yaw) <= settings.max_yaw
-        and abs(pitch) <= settings.max_pitch
-        and score >= settings.min_score
+    return FaceQuality(
+        iod=round(float(np.hypot(*(left_eye - right_eye))), 1),
+        sharpness=round(sharp, 1),
+        yaw=round(yaw, 1),
+        pitch=round(pitch, 1),
+        score=round(min(max(score, 0.0), 1.0), 4),
     )
-    return passes, iod * score
 
 
 def gate(quality: FaceQuality, settings: QualitySettings) -> UnnamedReason | None:
