@@ -45,7 +45,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -72,7 +72,8 @@ VIDEOS = REPO / "tests" / "data" / "video"
 CUT_EVERY = 40  # frames of the "cuts" clip between two views
 ENROLLED = ("obama", "biden", "kit_harington", "rose_leslie")  # not alex: the stranger
 FRAMES_AT_10 = 280  # the last walk ends at 255: 2.5 s of empty corridor end its track
-WALKERS = (
+Walkers = tuple[tuple[Walker, str | None], ...]
+WALKERS: Walkers = (
     (Walker(FACES / "test/obama1.jpg", 0, 60, blur=(25, 33)), "obama"),
     (Walker(FACES / "test/johnsnow_test1.jpg", 40, 100, (0.9, 0.1), 0.55), "kit_harington"),
     (Walker(FACES / "test/alex_lacamoire1.jpg", 90, 150, (0.1, 0.9), 0.45), None),
@@ -97,7 +98,7 @@ HIT_ROUNDS = 3
 @dataclass(frozen=True)
 class Clip:
     name: str
-    walkers: tuple[tuple[Walker, str | None], ...] | None  # None: a real video, no truth
+    walkers: Walkers | None  # None: a real video, no truth
     fps: float
     step: int  # rendered frames per played frame
     jpegs: list[bytes]
@@ -254,8 +255,26 @@ def lateness(base: list[bool], other: list[bool]) -> int:
     return worst
 
 
+def faster(walkers: Walkers, factor: float) -> Walkers:
+    """The same walks rendered at `factor` times the frame rate (10 fps × factor)."""
+    return tuple(
+        (
+            replace(
+                walker,
+                start=round(walker.start * factor),
+                end=round(walker.end * factor),
+                blur=(round(walker.blur[0] * factor), round(walker.blur[1] * factor)),
+            ),
+            name,
+        )
+        for walker, name in walkers
+    )
+
+
 def clips(engine: FaceEngine, work: Path, videos: Path, limit: int | None) -> list[Clip]:
     frames = render(engine, [w for w, _ in WALKERS], FRAMES_AT_10)
+    walkers25 = faster(WALKERS, 2.5)
+    frames25 = render(engine, [w for w, _ in walkers25], round(FRAMES_AT_10 * 2.5))
     standing = render(engine, [w for w, _ in STANDING], STANDING_FRAMES)
     mirrored = tuple((i // CUT_EVERY) % 2 == 1 for i in range(len(frames)))
     cut = [
@@ -266,6 +285,7 @@ def clips(engine: FaceEngine, work: Path, videos: Path, limit: int | None) -> li
     made = [
         Clip("walks", WALKERS, 10.0, 1, record(frames, work / "walk10.mp4", 10.0)),
         Clip("walks", WALKERS, 5.0, 2, record(frames[::2], work / "walk5.mp4", 5.0)),
+        Clip("walks", walkers25, 25.0, 1, record(frames25, work / "walk25.mp4", 25.0)),
         Clip("standing", STANDING, 5.0, 1, record(standing, work / "stand.mp4", 5.0)),
         Clip("cuts", WALKERS, 10.0, 1, record(cut, work / "cuts.mp4", 10.0), mirrored=mirrored),
         Clip("walks1080", WALKERS, 10.0, 1, _jpegs(big), scale=3.0),

@@ -293,8 +293,15 @@ class TrackSettings(BaseModel):
         30,
         ge=1,
         le=1000,
-        description="Longest gap between embeddings of a face on a settled track (back-off 1, "
-        "2, 4… up to this).",
+        description="Longest gap between embeddings of a face on a settled track, in back-off "
+        "steps (1, 2, 4… up to this; a step is one frame, or reembed_step_ms on a faster camera).",
+    )
+    reembed_step_ms: int = Field(
+        100,
+        ge=0,
+        le=60_000,
+        description="Each step of the back-off is at least one frame and at least this much frame "
+        "time: a faster camera re-embeds as often a second as a 10 fps one.",
     )
     grow_ratio: float = Field(
         1.2, ge=1.0, le=10.0, description="Re-embed when the face area grows by this factor."

@@ -136,7 +136,8 @@ class TrackingStage:
             state = states[index]
             if state is None:
                 return [True] * len(faces)
-            return plan_embeddings(state[1], [f.box for f in faces], self.settings)
+            ts = frames[index][1].ts
+            return plan_embeddings(state[1], [f.box for f in faces], self.settings, ts)
 
         return plan
 

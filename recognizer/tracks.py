@@ -82,8 +82,9 @@ class Track(BaseModel):
     settled: bool = False
     identity: str | None = None
     similarity: float | None = None
-    gap: int = 1  # frames between embeddings (doubles while the identity holds)
-    since_embed: int = 0
+    gap: int = 1  # back-off steps between embeddings (doubles while the identity holds)
+    since_embed: int = 0  # frames since the last embedding
+    embed_ts: int = 0  # frame time of the last embedding (0: unknown)
     embed_area: float = 0.0
     quality: float = 0.0  # of the stored snapshot
     snapshot: str | None = None
@@ -198,14 +199,17 @@ def _crop(image: NDArray[np.uint8], box: Box, scale: float = 1.0) -> NDArray[np.
 
 
 def plan_embeddings(
-    state: CameraTracks, boxes: Sequence[Box], settings: TrackSettings
+    state: CameraTracks, boxes: Sequence[Box], settings: TrackSettings, ts: int = 0
 ) -> list[bool]:
-    """Which faces of a frame need an embedding (True) given the camera's tracks.
+    """Which faces of a frame (at frame time `ts`) need an embedding (True) given the camera's
+    tracks.
 
     A face is spared only when it plainly continues one settled track: it overlaps where that
     track was heading alone (and the track no other face) by at least `jump_iou`, has not
     grown by `grow_ratio` since the track's last embedding, and the track's back-off gap has
-    not run out.
+    not run out: `gap` steps, each at least one frame and `reembed_step_ms` of frame time
+    (so a 25 fps camera checks a name as often a second as a 10 fps one, not 2.5 times as
+    often).
     """
     needed = []
     heading = [(track, track.predicted()) for track in state.tracks]
@@ -221,10 +225,18 @@ def plan_embeddings(
                 and bool(track.embedding)
                 and iou(predicted, box) >= settings.jump_iou
                 and box[2] * box[3] <= settings.grow_ratio * track.embed_area
-                and track.since_embed + 1 < track.gap
+                and not _reembed_due(track, ts, settings)
             )
         needed.append(not spare)
     return needed
+
+
+def _reembed_due(track: Track, ts: int, settings: TrackSettings) -> bool:
+    """Whether the track's back-off gap ran out at this frame (frames, and frame time)."""
+    frames_due = track.since_embed + 1 >= track.gap
+    elapsed = ts - track.embed_ts
+    time_due = not (ts and track.embed_ts) or elapsed >= track.gap * settings.reembed_step_ms
+    return frames_due and time_due
 
 
 def advance(
@@ -318,7 +330,7 @@ def _observe(
         track.since_embed += 1
     else:
         _vote(track, face, settings)
-        track.since_embed = 0
+        track.since_embed, track.embed_ts = 0, frame.ts
         track.embed_area = face.box[2] * face.box[3]
         vector = track.vector()
         mean = embedding if vector is None else 0.7 * vector + 0.3 * embedding
