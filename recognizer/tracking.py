@@ -167,12 +167,13 @@ class TrackingStage:
             and _lacks_snapshots(state, len(result.faces))
         ):
             # A cache hit was never decoded; its tracks still need their snapshot (issue 20,
-            # item 9): while one of its faces may lack one, it is decoded when a track weighs a
-            # crop, so a visit served from the cache gets its crop like any other.
+            # item 9): while one of its faces may lack one, it is decoded when a track that
+            # holds no crop weighs one, so a visit served from the cache gets its crop like any
+            # other (a track that holds one is bettered by a model-served frame, not by a hit).
             # Decoded as a miss of this camera is (tracks.reduced_decode), so the snapshot's
             # sharpness is measured at the scale the misses' are.
             reduced = self.detect_size if self.settings.reduced_decode else None
-            image = LazyView(partial(_decoded_for_snapshots, jpeg, reduced))
+            image = LazyView(partial(_decoded_for_snapshots, jpeg, reduced), missing_only=True)
         sightings = [
             Sighting(
                 face,

@@ -181,13 +181,15 @@ class FrameRef:
 class LazyView:
     """A frame's view for snapshot crops, made on first use and then kept: a cache hit's image
     is decoded only when one of its tracks weighs a crop (a new track's first frame never does),
-    and a face's quality is measured only then."""
+    and a face's quality is measured only then. `missing_only`: only tracks holding no crop yet
+    weigh one (a cache hit's: it is decoded for them alone)."""
 
-    __slots__ = ("_make", "_view")
+    __slots__ = ("_make", "_view", "missing_only")
 
-    def __init__(self, make: Callable[[], FrameView | None]) -> None:
+    def __init__(self, make: Callable[[], FrameView | None], missing_only: bool = False) -> None:
         self._make: Callable[[], FrameView | None] | None = make
         self._view: FrameView | None = None
+        self.missing_only = missing_only
 
     @classmethod
     def of(cls, view: FrameView) -> LazyView:
@@ -413,7 +415,9 @@ def _observe(
 
 
 def _keep_best_crop(track: Track, frame: FrameRef, sighting: Sighting, step: Step) -> None:
-    view = sighting.view.get() if sighting.view is not None else None
+    if sighting.view is None or (sighting.view.missing_only and track.snapshot is not None):
+        return
+    view = sighting.view.get()
     if view is None:
         return
     quality = face_quality(view, sighting.face)
