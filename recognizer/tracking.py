@@ -224,7 +224,8 @@ class TrackingStage:
         return Tracked(result.model_copy(update={"faces": step.faces}), write, step.events)
 
     def refresh(self, frames: Sequence[tuple[str, Frame]]) -> None:
-        """Before a run of commits: drop what we know of cameras another worker moved on."""
+        """Before a run of commits: read again the cameras another worker moved on (and those
+        not read yet), in one round trip."""
         self.book.refresh({(group, f.camera) for group, f in frames if self.covers(f.camera)})
 
     def refused(self, group: str, camera: str) -> None:

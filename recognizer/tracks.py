@@ -529,18 +529,23 @@ class TrackBook:
         self._states[(group, camera)] = (token, state)
 
     def refresh(self, cameras: set[tuple[str, str]]) -> None:
-        """Forget the cameras whose tracks another worker moved on since we last saw them: one
-        round trip for all, so their frames are applied once to the live state instead of
-        being refused by the compare-and-set and applied again, each frame of the batch."""
-        known = sorted(place for place in cameras if place in self._states)
-        if not known:
+        """Read again the cameras whose tracks another worker moved on since we last saw them,
+        and those we never read: one round trip for all, so their frames are applied once to
+        the live state instead of being refused by the compare-and-set and applied again, each
+        frame of the batch. The state comes back with its token: a camera moved on needs it,
+        and reading it apart was one more round trip per batch for two workers taking turns
+        on a camera (the states that did not move are bytes left unread)."""
+        places = sorted(cameras)
+        if not places:
             return
         lookup = self.client.pipeline(transaction=False)
-        for group, camera in known:
-            lookup.hget(keys.track(group, camera), "v")
-        for place, token in zip(known, lookup.execute(), strict=True):
-            if (token.decode() if token else "") != self._states[place][0]:
-                self.forget(*place)
+        for group, camera in places:
+            lookup.hmget(keys.track(group, camera), ["v", "state"])
+        for place, (token, raw) in zip(places, lookup.execute(), strict=True):
+            live = token.decode() if token else ""
+            known = self._states.get(place)
+            if known is None or known[0] != live:
+                self._states[place] = (live, parse_tracks(raw))
 
     def forget(self, group: str, camera: str) -> None:
         """Drop what we know: another worker may have moved the camera's tracks on."""
