@@ -43,6 +43,7 @@ above, cached and served again; written to benchmarks/results/tracks_hits.json b
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -234,6 +235,10 @@ def hits(
             at = 1_800_000_100_000 + round_ * 100_000 + index * 100
             publisher.publish(EncodedFrame(jpeg, *jpeg_size(jpeg)), at)
     total = len(jpegs) * (HIT_ROUNDS + 1)
+    # A full collection costs this process about 80 ms (it holds the models and many pydantic
+    # schemas), 0.1 ms a hit over one of these runs: whether one fell inside a run depended on
+    # what ran before it, and made the tracked ÷ untracked ratio swing by a third.
+    gc.collect()
     cpu, turn = time.process_time(), 0
     while client.xlen(keys.results(GROUP)) < total:
         serving[turn % workers].step()
