@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import redis
 import structlog
@@ -27,10 +28,10 @@ from .settings import TrackSettings
 from .tracks import (
     CameraTracks,
     FrameRef,
+    LazyView,
     Sighting,
     TrackBook,
     advance,
-    face_quality,
     plan_embeddings,
 )
 from .views import FrameView
@@ -159,19 +160,29 @@ class TrackingStage:
         if not self.covers(result.camera):
             return Tracked(result)
         token, state = self.book.state(result.group, result.camera)
-        if view is None and jpeg is not None and result.faces and recognition.detected:
+        image = LazyView.of(view) if view is not None else None
+        if (
+            view is None
+            and jpeg is not None
+            and recognition.detected
+            and _lacks_snapshots(state, len(result.faces))
+        ):
             # A cache hit was never decoded; its tracks still need their snapshot (issue 20,
-            # item 9): decode it while one of its faces may lack one, so a visit served from
-            # the cache gets its crop like any other.
+            # item 9): while one of its faces may lack one, it is decoded when a track that
+            # holds no crop weighs one, so a visit served from the cache gets its crop like any
+            # other (a track that holds one is bettered by a model-served frame, not by a hit).
             # Decoded as a miss of this camera is (tracks.reduced_decode), so the snapshot's
             # sharpness is measured at the scale the misses' are.
             reduced = self.detect_size if self.settings.reduced_decode else None
-            view = _decoded_for_snapshots(jpeg, state, len(result.faces), reduced)
-        sightings = []
-        for index, face in enumerate(result.faces):
-            quality = face_quality(view, face) if view is not None else 0.0
-            embedding = recognition.embeddings[index] if recognition.was_embedded(index) else None
-            sightings.append(Sighting(face, embedding, quality, view))
+            image = LazyView(partial(_decoded_for_snapshots, jpeg, reduced), missing_only=True)
+        sightings = [
+            Sighting(
+                face,
+                recognition.embeddings[index] if recognition.was_embedded(index) else None,
+                image,
+            )
+            for index, face in enumerate(result.faces)
+        ]
         ref = FrameRef(result.group, result.camera, result.frame_id, result.ts)
         try:
             step = advance(
@@ -214,7 +225,8 @@ class TrackingStage:
         return Tracked(result.model_copy(update={"faces": step.faces}), write, step.events)
 
     def refresh(self, frames: Sequence[tuple[str, Frame]]) -> None:
-        """Before a run of commits: drop what we know of cameras another worker moved on."""
+        """Before a run of commits: read again the cameras another worker moved on (and those
+        not read yet), in one round trip."""
         self.book.refresh({(group, f.camera) for group, f in frames if self.covers(f.camera)})
 
     def refused(self, group: str, camera: str) -> None:
@@ -256,14 +268,15 @@ class TrackingStage:
         announce.execute()
 
 
-def _decoded_for_snapshots(
-    jpeg: bytes, state: CameraTracks, faces: int, detect_size: int | None
-) -> FrameView | None:
-    """A cache hit's image, while its camera has fewer tracks holding a snapshot than it has
-    faces (a new visit, or one whose crop was never kept); None once every one has a crop, so
-    hits stay cheap (no decode per hit), or when it cannot be decoded (no snapshot, no loss)."""
-    if sum(track.snapshot is not None for track in state.tracks) >= faces:
-        return None
+def _lacks_snapshots(state: CameraTracks, faces: int) -> bool:
+    """Whether a cache hit's camera has fewer tracks holding a snapshot than the hit has faces
+    (a new visit, or one whose crop was never kept): once every one has a crop, hits are not
+    decoded at all, so they stay cheap."""
+    return sum(track.snapshot is not None for track in state.tracks) < faces
+
+
+def _decoded_for_snapshots(jpeg: bytes, detect_size: int | None) -> FrameView | None:
+    """A cache hit's image, or None when it cannot be decoded (no snapshot, no loss)."""
     try:
         try:
             return FrameView.reduced(jpeg, jpeg_size(jpeg), detect_size)

@@ -20,15 +20,23 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import cv2
 import numpy as np
 import redis
 import structlog
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
 
 from facestream.schemas import Event, Face, IdentitySource, clip, keys
 
@@ -39,6 +47,7 @@ from .views import FrameView
 __all__ = [
     "CameraTracks",
     "FrameRef",
+    "LazyView",
     "Sighting",
     "Step",
     "Track",
@@ -56,29 +65,56 @@ _SNAPSHOT_SIDE = 256  # longest side of a stored face crop
 _SNAPSHOT_GAIN = 1.1  # a crop replaces the stored one only when this much better
 
 
-class Vote(BaseModel):
-    """The frames of a track that voted for one choice, and their best similarity."""
+def _unpack(value: object) -> NDArray[np.float32] | None:
+    """A stored embedding (base64 float32, "" for none) as the vector it holds."""
+    if not isinstance(value, str):
+        raise ValueError("an embedding is a base64 string")
+    if not value:
+        return None
+    vector = np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4")
+    vector.flags.writeable = False
+    return vector
 
-    model_config = ConfigDict(extra="forbid")
+
+def _pack(vector: NDArray[np.float32] | None) -> str:
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode() if vector is not None else ""
+
+
+# Kept decoded in memory, base64 in the JSON (the stored form is unchanged): it used to be
+# decoded twice per track on every frame.
+Embedding = Annotated[
+    NDArray[np.float32] | None, PlainValidator(_unpack), PlainSerializer(_pack, return_type=str)
+]
+# Plain dataclasses, validated and serialised by pydantic only at the Redis boundary
+# (`parse_tracks`, `CameraTracks.dumps`, the same JSON as before): as pydantic models every
+# attribute write of `advance` went through pydantic's __setattr__ and every copy through
+# model_copy, the bulk of a tracked cache hit's extra cost (docs/tracks.md, "Cache hits").
+_STORED = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+@with_config(_STORED)
+@dataclass(kw_only=True, eq=False)
+class Vote:
+    """The frames of a track that voted for one choice, and their best similarity."""
 
     count: int = 0
     best: float | None = None  # highest similarity among these frames
 
 
-class Track(BaseModel):
+@with_config(_STORED)
+@dataclass(kw_only=True, eq=False)
+class Track:
     """One face followed across frames of a camera."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: str
     box: Box
     velocity: tuple[float, float] = (0.0, 0.0)  # pixels per frame of its camera, smoothed
-    embedding: str = ""  # base64 float32: running mean of its embeddings (unit length)
+    embedding: Embedding = None  # running mean of its embeddings (unit length, read-only)
     first_ts: int
     last_ts: int
     frames: int = 1
     misses: int = 0  # frames of the camera since it was last seen
-    votes: dict[str, Vote] = {}
+    votes: dict[str, Vote] = field(default_factory=dict)
     settled: bool = False
     identity: str | None = None
     similarity: float | None = None
@@ -94,9 +130,13 @@ class Track(BaseModel):
     score: float = 0.0
 
     def copy_for_step(self) -> Track:
-        """A copy `advance` may change: its votes are the only mutable part (a deep copy cost
-        tracked cache hits a third of their time)."""
-        return self.model_copy(update={"votes": {k: v.model_copy() for k, v in self.votes.items()}})
+        """A copy `advance` may change: a shallow one but for `votes`, its only part changed in
+        place (the other fields are replaced, never written to). Copying `__dict__` is several
+        times quicker than `dataclasses.replace`."""
+        copied = object.__new__(Track)
+        copied.__dict__.update(self.__dict__)
+        copied.votes = {k: Vote(count=v.count, best=v.best) for k, v in self.votes.items()}
+        return copied
 
     def predicted(self) -> Box:
         """Where the face should be in the camera's next frame, at its current velocity."""
@@ -112,25 +152,23 @@ class Track(BaseModel):
         self.velocity, self.box, self.misses = step, box, 0
         self.frames += 1
 
-    def vector(self) -> NDArray[np.float32] | None:
-        if not self.embedding:
-            return None
-        return np.frombuffer(base64.b64decode(self.embedding), dtype="<f4")
 
-
-class CameraTracks(BaseModel):
+@with_config(_STORED)
+@dataclass(kw_only=True, eq=False)
+class CameraTracks:
     """The live tracks of one camera and the last frame applied to them."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    tracks: list[Track] = []
+    tracks: list[Track] = field(default_factory=list)
     # The motion reference: grey thumbnail (motion.Thumbnail) of the last frame detected, and
     # the frames since the last full-frame scan.
     reference: str = ""
     since_scan: int = 0
 
     def dumps(self) -> bytes:
-        return self.model_dump_json().encode()
+        return _STATE.dump_json(self)
+
+
+_STATE: TypeAdapter[CameraTracks] = TypeAdapter(CameraTracks)
 
 
 @dataclass(frozen=True)
@@ -141,14 +179,39 @@ class FrameRef:
     ts: int
 
 
+class LazyView:
+    """A frame's view for snapshot crops, made on first use and then kept: a cache hit's image
+    is decoded only when one of its tracks weighs a crop (a new track's first frame never does),
+    and a face's quality is measured only then. `missing_only`: only tracks holding no crop yet
+    weigh one (a cache hit's: it is decoded for them alone)."""
+
+    __slots__ = ("_make", "_view", "missing_only")
+
+    def __init__(self, make: Callable[[], FrameView | None], missing_only: bool = False) -> None:
+        self._make: Callable[[], FrameView | None] | None = make
+        self._view: FrameView | None = None
+        self.missing_only = missing_only
+
+    @classmethod
+    def of(cls, view: FrameView) -> LazyView:
+        """A frame already decoded."""
+        made = cls(lambda: None)
+        made._make, made._view = None, view
+        return made
+
+    def get(self) -> FrameView | None:
+        if self._make is not None:
+            self._view, self._make = self._make(), None
+        return self._view
+
+
 @dataclass
 class Sighting:
     """One face of a frame: its labelled detection and, if it was embedded, its embedding."""
 
     face: Face
     embedding: NDArray[np.float32] | None
-    quality: float = 0.0  # face_quality(); 0 when the image is not at hand
-    view: FrameView | None = None  # its frame, for a snapshot (cropped at full resolution)
+    view: LazyView | None = None  # its frame, for a snapshot (cropped at full resolution)
 
 
 @dataclass
@@ -222,7 +285,7 @@ def plan_embeddings(
             spare = (
                 rivals == 1
                 and track.settled
-                and bool(track.embedding)
+                and track.embedding is not None
                 and iou(predicted, box) >= settings.jump_iou
                 and box[2] * box[3] <= settings.grow_ratio * track.embed_area
                 and not _reembed_due(track, ts, settings)
@@ -283,7 +346,7 @@ def _associate(
     """Greedy best-first pairing of faces with tracks by overlap plus embedding similarity."""
     pairs: list[tuple[float, int, int]] = []
     for t_index, track in enumerate(tracks):
-        vector, predicted = track.vector(), track.predicted()
+        vector, predicted = track.embedding, track.predicted()
         for s_index, sighting in enumerate(sightings):
             overlap = iou(predicted, sighting.face.box)
             similarity = None
@@ -332,10 +395,11 @@ def _observe(
         _vote(track, face, settings)
         track.since_embed, track.embed_ts = 0, frame.ts
         track.embed_area = face.box[2] * face.box[3]
-        vector = track.vector()
+        vector = track.embedding
         mean = embedding if vector is None else 0.7 * vector + 0.3 * embedding
         mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype("<f4")
-        track.embedding = base64.b64encode(mean.tobytes()).decode()
+        mean.flags.writeable = False  # shared by the copies of the track
+        track.embedding = mean
         agrees = track.settled and face.identity == track.identity
         track.gap = min(track.gap * 2, settings.max_reembed_frames) if agrees else 1
     announcing = not track.announced and track.frames >= settings.min_frames
@@ -363,12 +427,18 @@ def _observe(
 
 
 def _keep_best_crop(track: Track, frame: FrameRef, sighting: Sighting, step: Step) -> None:
-    if sighting.view is None or sighting.quality <= track.quality * _SNAPSHOT_GAIN:
+    if sighting.view is None or (sighting.view.missing_only and track.snapshot is not None):
         return
-    crop = _crop(sighting.view.full(), sighting.face.box)
+    view = sighting.view.get()
+    if view is None:
+        return
+    quality = face_quality(view, sighting.face)
+    if quality <= track.quality * _SNAPSHOT_GAIN:
+        return
+    crop = _crop(view.full(), sighting.face.box)
     encoded = _jpeg(crop) if crop is not None else None
     if encoded is not None:
-        track.quality = sighting.quality
+        track.quality = quality
         track.snapshot = keys.snapshot(frame.group, track.id)
         step.snapshots[track.snapshot] = encoded
 
@@ -471,18 +541,23 @@ class TrackBook:
         self._states[(group, camera)] = (token, state)
 
     def refresh(self, cameras: set[tuple[str, str]]) -> None:
-        """Forget the cameras whose tracks another worker moved on since we last saw them: one
-        round trip for all, so their frames are applied once to the live state instead of
-        being refused by the compare-and-set and applied again, each frame of the batch."""
-        known = sorted(place for place in cameras if place in self._states)
-        if not known:
+        """Read again the cameras whose tracks another worker moved on since we last saw them,
+        and those we never read: one round trip for all, so their frames are applied once to
+        the live state instead of being refused by the compare-and-set and applied again, each
+        frame of the batch. The state comes back with its token: a camera moved on needs it,
+        and reading it apart was one more round trip per batch for two workers taking turns
+        on a camera (the states that did not move are bytes left unread)."""
+        places = sorted(cameras)
+        if not places:
             return
         lookup = self.client.pipeline(transaction=False)
-        for group, camera in known:
-            lookup.hget(keys.track(group, camera), "v")
-        for place, token in zip(known, lookup.execute(), strict=True):
-            if (token.decode() if token else "") != self._states[place][0]:
-                self.forget(*place)
+        for group, camera in places:
+            lookup.hmget(keys.track(group, camera), ["v", "state"])
+        for place, (token, raw) in zip(places, lookup.execute(), strict=True):
+            live = token.decode() if token else ""
+            known = self._states.get(place)
+            if known is None or known[0] != live:
+                self._states[place] = (live, parse_tracks(raw))
 
     def forget(self, group: str, camera: str) -> None:
         """Drop what we know: another worker may have moved the camera's tracks on."""
@@ -494,7 +569,7 @@ def parse_tracks(raw: bytes | None) -> CameraTracks:
     if not raw:
         return CameraTracks()
     try:
-        return CameraTracks.model_validate_json(raw)
+        return _STATE.validate_json(raw)
     except ValidationError as exc:
         log.warning("unreadable track state, starting afresh", error=clip(str(exc), 200))
         return CameraTracks()

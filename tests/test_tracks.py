@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 
 from facestream.config import Settings
 from facestream.recognizer import FaceEngine, TrackSettings
+from facestream.recognizer.tracks import parse_tracks
 from facestream.schemas import Event, Result, keys
 
 from .helpers import FACES, drain, enrol, make_worker
@@ -206,3 +209,34 @@ def test_a_faster_camera_checks_a_settled_name_as_often_a_second(
         assert [r.seq for r in served] == list(range(frames))
         assert all(r.faces and r.faces[0].identity == "obama" for r in served[2:])
     assert 0 < embedded[25.0] <= embedded[10.0], embedded
+
+
+def test_a_stored_track_state_reads_back_as_it_was_written() -> None:
+    """The state JSON is what the pydantic models of earlier workers wrote, field for field,
+    plus `embed_ts` (a state written before it reads as 0: the back-off counts frames alone
+    until the next embedding), and an unreadable one starts afresh."""
+    vector = np.linspace(-1.0, 1.0, 128, dtype="<f4")
+    encoded = base64.b64encode(vector.tobytes()).decode()
+    written = (
+        '{"tracks":[{"id":"t0123456789abcdef","box":[36.5,106.9,54.1,73.1],'
+        f'"velocity":[1.5,-0.25],"embedding":"{encoded}","first_ts":1800000100000,'
+        '"last_ts":1800000100400,"frames":5,"misses":1,"votes":{"obama":{"count":2,'
+        '"best":0.8661},"":{"count":1,"best":null}},"settled":true,"identity":"obama",'
+        '"similarity":0.8661,"gap":4,"since_embed":2,"embed_ts":1800000100320,"embed_area":3954.71,"quality":12.5,'
+        '"snapshot":"fs:{g1}:snapshot:t0123456789abcdef","announced":true,'
+        '"landmarks":[[57.2,136.9],[79.3,136.0],[73.0,151.0],[61.2,160.3],[80.4,161.2]],'
+        '"score":0.9328},{"id":"t1","box":[1.0,2.0,3.0,4.0],"velocity":[0.0,0.0],'
+        '"embedding":"","first_ts":1,"last_ts":1,"frames":1,"misses":0,"votes":{},'
+        '"settled":false,"identity":null,"similarity":null,"gap":1,"since_embed":0,'
+        '"embed_ts":0,"embed_area":0.0,"quality":0.0,"snapshot":null,"announced":false,"landmarks":[],'
+        '"score":0.0}],"reference":"abc","since_scan":3}'
+    ).encode()
+    state = parse_tracks(written)
+    first, second = state.tracks
+    assert first.embedding is not None and np.array_equal(first.embedding, vector)
+    assert first.votes["obama"].count == 2 and second.embedding is None
+    assert state.dumps() == written
+    older = parse_tracks(written.replace(b'"embed_ts":1800000100320,', b""))
+    assert older.tracks[0].embed_ts == 0 and older.tracks[0].gap == 4
+    broken = written.replace(encoded.encode(), b"not base64!")
+    assert parse_tracks(broken).tracks == []
