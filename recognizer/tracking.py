@@ -26,7 +26,6 @@ from .motion import Scene, Thumbnail, judge, thumbnail, window
 from .regions import Windows
 from .settings import TrackSettings
 from .tracks import (
-    CameraTracks,
     FrameRef,
     LazyView,
     Sighting,
@@ -161,16 +160,11 @@ class TrackingStage:
             return Tracked(result)
         token, state = self.book.state(result.group, result.camera)
         image = LazyView.of(view) if view is not None else None
-        if (
-            view is None
-            and jpeg is not None
-            and recognition.detected
-            and _lacks_snapshots(state, len(result.faces))
-        ):
+        if view is None and jpeg is not None and recognition.detected and result.faces:
             # A cache hit was never decoded; its tracks still need their snapshot (issue 20,
-            # item 9): while one of its faces may lack one, it is decoded when a track that
-            # holds no crop weighs one, so a visit served from the cache gets its crop like any
-            # other (a track that holds one is bettered by a model-served frame, not by a hit).
+            # item 9): it is decoded when a track that holds no crop weighs one, so a visit
+            # served from the cache gets its crop like any other (a track that holds one is
+            # bettered by a model-served frame, not by a hit).
             # Decoded as a miss of this camera is (tracks.reduced_decode), so the snapshot's
             # sharpness is measured at the scale the misses' are.
             reduced = self.detect_size if self.settings.reduced_decode else None
@@ -266,13 +260,6 @@ class TrackingStage:
                     approximate=True,
                 )
         announce.execute()
-
-
-def _lacks_snapshots(state: CameraTracks, faces: int) -> bool:
-    """Whether a cache hit's camera has fewer tracks holding a snapshot than the hit has faces
-    (a new visit, or one whose crop was never kept): once every one has a crop, hits are not
-    decoded at all, so they stay cheap."""
-    return sum(track.snapshot is not None for track in state.tracks) < faces
 
 
 def _decoded_for_snapshots(jpeg: bytes, detect_size: int | None) -> FrameView | None:

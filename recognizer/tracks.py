@@ -40,6 +40,7 @@ from pydantic import (
 
 from facestream.schemas import Event, Face, IdentitySource, clip, keys
 
+from .model_files import EMBEDDING_SIZE
 from .quality import GATED
 from .settings import TrackSettings
 from .views import FrameView
@@ -66,12 +67,17 @@ _SNAPSHOT_GAIN = 1.1  # a crop replaces the stored one only when this much bette
 
 
 def _unpack(value: object) -> NDArray[np.float32] | None:
-    """A stored embedding (base64 float32, "" for none) as the vector it holds."""
+    """A stored embedding (base64 float32, "" for none) as the vector it holds; one of another
+    length (another model's) is unreadable, so the state starts afresh instead of failing
+    every frame's `advance`."""
     if not isinstance(value, str):
         raise ValueError("an embedding is a base64 string")
     if not value:
         return None
-    vector = np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4")
+    raw = base64.b64decode(value, validate=True)
+    if len(raw) != EMBEDDING_SIZE * 4:
+        raise ValueError(f"an embedding is {EMBEDDING_SIZE} float32 values")
+    vector = np.frombuffer(raw, dtype="<f4")
     vector.flags.writeable = False
     return vector
 
@@ -295,11 +301,14 @@ def plan_embeddings(
 
 
 def _reembed_due(track: Track, ts: int, settings: TrackSettings) -> bool:
-    """Whether the track's back-off gap ran out at this frame (frames, and frame time)."""
+    """Whether the track's back-off gap ran out at this frame: `gap` frames, and `gap` steps
+    of frame time less half a step (capture times jitter: 98 ms apart at 10 fps is still a
+    step). A gap of 1 (an embedding disagreed) is the next frame whatever its time, and a
+    clock that stepped back, or no time known, leaves frames alone to decide."""
     frames_due = track.since_embed + 1 >= track.gap
-    elapsed = ts - track.embed_ts
-    time_due = not (ts and track.embed_ts) or elapsed >= track.gap * settings.reembed_step_ms
-    return frames_due and time_due
+    if track.gap <= 1 or not (ts and track.embed_ts) or ts < track.embed_ts:
+        return frames_due
+    return frames_due and ts - track.embed_ts >= (track.gap - 0.5) * settings.reembed_step_ms
 
 
 def advance(
@@ -546,7 +555,8 @@ class TrackBook:
         the live state instead of being refused by the compare-and-set and applied again, each
         frame of the batch. The state comes back with its token: a camera moved on needs it,
         and reading it apart was one more round trip per batch for two workers taking turns
-        on a camera (the states that did not move are bytes left unread)."""
+        on a camera (the states that did not move still cross the socket, a few KB each,
+        but are not parsed)."""
         places = sorted(cameras)
         if not places:
             return

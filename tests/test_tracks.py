@@ -12,7 +12,7 @@ import redis
 
 from facestream.config import Settings
 from facestream.recognizer import FaceEngine, TrackSettings
-from facestream.recognizer.tracks import parse_tracks
+from facestream.recognizer.tracks import CameraTracks, Track, parse_tracks, plan_embeddings
 from facestream.schemas import Event, Result, keys
 
 from .helpers import FACES, drain, enrol, make_worker
@@ -190,7 +190,7 @@ def test_a_faster_camera_checks_a_settled_name_as_often_a_second(
 ) -> None:
     """Obama for three seconds at 10 and at 25 fps, every frame detected (each a new image,
     not a cache hit): a back-off step is frame time as well as a frame, so 25 fps costs no
-    more embeddings than 10 fps (with steps of one frame it cost 5 against 4; now 3), and
+    more embeddings than 10 fps (with steps of one frame it cost 5 against 4; now 4), and
     every frame after the first two is named."""
     detected = TRACKS.model_copy(update={"skip_still": False})
     enrol(engine, client, ["obama"])
@@ -240,3 +240,31 @@ def test_a_stored_track_state_reads_back_as_it_was_written() -> None:
     assert older.tracks[0].embed_ts == 0 and older.tracks[0].gap == 4
     broken = written.replace(encoded.encode(), b"not base64!")
     assert parse_tracks(broken).tracks == []
+    other_model = written.replace(encoded.encode(), base64.b64encode(vector[:64].tobytes()))
+    assert parse_tracks(other_model).tracks == []  # another model's embedding: afresh
+    assert parse_tracks(written.replace(b'"frames":5,', b'"frames":5,"extra":1,')).tracks == []
+    assert parse_tracks(written.replace(b"[1.0,2.0,3.0,4.0]", b"[1.0,2.0,3.0]")).tracks == []
+
+
+def test_the_back_off_counts_frames_and_frame_time() -> None:
+    """A step is a frame and `reembed_step_ms` less half a step; a gap of 1, a clock that
+    stepped back or no time known leave the frames alone to decide."""
+    settings = TrackSettings()  # reembed_step_ms 100
+    box = (10.0, 10.0, 50.0, 60.0)
+    unit = np.ones(128, dtype="<f4") / np.sqrt(128.0)
+
+    def embeds(ts: int, gap: int = 2, since: int = 1, embed_ts: int = 1000) -> bool:
+        track = Track(
+            id="t", box=box, first_ts=0, last_ts=1000, settled=True, identity="obama",
+            embedding=unit, gap=gap, since_embed=since, embed_ts=embed_ts, embed_area=3000.0,
+        )  # fmt: skip
+        (needed,) = plan_embeddings(CameraTracks(tracks=[track]), [box], settings, ts)
+        return needed
+
+    assert not embeds(1080)  # 25 fps, two frames on: 80 ms of a 150 ms gap
+    assert embeds(1160)
+    assert embeds(1196)  # 10 fps with jitter: two frames 196 ms apart are two steps
+    assert not embeds(1400, since=0)  # one frame on: the frames are not there yet
+    assert embeds(1010, gap=1, since=0)  # an embedding disagreed: the next frame
+    assert embeds(900)  # the clock stepped back: frames decide
+    assert embeds(0) and embeds(1080, embed_ts=0)  # no time known: frames decide
