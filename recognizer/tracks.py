@@ -281,7 +281,12 @@ def plan_embeddings(
     often).
     """
     needed = []
-    heading = [(track, track.predicted()) for track in state.tracks]
+    # A flicker (a track seen fewer than min_frames frames, then missed: a partial or false
+    # detection, no visit) claims no face: lingering beside a settled track, it made that
+    # face look contested, and embedded, on every frame until it was dropped.
+    heading = [
+        (track, track.predicted()) for track in state.tracks if track.announced or track.misses == 0
+    ]
     for box in boxes:
         near = [(t, p) for t, p in heading if iou(p, box) >= settings.link_iou]
         spare = False

@@ -268,3 +268,28 @@ def test_the_back_off_counts_frames_and_frame_time() -> None:
     assert embeds(1010, gap=1, since=0)  # an embedding disagreed: the next frame
     assert embeds(900)  # the clock stepped back: frames decide
     assert embeds(0) and embeds(1080, embed_ts=0)  # no time known: frames decide
+
+
+def test_a_flicker_beside_a_settled_track_does_not_make_its_face_contested() -> None:
+    """A detection seen once and then missed (no visit) lingers for `lost_after_frames`; it
+    must not make the settled track's face look claimed by two tracks, embedded every frame.
+    A track that made a visit and is missing (someone occluded) still does."""
+    settings = TrackSettings()
+    box = (100.0, 100.0, 50.0, 60.0)
+    unit = np.ones(128, dtype="<f4") / np.sqrt(128.0)
+    settled = Track(
+        id="named", box=box, first_ts=0, last_ts=1000, frames=30, settled=True, identity="obama",
+        embedding=unit, gap=8, since_embed=1, embed_ts=900, embed_area=3000.0, announced=True,
+    )  # fmt: skip
+    beside = (110.0, 115.0, 45.0, 50.0)  # overlapping the face: IoU about 0.5
+
+    def other(frames: int, announced: bool) -> Track:
+        return Track(
+            id="other", box=beside, first_ts=0, last_ts=900, frames=frames, misses=2,
+            announced=announced,
+        )  # fmt: skip
+
+    flicker = CameraTracks(tracks=[settled, other(1, False)])
+    occluded = CameraTracks(tracks=[settled, other(20, True)])
+    assert plan_embeddings(flicker, [box], settings, 1000) == [False]
+    assert plan_embeddings(occluded, [box], settings, 1000) == [True]
