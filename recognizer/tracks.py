@@ -193,17 +193,20 @@ class LazyView:
 
     __slots__ = ("_make", "_view", "missing_only")
 
-    def __init__(self, make: Callable[[], FrameView | None], missing_only: bool = False) -> None:
-        self._make: Callable[[], FrameView | None] | None = make
-        self._view: FrameView | None = None
+    def __init__(
+        self,
+        make: Callable[[], FrameView | None] | None = None,
+        view: FrameView | None = None,
+        missing_only: bool = False,
+    ) -> None:
+        self._make = make  # None: `view` is the frame (already decoded, or none)
+        self._view = view
         self.missing_only = missing_only
 
     @classmethod
     def of(cls, view: FrameView) -> LazyView:
         """A frame already decoded."""
-        made = cls(lambda: None)
-        made._make, made._view = None, view
-        return made
+        return cls(view=view)
 
     def get(self) -> FrameView | None:
         if self._make is not None:
@@ -555,24 +558,27 @@ class TrackBook:
         self._states[(group, camera)] = (token, state)
 
     def refresh(self, cameras: set[tuple[str, str]]) -> None:
-        """Read again the cameras whose tracks another worker moved on since we last saw them,
-        and those we never read: one round trip for all, so their frames are applied once to
+        """Forget the cameras whose tracks another worker moved on since we last saw them, and
+        read those we never read: one round trip for all, so their frames are applied once to
         the live state instead of being refused by the compare-and-set and applied again, each
-        frame of the batch. The state comes back with its token: a camera moved on needs it,
-        and reading it apart was one more round trip per batch for two workers taking turns
-        on a camera (the states that did not move still cross the socket, a few KB each,
-        but are not parsed)."""
+        frame of the batch. A camera we know costs its token only (its state, a few KB, is
+        read again only where it moved on, the next time it is asked for)."""
         places = sorted(cameras)
         if not places:
             return
         lookup = self.client.pipeline(transaction=False)
         for group, camera in places:
-            lookup.hmget(keys.track(group, camera), ["v", "state"])
-        for place, (token, raw) in zip(places, lookup.execute(), strict=True):
-            live = token.decode() if token else ""
+            if (group, camera) in self._states:
+                lookup.hget(keys.track(group, camera), "v")
+            else:
+                lookup.hmget(keys.track(group, camera), ["v", "state"])
+        for place, reply in zip(places, lookup.execute(), strict=True):
             known = self._states.get(place)
-            if known is None or known[0] != live:
-                self._states[place] = (live, parse_tracks(raw))
+            if known is None:
+                token, raw = reply
+                self._states[place] = (token.decode() if token else "", parse_tracks(raw))
+            elif (reply.decode() if reply else "") != known[0]:
+                self.forget(*place)
 
     def forget(self, group: str, camera: str) -> None:
         """Drop what we know: another worker may have moved the camera's tracks on."""
