@@ -11,6 +11,7 @@ and exits with that code too.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -41,7 +42,7 @@ from .outage import Outage
 from .redis_errors import REDIS_ERRORS, Fault, classify, is_transient
 from .topology import Node, Topology
 
-__all__ = ["run_worker", "run_workers"]
+__all__ = ["freeze_start_up_heap", "run_worker", "run_workers"]
 
 # A child that ran this long before it died starts its back-off afresh.
 _STABLE_S = 60.0
@@ -95,7 +96,22 @@ def run_worker(
         probe.beat()
         probe.set_ready(problem)
 
+    freeze_start_up_heap()
     worker.run(stop, on_round)
+
+
+def freeze_start_up_heap() -> int:
+    """Keep what start-up made (modules, schemas, models) out of every later collection.
+
+    A worker's start-up leaves some 80,000 objects the collector tracks, and each full
+    collection walked them all, 46 ms of CPU in `benchmarks/heap.py`'s run, landing in
+    whatever batch was running; frozen, one walks only what serving made since (0.02 ms after
+    100 frames served there). Garbage is collected first, so none is kept forever.
+    Returns how many objects were frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def _connect(node: Node, stop: threading.Event, probe: Probe) -> redis.Redis | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from facestream.recognizer.solo import SoloLedger
 from facestream.schemas import DeadLetter, Frame, Result, SoloAttempt, keys
 from facestream.server import EmbeddedRedis, find_redis_server
 from facestream.status import collect_status
+from facestream.workers import freeze_start_up_heap
 
 from .helpers import (
     FACES,
@@ -316,3 +318,13 @@ def test_a_group_our_acl_user_may_not_touch_is_quarantined_and_the_others_served
         assert _results(client)[0].identities == ["obama"]
     finally:
         client.acl_deluser("g1-only")
+
+
+def test_a_worker_freezes_its_start_up_heap_so_later_collections_skip_it() -> None:
+    try:
+        frozen = freeze_start_up_heap()
+        assert frozen > 0 and frozen == gc.get_freeze_count()
+        # What start-up made is no longer walked by a full collection.
+        assert len(gc.get_objects()) < frozen
+    finally:
+        gc.unfreeze()
