@@ -54,7 +54,6 @@ __all__ = [
     "Track",
     "TrackBook",
     "advance",
-    "face_quality",
     "parse_tracks",
     "plan_embeddings",
 ]
@@ -244,7 +243,7 @@ def iou(a: Box, b: Box) -> float:
     return inter / (aw * ah + bw * bh - inter)
 
 
-def face_quality(view: FrameView, face: Face) -> float:
+def _face_quality(view: FrameView, face: Face) -> float:
     """Snapshot measure of a face: detection score × sharpness × area.
 
     Sharpness is the variance of the Laplacian of the face (as the detector saw it) resized to
@@ -449,7 +448,7 @@ def _keep_best_crop(track: Track, frame: FrameRef, sighting: Sighting, step: Ste
     view = sighting.view.get()
     if view is None:
         return
-    quality = face_quality(view, sighting.face)
+    quality = _face_quality(view, sighting.face)
     if quality <= track.quality * _SNAPSHOT_GAIN:
         return
     crop = _crop(view.full(), sighting.face.box)
