@@ -45,7 +45,6 @@ Each hit setup runs `--hit-repeats` times (5), interleaved, and its median is re
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
 import sys
@@ -70,6 +69,7 @@ from facestream.recognizer.settings import TrackSettings  # noqa: E402
 from facestream.schemas import Event, FrameLimits, GalleryExport, Result, keys  # noqa: E402
 from facestream.schemas.frames import jpeg_size  # noqa: E402
 from facestream.server import EmbeddedRedis  # noqa: E402
+from facestream.workers import freeze_start_up_heap  # noqa: E402
 from tests.walks import SIZE, Walker, record, render  # noqa: E402
 
 GROUP = "bench"
@@ -238,10 +238,11 @@ def hits(
             at = 1_800_000_100_000 + round_ * 100_000 + index * 100
             publisher.publish(EncodedFrame(jpeg, *jpeg_size(jpeg)), at)
     total = len(jpegs) * (HIT_ROUNDS + 1)
-    # A full collection costs this process about 80 ms (it holds the models and many pydantic
-    # schemas), 0.1 ms a hit over one of these runs: whether one fell inside a run depended on
-    # what ran before it, and made the tracked ÷ untracked ratio swing by a third.
-    gc.collect()
+    # A full collection walked this process's start-up heap (the models, many pydantic
+    # schemas), about 80 ms, 0.1 ms a hit over one of these runs: whether one fell inside a run
+    # depended on what ran before it, and made the tracked ÷ untracked ratio swing by a third.
+    # Frozen first, as a worker freezes its own before it serves.
+    freeze_start_up_heap()
     cpu, turn = time.process_time(), 0
     while client.xlen(keys.results(GROUP)) < total:
         serving[turn % workers].step()
