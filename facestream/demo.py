@@ -31,7 +31,7 @@ from .connect import connect
 from .server import EmbeddedRedis
 from .signals import deferred_signals
 
-__all__ = ["DEMO_DATA", "build_clip", "fit_frame", "run_demo"]
+__all__ = ["DEMO_DATA", "build_clip", "enrol_demo_gallery", "fit_frame", "run_demo"]
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
 _GROUP = "demo"
@@ -163,11 +163,19 @@ def _hold(server: EmbeddedRedis, secret: Path, workers: subprocess.Popen[bytes])
 
 def _enrol_gallery(settings: Settings, client: redis.Redis) -> None:
     engine = FaceEngine.from_settings(settings.models, settings.match.enrol)
+    for name, photos in enrol_demo_gallery(engine, client).items():
+        typer.echo(f"enrolled {name} ({photos} photo(s))")
+
+
+def enrol_demo_gallery(engine: FaceEngine, client: redis.Redis) -> dict[str, int]:
+    """Enrol the bundled demo people; how many photos each one has."""
     gallery = Gallery(client)
+    enrolled = {}
     for folder in sorted(p for p in (DEMO_DATA / "gallery").iterdir() if p.is_dir()):
         photos = sorted(folder.glob("*.jpg"))
         gallery.enroll(embed_photos(engine, folder.name, photos))
-        typer.echo(f"enrolled {folder.name} ({len(photos)} photo(s))")
+        enrolled[folder.name] = len(photos)
+    return enrolled
 
 
 def _start_workers(
