@@ -103,10 +103,10 @@ def run_worker(
 def freeze_start_up_heap() -> int:
     """Keep what start-up made (modules, schemas, models) out of every later collection.
 
-    A worker's start-up leaves some 80,000 objects the collector tracks, and each full
-    collection walked them all, 46 ms of CPU in `benchmarks/heap.py`'s run, landing in
-    whatever batch was running; frozen, one walks only what serving made since (0.02 ms after
-    100 frames served there). Garbage is collected first, so none is kept forever.
+    A worker's start-up leaves some 81,000 objects the collector tracks, and each full
+    collection walked them all, 36–47 ms of CPU in `benchmarks/heap.py`'s runs, landing in
+    whatever batch was running; frozen, one walks only what serving made since (0.02–0.03 ms
+    after 100 frames served there). Garbage is collected first, so none is kept forever.
     Returns how many objects were frozen.
     """
     gc.collect()
