@@ -10,9 +10,11 @@ decoded back: "walks", six walks across a drawn corridor over 28 seconds (one pe
 enrolled; people grow, cross each other, are blurred for stretches), at 10 fps and at 5 fps
 (every other frame); "standing", one person swaying at a counter for a minute at 5 fps;
 "cuts", the 10 fps walks cut every 40 frames between two views (the picture mirrored), at
-640×360; "walks1080", the 10 fps walks scaled to 1920×1080. Real clips: every video in
-`--videos` (default tests/data/video, CC BY 4.0 Intel sample videos); nobody in them is
-enrolled, so every name given there is wrong, and what counts is finding the faces the
+640×360; "walks1080", the 10 fps walks scaled to 1920×1080; "small1080", the same walks drawn
+at 1920×1080 with faces 42–72 px high (14–24 px in the letterbox, which misses some of them:
+a crowd's faces, found by the tiled search of one frame in `models.tile_every`). Real clips:
+every video in `--videos` (default tests/data/video, CC BY 4.0 Intel sample videos); nobody in
+them is enrolled, so every name given there is wrong, and what counts is finding the faces the
 per-frame path finds. Each clip goes through one worker (one onnxruntime thread, so frames/s
 is per core) against an embedded redis-server (no AOF):
 
@@ -34,8 +36,12 @@ is per core) against an embedded redis-server (no AOF):
                      taking turns on the camera's frames): the walk cached by an untracked
                      camera, then served three times more.
 
-Usage: python benchmarks/tracks.py [--videos DIR] [--frames N] [--hits-only] [--hit-repeats N]
-                                  [--out FILE.json]
+Usage: python benchmarks/tracks.py [--videos DIR] [--frames N] [--clips NAME,...] [--hits-only]
+                                  [--hit-repeats N] [--out FILE.json]
+
+`--clips` measures only the clips named (e.g. `walks1080,small1080`; a real video by its file
+stem), written to benchmarks/results/tracks_clips.json by default; `--hit-repeats 0` skips the
+cache hits.
 
 `--hits-only` measures the cache hits alone (no clip table): the walks, rendered and encoded as
 above, cached and served again; written to benchmarks/results/tracks_hits.json by default.
@@ -95,6 +101,13 @@ WALKERS: Walkers = (
 # One person standing at a counter for 60 s at 5 fps, swaying a little: a long, stable track.
 STANDING = ((Walker(FACES / "extra/obama3.jpg", 0, 300, (0.45, 0.55), 0.4, (90.0, 96.0)), "obama"),)
 STANDING_FRAMES = 310
+# The walks drawn at 1920×1080 with faces 42–72 px high: 0.6 × their pixels at 640×360, a fifth
+# of the walks scaled to 1080p.
+FULL_HD = (1920, 1080)
+SMALL_1080: Walkers = tuple(
+    (replace(walker, face_px=(walker.face_px[0] * 0.6, walker.face_px[1] * 0.6)), name)
+    for walker, name in WALKERS
+)
 
 
 PATHS = ("frame", "tracks", "new")
@@ -109,6 +122,7 @@ class Clip:
     step: int  # rendered frames per played frame
     jpegs: list[bytes]
     scale: float = 1.0  # played pixels per rendered pixel
+    size: tuple[int, int] = SIZE  # rendered picture
     mirrored: tuple[bool, ...] = ()  # per played frame: the view is the mirror image
 
 
@@ -117,10 +131,10 @@ def truth(clip: Clip, frame: int, box: tuple[float, float, float, float]) -> str
     assert clip.walkers is not None
     cx, cy = (box[0] + box[2] / 2) / clip.scale, (box[1] + box[3] / 2) / clip.scale
     if clip.mirrored and clip.mirrored[frame]:
-        cx = SIZE[0] - cx
+        cx = clip.size[0] - cx
     best: tuple[float, str | None] | None = None
     for walker, name in clip.walkers:
-        place = walker.at(frame * clip.step)
+        place = walker.at(frame * clip.step, clip.size)
         if place is not None:
             distance = float(np.hypot(place[0] - cx, place[1] - cy))
             if distance < place[2] and (best is None or distance < best[0]):
@@ -293,6 +307,7 @@ def clips(engine: FaceEngine, work: Path, videos: Path, limit: int | None) -> li
         for f, m in zip(frames, mirrored, strict=True)
     ]
     big = [_scaled(f, 3.0) for f in frames]
+    small = render(engine, [w for w, _ in SMALL_1080], FRAMES_AT_10, FULL_HD)
     made = [
         Clip("walks", WALKERS, 10.0, 1, record(frames, work / "walk10.mp4", 10.0)),
         Clip("walks", WALKERS, 5.0, 2, record(frames[::2], work / "walk5.mp4", 5.0)),
@@ -300,6 +315,7 @@ def clips(engine: FaceEngine, work: Path, videos: Path, limit: int | None) -> li
         Clip("standing", STANDING, 5.0, 1, record(standing, work / "stand.mp4", 5.0)),
         Clip("cuts", WALKERS, 10.0, 1, record(cut, work / "cuts.mp4", 10.0), mirrored=mirrored),
         Clip("walks1080", WALKERS, 10.0, 1, _jpegs(big), scale=3.0),
+        Clip("small1080", SMALL_1080, 10.0, 1, _jpegs(small), size=FULL_HD),
     ]
     for video in sorted(p for p in videos.iterdir() if p.suffix.lower() in {".mp4", ".gif"}):
         capture = cv2.VideoCapture(str(video))
@@ -327,10 +343,11 @@ def main() -> None:
     parser.add_argument(
         "--hit-repeats", type=int, default=5, help="interleaved runs of each hit setup (median)"
     )
+    parser.add_argument("--clips", default="", help="comma-separated clip names (default: all)")
     args = parser.parse_args()
-    args.out = args.out or REPO / "benchmarks/results" / (
-        "tracks_hits.json" if args.hits_only else "tracks.json"
-    )
+    default = "tracks_hits.json" if args.hits_only else "tracks.json"
+    default = "tracks_clips.json" if args.clips and not args.hits_only else default
+    args.out = args.out or REPO / "benchmarks/results" / default
     with tempfile.TemporaryDirectory(prefix="facestream-tracks-") as scratch:
         work = Path(scratch)
         server = EmbeddedRedis(work / "redis", appendonly=False)
@@ -348,7 +365,10 @@ def main() -> None:
                 walk = record(frames, work / "walk10.mp4", 10.0)
             else:
                 made = clips(engine, work, args.videos, args.frames)
+                chosen = set(filter(None, args.clips.split(",")))
                 for clip in made:
+                    if chosen and clip.name not in chosen:
+                        continue
                     runs = {p: run(client, engine, settings, gallery, clip, p) for p in PATHS}
                     rows.append(summarise(clip, runs))
                     print_row(rows[-1])
@@ -361,29 +381,30 @@ def main() -> None:
                 "tracked_two_workers": (True, 2),
             }
             measured: dict[str, list[float]] = {key: [] for key in setups}
-            for _ in range(args.hit_repeats):
+            for _ in range(max(args.hit_repeats, 0)):
                 for key, (tracked, workers) in setups.items():
                     cost = hits(client, engine, settings, gallery, walk, tracked, workers)
                     measured[key].append(cost)
-            hit_ms = {key: float(np.median(costs)) for key, costs in measured.items()}
-    report = {
+            hit_ms = {key: float(np.median(costs)) for key, costs in measured.items() if costs}
+    report: dict[str, object] = {
         "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
         "onnxruntime_threads": 1,
         "rows": rows,
-        "hit_cpu_ms": {k: round(v, 3) for k, v in hit_ms.items()},
-        "hit_cpu_ms_runs": {k: [round(v, 3) for v in runs] for k, runs in measured.items()},
-        "hit_ratio": {
-            k: round(v / hit_ms["untracked"], 2) for k, v in hit_ms.items() if k != "untracked"
-        },
     }
-    print(f"\n{'cache hits':>22} {'CPU ms/hit':>10} {'x untracked':>11}")
-    for key, ms in hit_ms.items():
-        print(f"{key:>22} {ms:>10.3f} {ms / hit_ms['untracked']:>11.2f}")
-    print(
-        f"\ncache hits, worker CPU per hit: tracked x{report['hit_ratio']['tracked']}, "  # type: ignore[index]
-        f"tracked with two workers on the camera x"
-        f"{report['hit_ratio']['tracked_two_workers']} of untracked"  # type: ignore[index]
-    )
+    if args.hit_repeats > 0:
+        ratios = {
+            k: round(v / hit_ms["untracked"], 2) for k, v in hit_ms.items() if k != "untracked"
+        }
+        report["hit_cpu_ms"] = {k: round(v, 3) for k, v in hit_ms.items()}
+        report["hit_cpu_ms_runs"] = {k: [round(v, 3) for v in runs] for k, runs in measured.items()}
+        report["hit_ratio"] = ratios
+        print(f"\n{'cache hits':>22} {'CPU ms/hit':>10} {'x untracked':>11}")
+        for key, ms in hit_ms.items():
+            print(f"{key:>22} {ms:>10.3f} {ms / hit_ms['untracked']:>11.2f}")
+        print(
+            f"\ncache hits, worker CPU per hit: tracked x{ratios['tracked']}, tracked with two "
+            f"workers on the camera x{ratios['tracked_two_workers']} of untracked"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(

@@ -283,8 +283,9 @@ class BatchProcessor:
             start = time.perf_counter()
             frame = item.frame_or_fail()
             if self.tracking is not None:
-                due = self._tiles_due(frame)
-                item.screen = self.tracking.screen(item.delivery.group, frame, due)
+                large = bool(self.engine.detector.tiles_for(frame.h, frame.w))
+                due = large and self._scans(frame)
+                item.screen = self.tracking.screen(item.delivery.group, frame, due, large)
                 if item.screen.scene == "still":  # nothing moved: no decode, no detection
                     item.latency_ms["decode"] = (time.perf_counter() - start) * 1000
                     self._finish_miss(item, _still(item.screen), misses[item.digest], None)
@@ -325,10 +326,6 @@ class BatchProcessor:
     def _scans(self, frame: Frame) -> bool:
         """Whether a large frame gets the tiled search: a video camera's only now and then."""
         return self.engine.scans(frame.seq, video=frame.camera not in self.photo_cameras)
-
-    def _tiles_due(self, frame: Frame) -> bool:
-        """Whether this frame is large enough for tiles and due for them."""
-        return self._scans(frame) and bool(self.engine.detector.tiles_for(frame.h, frame.w))
 
     def _finish_miss(
         self,

@@ -160,7 +160,9 @@ class FaceEngine:
             found = []
             if windows is not None:
                 scale = scan_scale(view.frame_size, self.detector.input_size)
-                found = detect_regions(self.window_detector, view, windows.boxes, scale)
+                found = detect_regions(
+                    self.window_detector, view, windows.boxes, scale, windows.full_res
+                )
             scanned = windows is None or not windows.explained(found)
             if scanned:  # no windows, or a face missing from them: scan it all
                 tiles = tiled is None or tiled[index]

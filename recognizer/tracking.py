@@ -23,7 +23,7 @@ from facestream.schemas.entries import is_after
 from .commit import TrackWrite
 from .engine import EmbedPlan, Recognition, decode_jpeg
 from .motion import Scene, Thumbnail, judge, thumbnail, window
-from .regions import Windows
+from .regions import SMALL_FACE_PX, Windows, scan_scale
 from .settings import TrackSettings
 from .tracks import (
     FrameRef,
@@ -74,14 +74,18 @@ class TrackingStage:
     def covers(self, camera: str) -> bool:
         return camera not in self.settings.untracked_cameras
 
-    def screen(self, group: str, frame: Frame, tiles_due: bool = False) -> Screen:
+    def screen(
+        self, group: str, frame: Frame, tiles_due: bool = False, tiled_size: bool = False
+    ) -> Screen:
         """What of the frame the detector must see, judged by its motion since its camera's
         last detected frame (the reference its tracks' state carries, so any worker can judge).
 
         `tiles_due`: the frame is due for the tiled search of a large frame, which alone finds
         a crowd's small faces: it is scanned whole unless nothing moved and every track was in
-        the last frame (windows run at the letterbox's scale; a track missing from the last
-        frame may be one only the tiles see).
+        the last frame (a track missing from the last frame may be one only the tiles see).
+        `tiled_size`: the frame is that large (due or not): the window of a tracked face under
+        `SMALL_FACE_PX` at the scan's scale is searched at the frame's own resolution, as the
+        tiles that found it were.
         """
         if not (self.settings.skip_still and self.covers(frame.camera)):
             return Screen("scan")
@@ -99,6 +103,8 @@ class TrackingStage:
         tracks = sorted(state.tracks, key=lambda track: track.misses > 0)
         predicted = [track.predicted() for track in tracks]
         windows = [window(box, margin, size) for box in predicted]
+        scale = scan_scale(size, self.detect_size)
+        small = [tiled_size and box[3] * scale < SMALL_FACE_PX for box in predicted]
         # Where each tracked person is heading and where they were: the reference still shows
         # them there, so that spot changes as they leave it.
         people = [
@@ -116,7 +122,8 @@ class TrackingStage:
             return Screen("scan", thumb)
         if judged.scene == "windows":
             boxes = [*windows, *judged.moving]
-            return Screen("windows", judged.reference, regions=Windows(boxes, len(shown)))
+            full_res = [*small, *(False for _ in judged.moving)]
+            return Screen("windows", judged.reference, regions=Windows(boxes, len(shown), full_res))
         faces = [
             Face.model_validate(
                 {"box": track.box, "landmarks": track.landmarks, "score": track.score}

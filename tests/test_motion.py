@@ -138,6 +138,28 @@ def test_window_detection_agrees_with_full_frame_detection_on_the_walks(
     assert compared >= 30
 
 
+def test_a_small_face_in_a_large_frame_is_followed_between_its_tiled_frames(
+    engine: FaceEngine, client: redis.Redis, settings: Settings
+) -> None:
+    """At 1920×1080 a face 36–40 px high is 12–13 px in the letterbox, which misses most such
+    faces: per frame it is found on the frames due for tiles (one in `tile_every`); tracked,
+    its window is searched at the frame's own resolution, as the tiles that found it were."""
+    walker = Walker(OBAMA, 0, 24, (0.3, 0.45), 0.5, (36.0, 40.0))
+    clip = jpegs(render(engine, [walker], 24, (1920, 1080)))
+    per_frame, _ = serve(client, engine, settings, clip, None)
+    tracked, runs = serve(client, engine, settings, clip)
+    assert [r.seq for r in tracked] == list(range(len(clip)))  # one result per frame
+    found = [bool(r.faces) for r in per_frame]
+    followed = [bool(r.faces) for r in tracked]
+    assert found[0] and sum(found) <= len(clip) // 2  # the tiled frames and a few more
+    assert all(followed), followed
+    # Between the tiled frames, windows and the periodic scan; no full scan for a lost face.
+    tiled = len(range(0, len(clip), engine.tile_every))
+    tiles = len(engine.detector.tiles_for(1080, 1920))
+    assert runs <= tiled * (1 + tiles) + len(clip) // TRACKS.scan_every
+    assert all(face.box[3] < 45 for r in tracked for face in r.faces)
+
+
 def test_two_workers_on_one_camera_give_one_result_per_frame(
     engine: FaceEngine, client: redis.Redis, settings: Settings, standing: list[bytes]
 ) -> None:

@@ -39,23 +39,26 @@ class Walker:
     face_px: tuple[float, float] = (70.0, 100.0)  # face height in pixels, start → end
     blur: tuple[int, int] = (0, 0)  # frames [a, b) of the clip blurred
 
-    def at(self, frame: int) -> tuple[float, float, float] | None:
-        """Centre x, y and face height in pixels at `frame`, or None when off screen."""
+    def at(self, frame: int, size: tuple[int, int] = SIZE) -> tuple[float, float, float] | None:
+        """Centre x, y and face height in pixels at `frame` of a picture of `size`, or None
+        when off screen."""
         if not self.start <= frame < self.end:
             return None
         t = (frame - self.start) / max(self.end - self.start - 1, 1)
-        width, height = SIZE
+        width, height = size
         x = (self.x[0] + (self.x[1] - self.x[0]) * t) * width
         return x, self.y * height, self.face_px[0] + (self.face_px[1] - self.face_px[0]) * t
 
 
-def _background() -> NDArray[np.uint8]:
+def _background(size: tuple[int, int]) -> NDArray[np.uint8]:
     """A corridor: a grey gradient, doors, a little fixed noise (no faces)."""
-    width, height = SIZE
+    width, height = size
+    unit = width / SIZE[0]  # the doors of the 640-wide corridor, scaled
     ramp = np.linspace(70, 140, width, dtype=np.float32)
     image = np.repeat(np.repeat(ramp[np.newaxis, :, np.newaxis], height, 0), 3, 2)
-    for left in range(40, width, 160):
-        cv2.rectangle(image, (left, 60), (left + 70, height - 30), (60, 75, 95), -1)
+    for left in range(round(40 * unit), width, round(160 * unit)):
+        top, bottom = round(60 * unit), height - round(30 * unit)
+        cv2.rectangle(image, (left, top), (left + round(70 * unit), bottom), (60, 75, 95), -1)
     noise = np.random.default_rng(7).normal(0, 4, image.shape)
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
@@ -72,15 +75,18 @@ def _sprite(engine: FaceEngine, photo: Path) -> tuple[NDArray[np.uint8], float, 
     return crop, x + w / 2 - left, y + h / 2 - top, h
 
 
-def render(engine: FaceEngine, walkers: Sequence[Walker], frames: int) -> list[NDArray[np.uint8]]:
-    """The clip's frames; later walkers are drawn over earlier ones (closer to the camera)."""
-    background = _background()
+def render(
+    engine: FaceEngine, walkers: Sequence[Walker], frames: int, size: tuple[int, int] = SIZE
+) -> list[NDArray[np.uint8]]:
+    """The clip's frames at `size`; later walkers are drawn over earlier ones (closer to the
+    camera)."""
+    background = _background(size)
     sprites = {w.photo: _sprite(engine, w.photo) for w in walkers}
     clip = []
     for index in range(frames):
         canvas = background.copy()
         for walker in walkers:
-            place = walker.at(index)
+            place = walker.at(index, size)
             if place is None:
                 continue
             crop, cx, cy, face_h = sprites[walker.photo]
