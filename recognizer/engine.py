@@ -89,7 +89,13 @@ class FaceEngine:
 
     @classmethod
     def from_settings(cls, models: ModelSettings, enrol: EnrolSettings | None = None) -> FaceEngine:
-        """Sessions for the configured models; `enrol` is the gate enrolment photos must pass."""
+        """Sessions for the configured models; `enrol` is the gate enrolment photos must pass.
+
+        OpenCV's own thread pool (resizes, colour conversions, warps) gets `models.threads`
+        too: at its default of a thread a core, a 1080p letterbox resize cost 7.1 ms of CPU on
+        two cores against 4.0 ms on one, for 0.4 ms less wall time (docs/performance.md).
+        """
+        cv2.setNumThreads(models.threads)
         detector = YuNetDetector(
             create_session(prepare(YUNET, models.source_dir, models.cache_dir), models.threads),
             input_size=models.detect_size,

@@ -32,7 +32,9 @@ class ModelSettings(BaseModel):
     cache_dir: Path | None = Field(
         None, description="Where folded fp32 models are cached (default: ~/.cache/facestream)."
     )
-    threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per worker.")
+    threads: int = Field(
+        1, ge=1, le=64, description="onnxruntime intra-op and OpenCV threads per worker."
+    )
     detect_size: int | None = Field(
         640, ge=128, le=2048, description="Letterbox side for detection; null: native size."
     )

