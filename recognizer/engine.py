@@ -92,8 +92,8 @@ class FaceEngine:
         """Sessions for the configured models; `enrol` is the gate enrolment photos must pass.
 
         OpenCV's own thread pool (resizes, colour conversions, warps) gets `models.threads`
-        too: at its default of a thread a core, a 1080p letterbox resize cost 7.1 ms of CPU on
-        two cores against 4.0 ms on one, for 0.4 ms less wall time (docs/performance.md).
+        too: at its default of a thread a core, its hand-offs cost the worker CPU (up to 1.7×
+        one thread's for a step, `benchmarks/opencv_threads.py`; docs/performance.md).
         """
         cv2.setNumThreads(models.threads)
         detector = YuNetDetector(
