@@ -27,13 +27,18 @@ from .motion import Box
 from .tracks import iou
 from .views import FrameView
 
-__all__ = ["SMALL_FACE_PX", "Windows", "detect_regions", "scan_scale"]
+__all__ = ["SMALL_FACE_PX", "SMALL_PATCH_PX", "Windows", "detect_regions", "scan_scale"]
 
 _SAME_FACE_IOU = 0.5
 #: A face under this many pixels high at the full scan's scale is looked for at the frame's own
 #: resolution: in 1080p crowds (tests/crowds.py) the letterbox found 80% of the faces 13–16 px
 #: high at its scale, 95% of those 16–20 px high, and every face from 25 px up.
 SMALL_FACE_PX = 24
+#: A patch of motion under this many pixels on its longer side at the scan's scale holds no
+#: face but one under `SMALL_FACE_PX` (with its head and shoulders, a face is about a quarter
+#: of its patch): it too is searched at the frame's own resolution, so a small face entering
+#: is found where the letterbox would find it, not only by the next tiles.
+SMALL_PATCH_PX = 4 * SMALL_FACE_PX
 
 
 @dataclass(frozen=True)
@@ -76,42 +81,51 @@ def detect_regions(
     the windows `full_res` flags, searched at the frame's own resolution (small faces).
     """
     found: list[Detection] = []
-    for index, (x, y, w, h) in enumerate(windows):
-        fine = index < len(full_res) and full_res[index]
-        # The image cut from, its pixels per frame pixel, and network pixels per its pixel.
-        image, pixels = (view.full(), 1.0) if fine else (view.detect, view.scale)
-        factor = (1.0 if fine else scale) / pixels
-        height, width = image.shape[:2]
-        left, top = max(int(x * pixels), 0), max(int(y * pixels), 0)
-        right = min(int(np.ceil((x + w) * pixels)), width)
-        bottom = min(int(np.ceil((y + h) * pixels)), height)
-        if right - left < 8 or bottom - top < 8:
-            continue
-        crop = image[top:bottom, left:right]
-        if factor != 1.0:
-            interpolation = cv2.INTER_AREA if factor < 1.0 else cv2.INTER_LINEAR
-            crop = np.asarray(
-                cv2.resize(crop, None, fx=factor, fy=factor, interpolation=interpolation), np.uint8
-            )
-        shift = np.array([left, top], dtype=np.float32)
-        edges = (left > 0, top > 0, right < width, bottom < height)  # cut edges, not the frame's
-        for d in native.detect(np.ascontiguousarray(crop)):
-            if _cut(d.box, crop.shape[1], crop.shape[0], edges):
-                continue  # a face cut by the window is found whole in its own window
-            marks = (d.landmarks / factor + shift) / pixels
-            bx, by, bw, bh = d.box
-            box = (
-                (bx / factor + left) / pixels,
-                (by / factor + top) / pixels,
-                bw / factor / pixels,
-                bh / factor / pixels,
-            )
-            found.append(Detection(box=box, landmarks=marks.astype(np.float32), score=d.score))
+    for index, box in enumerate(windows):
+        found.extend(_search(native, view, box, scale, index < len(full_res) and full_res[index]))
     kept: list[Detection] = []  # a face in two overlapping windows is one face
     for detection in sorted(found, key=lambda d: -d.score):
         if all(iou(detection.box, other.box) < _SAME_FACE_IOU for other in kept):
             kept.append(detection)
     return kept
+
+
+def _search(
+    native: YuNetDetector, view: FrameView, window: Box, scale: float, fine: bool
+) -> list[Detection]:
+    """Faces wholly inside one window (frame pixels) of `view`; `fine`: at full resolution."""
+    x, y, w, h = window
+    # The image cut from, its pixels per frame pixel, and network pixels per its pixel.
+    image, pixels = (view.full(), 1.0) if fine else (view.detect, view.scale)
+    factor = (1.0 if fine else scale) / pixels
+    height, width = image.shape[:2]
+    left, top = max(int(x * pixels), 0), max(int(y * pixels), 0)
+    right = min(int(np.ceil((x + w) * pixels)), width)
+    bottom = min(int(np.ceil((y + h) * pixels)), height)
+    if right - left < 8 or bottom - top < 8:
+        return []
+    crop = image[top:bottom, left:right]
+    if factor != 1.0:
+        interpolation = cv2.INTER_AREA if factor < 1.0 else cv2.INTER_LINEAR
+        crop = np.asarray(
+            cv2.resize(crop, None, fx=factor, fy=factor, interpolation=interpolation), np.uint8
+        )
+    shift = np.array([left, top], dtype=np.float32)
+    edges = (left > 0, top > 0, right < width, bottom < height)  # cut edges, not the frame's
+    found = []
+    for d in native.detect(np.ascontiguousarray(crop)):
+        if _cut(d.box, crop.shape[1], crop.shape[0], edges):
+            continue  # a face cut by the window is found whole in its own window
+        marks = (d.landmarks / factor + shift) / pixels
+        bx, by, bw, bh = d.box
+        box = (
+            (bx / factor + left) / pixels,
+            (by / factor + top) / pixels,
+            bw / factor / pixels,
+            bh / factor / pixels,
+        )
+        found.append(Detection(box=box, landmarks=marks.astype(np.float32), score=d.score))
+    return found
 
 
 def _cut(box: Box, width: int, height: int, edges: tuple[bool, bool, bool, bool]) -> bool:

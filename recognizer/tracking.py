@@ -23,7 +23,7 @@ from facestream.schemas.entries import is_after
 from .commit import TrackWrite
 from .engine import EmbedPlan, Recognition, decode_jpeg
 from .motion import Scene, Thumbnail, judge, thumbnail, window
-from .regions import SMALL_FACE_PX, Windows, scan_scale
+from .regions import SMALL_FACE_PX, SMALL_PATCH_PX, Windows, scan_scale
 from .settings import TrackSettings
 from .tracks import (
     FrameRef,
@@ -84,8 +84,8 @@ class TrackingStage:
         a crowd's small faces: it is scanned whole unless nothing moved and every track was in
         the last frame (a track missing from the last frame may be one only the tiles see).
         `tiled_size`: the frame is that large (due or not): the window of a tracked face under
-        `SMALL_FACE_PX` at the scan's scale is searched at the frame's own resolution, as the
-        tiles that found it were.
+        `SMALL_FACE_PX` at the scan's scale, and a patch of motion under `SMALL_PATCH_PX`, are
+        searched at the frame's own resolution, as the tiles would search them.
         """
         if not (self.settings.skip_still and self.covers(frame.camera)):
             return Screen("scan")
@@ -122,7 +122,13 @@ class TrackingStage:
             return Screen("scan", thumb)
         if judged.scene == "windows":
             boxes = [*windows, *judged.moving]
-            full_res = [*small, *(False for _ in judged.moving)]
+            full_res = [
+                *small,
+                *(
+                    tiled_size and max(w, h) * scale < SMALL_PATCH_PX
+                    for _, _, w, h in judged.moving
+                ),
+            ]
             return Screen("windows", judged.reference, regions=Windows(boxes, len(shown), full_res))
         faces = [
             Face.model_validate(

@@ -138,26 +138,49 @@ def test_window_detection_agrees_with_full_frame_detection_on_the_walks(
     assert compared >= 30
 
 
-def test_a_small_face_in_a_large_frame_is_followed_between_its_tiled_frames(
+def test_a_small_face_in_a_large_frame_is_found_and_followed_between_its_tiled_frames(
     engine: FaceEngine, client: redis.Redis, settings: Settings
 ) -> None:
     """At 1920×1080 a face 36–40 px high is 12–13 px in the letterbox, which misses most such
-    faces: per frame it is found on the frames due for tiles (one in `tile_every`); tracked,
-    its window is searched at the frame's own resolution, as the tiles that found it were."""
-    walker = Walker(OBAMA, 0, 24, (0.3, 0.45), 0.5, (36.0, 40.0))
+    faces: per frame it is found on the frames due for tiles (one in `tile_every`). Tracked,
+    the small patch of motion where it enters and then its window are searched at the
+    frame's own resolution, as the tiles would search them."""
+    enters = 3  # after the first tiled frame: the empty hall is the reference
+    # A far walker: a quarter of its face's width a frame (a window spans 0.6 of it each side).
+    walker = Walker(OBAMA, enters, 24, (0.3, 0.38), 0.5, (36.0, 40.0))
     clip = jpegs(render(engine, [walker], 24, (1920, 1080)))
     per_frame, _ = serve(client, engine, settings, clip, None)
     tracked, runs = serve(client, engine, settings, clip)
     assert [r.seq for r in tracked] == list(range(len(clip)))  # one result per frame
     found = [bool(r.faces) for r in per_frame]
     followed = [bool(r.faces) for r in tracked]
-    assert found[0] and sum(found) <= len(clip) // 2  # the tiled frames and a few more
-    assert all(followed), followed
+    assert sum(found) <= len(clip) // 2  # the tiled frames and a few more
+    assert followed == [False] * enters + [True] * (len(clip) - enters), followed
     # Between the tiled frames, windows and the periodic scan; no full scan for a lost face.
     tiled = len(range(0, len(clip), engine.tile_every))
     tiles = len(engine.detector.tiles_for(1080, 1920))
     assert runs <= tiled * (1 + tiles) + len(clip) // TRACKS.scan_every
     assert all(face.box[3] < 45 for r in tracked for face in r.faces)
+
+
+def test_a_window_at_full_resolution_finds_a_face_too_small_for_the_scans_scale(
+    engine: FaceEngine,
+) -> None:
+    """A 30 px face in a 1080p frame is 10 px at the letterbox's scale: a window there finds
+    nothing, the same window at the frame's own resolution finds it (a tracked small face, a
+    small patch of motion where someone enters)."""
+    size = (1920, 1080)
+    walker = Walker(OBAMA, 0, 1, (0.4, 0.4), 0.5, (30.0, 30.0))
+    jpeg = jpegs(render(engine, [walker], 1, size))[0]
+    view = FrameView.reduced(jpeg, size, engine.detector.input_size)
+    x, y, h = walker.at(0, size) or (0.0, 0.0, 0.0)
+    around = (x - 2 * h, y - 2 * h, 4 * h, 4 * h)  # a head-and-shoulders patch of motion
+    scale = scan_scale(size, engine.detector.input_size)
+    assert detect_regions(engine.window_detector, view, [around], scale) == []
+    found = detect_regions(engine.window_detector, view, [around], scale, [True])
+    assert len(found) == 1
+    fx, fy, fw, fh = found[0].box
+    assert abs(fx + fw / 2 - x) < h / 2 and abs(fy + fh / 2 - y) < h / 2 and fh < 45
 
 
 def test_two_workers_on_one_camera_give_one_result_per_frame(
