@@ -9,7 +9,10 @@ per frame (one onnxruntime thread, process CPU time, median of `--repeat`), face
 pasted ones, found twice, and false detections. "1 in N" is the per-frame cost of a video
 camera at `models.tile_every` = N (one tiled frame, N − 1 letterboxed). Then `limits.max_faces`:
 of the 1080p crowd's faces, how many that the quality gate would name are kept when the limit
-keeps the best views, against keeping the largest boxes (before).
+keeps the best views, against keeping the largest boxes (before). Last, by face size: of 40
+faces pasted in each band of heights on a 1920×1080 canvas, how many the letterbox and the
+tiled search find (the letterbox's recall is why small faces' windows on tiled-size frames
+are searched at full resolution, `recognizer/regions.py`).
 
 Usage: python benchmarks/crowds.py [--repeat 5] [--out benchmarks/results/crowds.json]
 """
@@ -97,6 +100,24 @@ def mosaic_rows(engine: FaceEngine) -> list[dict[str, object]]:
     return rows
 
 
+SIZE_BANDS = ((24, 32), (32, 40), (40, 48), (48, 60), (60, 75), (75, 90))
+
+
+def size_rows(engine: FaceEngine) -> list[dict[str, object]]:
+    """Per band of face heights at 1080p (and at the letterbox's scale), faces found of 40."""
+    cut, scale = heads(engine), 640 / 1920
+    rows = []
+    for low, high in SIZE_BANDS:
+        scene = crowd(cut, count=40, face_px=(float(low), float(high)), seed=low)
+        found = {
+            name: count(engine.detector.detect(scene.image, tiled=tiled), scene.faces)[0]
+            for name, tiled in (("letterbox", False), ("tiled", True))
+        }
+        band = f"{low}-{high} px ({low * scale:.0f}-{high * scale:.0f} in the letterbox)"
+        rows.append({"faces": band, "of": len(scene.faces)} | found)
+    return rows
+
+
 def limit_rows(engine: FaceEngine) -> dict[str, int]:
     """Of the 1080p crowd's faces, how many the gate passes among the MAX_FACES kept."""
     scene = crowd(heads(engine), count=80, face_px=(20.0, 60.0), seed=1)
@@ -130,6 +151,7 @@ def main() -> None:
         "scene": scene_rows(engine, args.repeat),
         "mosaics": mosaic_rows(engine),
         "max_faces": limit_rows(engine),
+        "sizes": size_rows(engine),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -145,6 +167,8 @@ def main() -> None:
     for row in report["mosaics"]:
         print(f"{row['picture']:<48} faces: letterbox {row['letterbox']}, tiled {row['tiled']}")
     print("max_faces:", json.dumps(report["max_faces"]))
+    for row in report["sizes"]:
+        print(f"{row['faces']:<36} letterbox {row['letterbox']}/{row['of']}, tiled {row['tiled']}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ __all__ = ["SMALL_FACE_PX", "SMALL_PATCH_PX", "Windows", "detect_regions", "scan
 
 _SAME_FACE_IOU = 0.5
 #: A face under this many pixels high at the full scan's scale is looked for at the frame's own
-#: resolution: in 1080p crowds (tests/crowds.py) the letterbox found 80% of the faces 13–16 px
+#: resolution: in 1080p crowds (benchmarks/crowds.py) the letterbox found 80% of faces 13–16 px
 #: high at its scale, 95% of those 16–20 px high, and every face from 25 px up.
 SMALL_FACE_PX = 24
 #: A patch of motion under this many pixels on its longer side at the scan's scale holds no
