@@ -105,7 +105,7 @@ SIZE_BANDS = ((24, 32), (32, 40), (40, 48), (48, 60), (60, 75), (75, 90))
 
 def size_rows(engine: FaceEngine) -> list[dict[str, object]]:
     """Per band of face heights at 1080p (and at the letterbox's scale), faces found of 40."""
-    cut, scale = heads(engine), 640 / 1920
+    cut, scale = heads(engine), (engine.detector.input_size or 1920) / 1920
     rows = []
     for low, high in SIZE_BANDS:
         scene = crowd(cut, count=40, face_px=(float(low), float(high)), seed=low)
