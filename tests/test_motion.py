@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from facestream.config import Settings
 from facestream.ingest import EncodedFrame, FramePublisher, iter_frames
 from facestream.recognizer import FaceEngine, TrackSettings
+from facestream.recognizer.motion import THUMB_WIDTH, Thumbnail, judge
 from facestream.recognizer.regions import detect_regions, scan_scale
 from facestream.recognizer.tracks import iou
 from facestream.recognizer.views import FrameView
@@ -181,6 +182,21 @@ def test_a_window_at_full_resolution_finds_a_face_too_small_for_the_scans_scale(
     assert len(found) == 1
     fx, fy, fw, fh = found[0].box
     assert abs(fx + fw / 2 - x) < h / 2 and abs(fy + fh / 2 - y) < h / 2 and fh < 45
+
+
+def test_patches_of_motion_whose_windows_overlap_are_searched_as_one_window() -> None:
+    # A 640x360 frame's 80x45 thumbnail: two specks three cells apart (their grown windows
+    # overlap: one window holding both), and one far off (a window of its own).
+    frame_size = (640, 360)
+    still = np.full((45, THUMB_WIDTH), 100, np.uint8)
+    moved = still.copy()
+    moved[10, 10] = moved[10, 13] = moved[30, 60] = 200
+    judged = judge(Thumbnail(still, frame_size), Thumbnail(moved, frame_size), [], 12, 0.4)
+    assert judged.scene == "windows"
+    assert len(judged.moving) == 2
+    near = min(judged.moving, key=lambda box: box[0])
+    left, top, width, height = (value / 8 for value in near)  # back to thumbnail cells
+    assert left <= 10 and left + width >= 14 and top <= 10 and top + height >= 11
 
 
 def test_two_workers_on_one_camera_give_one_result_per_frame(
