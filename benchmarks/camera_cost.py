@@ -32,16 +32,13 @@ from pathlib import Path
 
 import redis
 from agent_cost import CLIP, PUBLISHED_FPS, Server, make_streams
+from tracks import GROUP, enrol
 
 from facestream.config import load_settings
-from facestream.recognizer import FaceEngine, Gallery, embed_photos
+from facestream.recognizer import FaceEngine, Gallery
 from facestream.schemas import GalleryExport, keys
 from facestream.server import EmbeddedRedis, free_port
 
-REPO = Path(__file__).resolve().parents[1]
-FACES = REPO / "tests" / "data" / "faces" / "train"
-ENROLLED = ("obama", "biden", "kit_harington", "rose_leslie")
-GROUP = "bench"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -148,9 +145,7 @@ def main() -> None:
     ):
         client = redis.Redis.from_url(redis_server.url)
         engine = FaceEngine.from_settings(load_settings(models={"threads": 1}).models)
-        for name in ENROLLED:
-            photos = sorted((FACES / name).iterdir())
-            Gallery(client).enroll(embed_photos(engine, name, photos, largest_face=True))
+        enrol(client, engine)
         gallery, model_id = Gallery(client).export(engine.model_id), engine.model_id
         # Startup, warm-up and the steady stretch must fit in the clip, which is not looped.
         clips = make_streams(Path(scratch), args.source_fps, args.seconds + 25)

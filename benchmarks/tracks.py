@@ -142,6 +142,13 @@ def truth(clip: Clip, frame: int, box: tuple[float, float, float, float]) -> str
     return best[1] if best else None
 
 
+def enrol(client: redis.Redis, engine: FaceEngine) -> None:
+    """Enrol the bundled people of `ENROLLED` from their training photos."""
+    for name in ENROLLED:
+        photos = sorted((FACES / "train" / name).iterdir())
+        Gallery(client).enroll(embed_photos(engine, name, photos, largest_face=True))
+
+
 def path_settings(settings: Settings, path: str) -> TrackSettings | None:
     if path == "frame":
         return None
@@ -355,9 +362,7 @@ def main() -> None:
             settings = load_settings(redis={"url": server.url}, models={"threads": 1})
             engine = FaceEngine.from_settings(settings.models)
             client = redis.Redis.from_url(server.url)
-            for name in ENROLLED:
-                photos = sorted((FACES / "train" / name).iterdir())
-                Gallery(client).enroll(embed_photos(engine, name, photos, largest_face=True))
+            enrol(client, engine)
             gallery = Gallery(client).export(engine.model_id)
             rows = []
             if args.hits_only:

@@ -40,19 +40,17 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from tracks import GROUP, VIDEOS, enrol
+from tracks import worker as worker_for
 
 import facestream.recognizer.engine as engine_module
 from facestream.config import load_settings
 from facestream.ingest import EncodedFrame, FramePublisher, iter_frames
-from facestream.recognizer import FaceEngine, Gallery, Worker, embed_photos
+from facestream.recognizer import FaceEngine, Worker
 from facestream.schemas import FrameLimits, keys
 from facestream.schemas.frames import jpeg_size
 from facestream.server import EmbeddedRedis
 
-REPO = Path(__file__).resolve().parents[1]
-FACES = REPO / "tests" / "data" / "faces" / "train"
-ENROLLED = ("obama", "biden", "kit_harington", "rose_leslie")
-GROUP = "bench"
 STAGES = ("read", "screen", "decode", "scan", "windows", "SFace", "tracks", "commit")
 
 
@@ -112,14 +110,8 @@ def play(
     """One path over the clip, a frame per round; ms of CPU per frame by stage."""
     settings = load_settings(models={"threads": 1})
     client.flushall()
-    for name in ENROLLED:
-        Gallery(client).enroll(
-            embed_photos(engine, name, sorted((FACES / name).iterdir()), largest_face=True)
-        )
-    worker = Worker(
-        client, engine, settings.worker, settings.match, settings.limits, "stages", [GROUP],
-        tracks=settings.tracks if tracked else None,
-    )  # fmt: skip
+    enrol(client, engine)
+    worker = worker_for(client, engine, settings, "stages", settings.tracks if tracked else None)
     clock = StageClock()
     search = engine_module.detect_regions
     instrument(worker, engine, clock)
@@ -162,7 +154,7 @@ def clips(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--videos", type=Path, default=REPO / "tests" / "data" / "video")
+    parser.add_argument("--videos", type=Path, default=VIDEOS)
     parser.add_argument("--frames-dir", type=Path, default=None, help="a folder of JPEGs")
     parser.add_argument("--frames", type=int, default=None, help="at most this many per clip")
     parser.add_argument(
