@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -17,7 +18,7 @@ from .embedder import SFaceEmbedder, align
 from .matcher import Match, Matcher
 from .model_files import EMBEDDING_SIZE, current_model_id
 from .models import SFACE, YUNET, create_session, prepare
-from .quality import measure, rank
+from .quality import measure, rank, refusal
 from .regions import Windows, detect_regions, scan_scale
 from .settings import EnrolSettings, ModelSettings, QualitySettings
 from .views import FrameView
@@ -25,6 +26,7 @@ from .views import FrameView
 __all__ = [
     "EmbedPlan",
     "FaceEngine",
+    "Need",
     "Recognition",
     "Regions",
     "current_model_id",
@@ -32,8 +34,14 @@ __all__ = [
     "label",
 ]
 
-#: Given an image's index in the batch and its faces, which of them to embed (True).
-EmbedPlan = Callable[[int, Sequence[Face]], Sequence[bool]]
+#: What a tracked image's tracks ask of one of its faces: "spare" it (its track knows who it
+#: is), "embed" it unless the quality gate refuses it before alignment (it could be neither
+#: named nor vote, and its track follows it by overlap), or "link": embed it even so (only its
+#: embedding can tie it to the right track).
+Need = Literal["embed", "spare", "link"]
+#: Given an image's index in the batch and its faces, what its tracks need of each face; None:
+#: the image is not tracked (every face is embedded).
+EmbedPlan = Callable[[int, Sequence[Face]], Sequence[Need] | None]
 #: Per image of a batch: the windows to detect in; None: all of it.
 Regions = Sequence[Windows | None]
 
@@ -148,10 +156,12 @@ class FaceEngine:
 
         With `max_faces`, an image keeps only its best views (quality.rank: faces the gate
         would refuse go first): a frame full of faces costs at most that many alignments and
-        embeddings. With `plan`, only the faces it picks are aligned and embedded (the others'
-        tracks already know who they are). `tiled` says which images a large frame's tiled
-        search may run on (default: all). A `FrameView` is detected at its reduced scale and
-        decoded in full only when one of its faces is aligned. With `regions`, an image is
+        embeddings. With `plan`, only the faces it picks of a tracked image are aligned and
+        embedded (the others' tracks already know who they are), and of those not the ones the
+        matcher's quality gate refuses before alignment: they get its reason, no similarity.
+        `tiled` says which images a large frame's tiled search may run on (default: all). A
+        `FrameView` is detected at its reduced scale and decoded in full only when one of its
+        faces is aligned. With `regions`, an image is
         detected only in its windows (at the full scan's scale, never tiled), unless a window
         that held a face finds none.
         """
@@ -177,7 +187,10 @@ class FaceEngine:
             if dropped:
                 found = _best(found, len(found) - dropped, gate)
             faces = [_face(detection) for detection in found]
-            wanted = list(plan(index, faces)) if plan is not None else [True] * len(found)
+            planned = plan(index, faces) if plan is not None else None
+            wanted = [need != "spare" for need in planned or ["embed"] * len(found)]
+            if planned is not None and matcher.quality is not None:
+                faces, wanted = _refused(faces, found, planned, matcher.quality)
             detect_ms = (time.perf_counter() - start) * 1000
             start = time.perf_counter()
             image = view.full() if any(wanted) else view.detect
@@ -218,7 +231,10 @@ class FaceEngine:
             recognition.embeddings = rows
             recognition.faces = label(
                 recognition.faces,
-                [next(verdicts) if w else Match(None, None) for w in recognition.embedded],
+                [
+                    next(verdicts) if w else Match(None, None, face.unnamed_reason)
+                    for face, w in zip(recognition.faces, recognition.embedded, strict=True)
+                ],
             )
             cursor += count
         return recognitions
@@ -256,6 +272,28 @@ def _with_quality(
         else face
         for face, d, w in zip(faces, found, wanted, strict=True)
     ]
+
+
+def _refused(
+    faces: list[Face], found: Sequence[Detection], needs: Sequence[Need], gate: QualitySettings
+) -> tuple[list[Face], list[bool]]:
+    """A tracked image's faces, those the gate refuses before alignment marked with its reason,
+    and which faces to embed: neither those nor the spared ones. Embedding a face that could be
+    neither named nor cast a vote cost a tracked camera most of its SFace runs (issue 19: all of
+    them on a room's small faces) and, at reduced decode, the full-resolution decode of the
+    frame for its crop."""
+    reasons = [
+        refusal(d.landmarks, d.score, gate) if need == "embed" else None
+        for d, need in zip(found, needs, strict=True)
+    ]
+    marked = [
+        face.model_copy(update={"unnamed_reason": reason}) if reason else face
+        for face, reason in zip(faces, reasons, strict=True)
+    ]
+    wanted = [
+        need != "spare" and reason is None for need, reason in zip(needs, reasons, strict=True)
+    ]
+    return marked, wanted
 
 
 def _rescaled(detections: list[Detection], scale: float) -> list[Detection]:

@@ -18,7 +18,7 @@ from facestream.schemas import FaceQuality, UnnamedReason
 from .openset import Tier
 from .settings import QualitySettings
 
-__all__ = ["GATED", "assess", "gate", "measure", "pose", "rank", "sharpness", "tier"]
+__all__ = ["GATED", "assess", "gate", "measure", "pose", "rank", "refusal", "sharpness", "tier"]
 
 #: The reasons the quality gate gives (the rest come from the decision on the similarities).
 GATED: frozenset[str | None] = frozenset({"too_small", "turned_away", "blurred", "low_score"})
@@ -80,11 +80,25 @@ def rank(
 ) -> tuple[bool, float]:
     """A face's rank before alignment (higher is better), for a frame with more faces than may
     be embedded: faces the gate refuses on size, pose or score come last; then the larger and
-    surer first (inter-ocular distance × score). Only what the five points and the score give:
-    sharpness needs the aligned crop, which is what the limit saves, so it is not held against
-    any face here."""
-    quality = _measures(landmarks, score, settings.min_sharpness)
+    surer first (inter-ocular distance × score)."""
+    quality = _unaligned(landmarks, score, settings)
     return gate(quality, settings) is None, quality.iod * quality.score
+
+
+def refusal(
+    landmarks: NDArray[np.float32], score: float, settings: QualitySettings
+) -> UnnamedReason | None:
+    """Why the gate refuses a face whatever its crop shows (too small, turned away, low score),
+    judged before alignment; None: only the crop can tell (its sharpness)."""
+    return gate(_unaligned(landmarks, score, settings), settings)
+
+
+def _unaligned(
+    landmarks: NDArray[np.float32], score: float, settings: QualitySettings
+) -> FaceQuality:
+    """The measures the five points and the score give. Sharpness needs the aligned crop, which
+    is what deciding early saves, so it is taken as passing: never held against any face."""
+    return _measures(landmarks, score, settings.min_sharpness)
 
 
 def _measures(landmarks: NDArray[np.float32], score: float, sharp: float) -> FaceQuality:

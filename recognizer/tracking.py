@@ -21,7 +21,7 @@ from facestream.schemas import Event, Face, Frame, Result, jpeg_size, keys
 from facestream.schemas.entries import is_after
 
 from .commit import TrackWrite
-from .engine import EmbedPlan, Recognition, decode_jpeg
+from .engine import EmbedPlan, Need, Recognition, decode_jpeg
 from .motion import Scene, Thumbnail, judge, thumbnail, window
 from .regions import SMALL_FACE_PX, SMALL_PATCH_PX, Windows, scan_scale
 from .settings import TrackSettings
@@ -31,6 +31,7 @@ from .tracks import (
     Sighting,
     TrackBook,
     advance,
+    linked_by_overlap,
     plan_embeddings,
 )
 from .views import FrameView
@@ -139,18 +140,24 @@ class TrackingStage:
         return Screen("still", judged.reference, faces)
 
     def planner(self, frames: Sequence[tuple[str, Frame]]) -> EmbedPlan:
-        """Which faces of each frame (by index, with its group) the model must embed."""
+        """Which faces of each frame (by index, with its group) the model must embed; None for
+        a frame of an untracked camera (all of them)."""
         states = [
             self.book.state(group, frame.camera) if self.covers(frame.camera) else None
             for group, frame in frames
         ]
 
-        def plan(index: int, faces: Sequence[Face]) -> list[bool]:
+        def plan(index: int, faces: Sequence[Face]) -> list[Need] | None:
             state = states[index]
             if state is None:
-                return [True] * len(faces)
-            ts = frames[index][1].ts
-            return plan_embeddings(state[1], [f.box for f in faces], self.settings, ts)
+                return None
+            boxes, ts = [f.box for f in faces], frames[index][1].ts
+            wanted = plan_embeddings(state[1], boxes, self.settings, ts)
+            alone = linked_by_overlap(state[1], boxes, self.settings)
+            return [
+                ("embed" if a else "link") if w else "spare"
+                for w, a in zip(wanted, alone, strict=True)
+            ]
 
         return plan
 

@@ -54,6 +54,7 @@ __all__ = [
     "Track",
     "TrackBook",
     "advance",
+    "linked_by_overlap",
     "parse_tracks",
     "plan_embeddings",
 ]
@@ -305,6 +306,28 @@ def plan_embeddings(
             )
         needed.append(not spare)
     return needed
+
+
+def linked_by_overlap(
+    state: CameraTracks, boxes: Sequence[Box], settings: TrackSettings
+) -> list[bool]:
+    """Which faces of a frame their track follows by overlap alone, so that their embedding
+    adds nothing to the link: the face overlaps one track by `link_iou` and that track no
+    other face, or it overlaps none and no track holds an embedding it could be relinked to
+    (`relink_similarity`). Any other face needs its embedding to be linked right (a face lost
+    for a few frames and found again away from where its track was heading, two people
+    crossing), however poor its view."""
+    predicted = [track.predicted() for track in state.tracks]
+    relinkable = any(track.embedding is not None for track in state.tracks)
+    alone = []
+    for box in boxes:
+        near = [p for p in predicted if iou(p, box) >= settings.link_iou]
+        if not near:
+            alone.append(not relinkable)
+            continue
+        rivals = sum(1 for other in boxes if iou(near[0], other) >= settings.link_iou)
+        alone.append(len(near) == 1 and rivals == 1)
+    return alone
 
 
 def _reembed_due(track: Track, ts: int, settings: TrackSettings) -> bool:

@@ -12,7 +12,13 @@ import redis
 
 from facestream.config import Settings
 from facestream.recognizer import FaceEngine, TrackSettings
-from facestream.recognizer.tracks import CameraTracks, Track, parse_tracks, plan_embeddings
+from facestream.recognizer.tracks import (
+    CameraTracks,
+    Track,
+    linked_by_overlap,
+    parse_tracks,
+    plan_embeddings,
+)
 from facestream.schemas import Event, Result, keys
 
 from .helpers import FACES, drain, enrol, make_worker
@@ -101,6 +107,40 @@ def test_a_stranger_is_never_named(
     assert all(face.identity is None for face in faces)
     assert [e.type for e in events(client)] == ["appeared", "left"]
     assert not client.exists(keys.seen("alex_lacamoire"))
+
+
+def test_faces_the_gate_refuses_are_not_embedded_on_a_tracked_camera_and_keep_their_track(
+    engine: FaceEngine, client: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """Obama passes far from the camera, his face too small to name all the way: a tracked
+    camera spares SFace those faces (they could neither be named nor vote, so before they were
+    embedded on every frame) and still tracks and counts the visit; a camera without tracks
+    embeds them and reports their similarity, as before."""
+    enrol(engine, client)
+    walker = Walker(OBAMA, start=0, end=24, x=(0.2, 0.7), face_px=(34.0, 28.0))
+    frames = clip(engine, tmp_path, [walker], 30)
+    publish_clip(client, "g1", "far", frames, FPS, START_MS)
+    publish_clip(client, "g2", "far", frames, FPS, START_MS)
+    before = engine.embedder.faces
+    drain(make_worker(client, engine, settings, tracks=TRACKS), client, "g1", len(frames))
+    tracked_embeddings = engine.embedder.faces - before
+    drain(make_worker(client, engine, settings, groups=("g2",)), client, "g2", len(frames))
+
+    tracked = [r for r in results(client, "g1") if r.faces]
+    faces = [face for r in tracked for face in r.faces]
+    assert len(faces) >= 20 and len({face.track for face in faces}) == 1
+    assert {face.unnamed_reason for face in faces} == {"too_small"}
+    assert all(face.identity is None and face.quality is None for face in faces)
+    assert tracked_embeddings == 0
+    assert [e.type for e in events(client, "g1")] == ["appeared", "left"]
+    for result in tracked:  # its faces have no embedding: such an image is not cached
+        assert not client.exists(keys.cache("g1", result.hash))
+
+    untracked = [face for r in results(client, "g2") for face in r.faces]
+    assert len(untracked) >= 20
+    assert {face.unnamed_reason for face in untracked} == {"too_small"}
+    assert all(f.similarity is not None and f.quality is not None for f in untracked)
+    assert all(client.exists(keys.cache("g2", r.hash)) for r in results(client, "g2"))
 
 
 def test_two_people_crossing_keep_their_own_tracks_and_names(
@@ -293,3 +333,31 @@ def test_a_flicker_beside_a_settled_track_does_not_make_its_face_contested() -> 
     occluded = CameraTracks(tracks=[settled, other(20, True)])
     assert plan_embeddings(flicker, [box], settings, 1000) == [False]
     assert plan_embeddings(occluded, [box], settings, 1000) == [True]
+
+
+def test_a_face_only_its_embedding_can_link_is_embedded_however_poor_its_view() -> None:
+    """A face the gate refuses is not embedded when its track follows it by overlap alone.
+    One found away from every track, while a track it may belong to holds an embedding
+    (someone lost for a few frames, found again elsewhere: relinked by similarity), or one
+    two tracks overlap, needs its embedding to join the right track."""
+    settings = TrackSettings()
+    unit = np.ones(128, dtype="<f4") / np.sqrt(128.0)
+    here, there = (100.0, 100.0, 50.0, 60.0), (400.0, 120.0, 50.0, 60.0)
+
+    def track(name: str, box: tuple[float, float, float, float], embedding: bool) -> Track:
+        return Track(
+            id=name, box=box, first_ts=0, last_ts=900, misses=3,
+            embedding=unit if embedding else None,
+        )  # fmt: skip
+
+    lost = CameraTracks(tracks=[track("lost", here, embedding=True)])
+    assert linked_by_overlap(lost, [here], settings) == [True]  # found where it was heading
+    assert linked_by_overlap(lost, [there], settings) == [False]  # only similarity relinks it
+    never_embedded = CameraTracks(tracks=[track("small", here, embedding=False)])
+    assert linked_by_overlap(never_embedded, [there], settings) == [True]  # a new track
+    assert linked_by_overlap(CameraTracks(), [here], settings) == [True]
+    beside = (110.0, 115.0, 45.0, 50.0)  # overlapping `here`: IoU about 0.5
+    two = CameraTracks(tracks=[track("a", here, True), track("b", beside, True)])
+    assert linked_by_overlap(two, [here], settings) == [False]
+    crowded = CameraTracks(tracks=[track("a", here, True)])
+    assert linked_by_overlap(crowded, [here, beside], settings) == [False, False]
