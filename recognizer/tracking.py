@@ -31,7 +31,6 @@ from .tracks import (
     Sighting,
     TrackBook,
     advance,
-    linked_by_overlap,
     plan_embeddings,
 )
 from .views import FrameView
@@ -151,13 +150,9 @@ class TrackingStage:
             state = states[index]
             if state is None:
                 return None
-            boxes, ts = [f.box for f in faces], frames[index][1].ts
-            wanted = plan_embeddings(state[1], boxes, self.settings, ts)
-            alone = linked_by_overlap(state[1], boxes, self.settings)
-            return [
-                ("embed" if a else "link") if w else "spare"
-                for w, a in zip(wanted, alone, strict=True)
-            ]
+            return plan_embeddings(
+                state[1], [f.box for f in faces], self.settings, frames[index][1].ts
+            )
 
         return plan
 

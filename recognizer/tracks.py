@@ -22,7 +22,7 @@ import base64
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import cv2
 import numpy as np
@@ -45,6 +45,9 @@ from .quality import GATED
 from .settings import TrackSettings
 from .views import FrameView
 
+if TYPE_CHECKING:  # the engine imports tracks (through regions): the plan's words only
+    from .engine import Need
+
 __all__ = [
     "CameraTracks",
     "FrameRef",
@@ -54,7 +57,6 @@ __all__ = [
     "Track",
     "TrackBook",
     "advance",
-    "linked_by_overlap",
     "parse_tracks",
     "plan_embeddings",
 ]
@@ -272,62 +274,61 @@ def _crop(image: NDArray[np.uint8], box: Box, scale: float = 1.0) -> NDArray[np.
 
 def plan_embeddings(
     state: CameraTracks, boxes: Sequence[Box], settings: TrackSettings, ts: int = 0
-) -> list[bool]:
-    """Which faces of a frame (at frame time `ts`) need an embedding (True) given the camera's
-    tracks.
+) -> list[Need]:
+    """What each face of a frame (at frame time `ts`) needs of the model given the camera's
+    tracks: "spare", "embed" or "link".
 
-    A face is spared only when it plainly continues one settled track: it overlaps where that
-    track was heading alone (and the track no other face) by at least `jump_iou`, has not
-    grown by `grow_ratio` since the track's last embedding, and the track's back-off gap has
-    not run out: `gap` steps, each at least one frame and `reembed_step_ms` of frame time
-    (so a 25 fps camera checks a name as often a second as a 10 fps one, not 2.5 times as
-    often).
+    spare: the face plainly continues one settled track: it overlaps where that track was
+    heading alone (and the track no other face) by at least `jump_iou`, has not grown by
+    `grow_ratio` since the track's last embedding, and the track's back-off gap has not run
+    out: `gap` steps, each at least one frame and `reembed_step_ms` of frame time (so a 25 fps
+    camera checks a name as often a second as a 10 fps one, not 2.5 times as often).
+    embed: its track follows it by overlap alone (it overlaps one track by `link_iou` and that
+    track no other face, or it overlaps none and no track holds an embedding it could be
+    relinked to by `relink_similarity`), so a face the quality gate refuses is not embedded.
+    link: only its embedding links it right (a face lost for a few frames and found again
+    away from where its track was heading, two people crossing): embedded however poor its
+    view.
     """
-    needed = []
-    # A flicker (a track seen fewer than min_frames frames, then missed: a partial or false
-    # detection, no visit) claims no face: lingering beside a settled track, it made that
-    # face look contested, and embedded, on every frame until it was dropped.
-    heading = [
-        (track, track.predicted()) for track in state.tracks if track.announced or track.misses == 0
-    ]
-    for box in boxes:
-        near = [(t, p) for t, p in heading if iou(p, box) >= settings.link_iou]
-        spare = False
-        if len(near) == 1:
-            track, predicted = near[0]
-            rivals = sum(1 for other in boxes if iou(predicted, other) >= settings.link_iou)
-            spare = (
-                rivals == 1
-                and track.settled
-                and track.embedding is not None
-                and iou(predicted, box) >= settings.jump_iou
-                and box[2] * box[3] <= settings.grow_ratio * track.embed_area
-                and not _reembed_due(track, ts, settings)
-            )
-        needed.append(not spare)
-    return needed
-
-
-def linked_by_overlap(
-    state: CameraTracks, boxes: Sequence[Box], settings: TrackSettings
-) -> list[bool]:
-    """Which faces of a frame their track follows by overlap alone, so that their embedding
-    adds nothing to the link: the face overlaps one track by `link_iou` and that track no
-    other face, or it overlaps none and no track holds an embedding it could be relinked to
-    (`relink_similarity`). Any other face needs its embedding to be linked right (a face lost
-    for a few frames and found again away from where its track was heading, two people
-    crossing), however poor its view."""
-    predicted = [track.predicted() for track in state.tracks]
+    predicted = [(track, track.predicted()) for track in state.tracks]
     relinkable = any(track.embedding is not None for track in state.tracks)
-    alone = []
+    needs: list[Need] = []
     for box in boxes:
-        near = [p for p in predicted if iou(p, box) >= settings.link_iou]
+        near = [(t, p) for t, p in predicted if iou(p, box) >= settings.link_iou]
         if not near:
-            alone.append(not relinkable)
+            needs.append("link" if relinkable else "embed")
             continue
-        rivals = sum(1 for other in boxes if iou(near[0], other) >= settings.link_iou)
-        alone.append(len(near) == 1 and rivals == 1)
-    return alone
+        # A flicker (a track seen fewer than min_frames frames, then missed: a partial or
+        # false detection, no visit) claims no face for sparing: lingering beside a settled
+        # track, it made that face look contested, and embedded, on every frame until dropped.
+        heading = [(t, p) for t, p in near if t.announced or t.misses == 0]
+        if len(heading) == 1 and _continues(heading[0], box, boxes, settings, ts):
+            needs.append("spare")
+        else:
+            alone = len(near) == 1 and _claims(near[0][1], boxes, settings) == 1
+            needs.append("embed" if alone else "link")
+    return needs
+
+
+def _continues(
+    heading: tuple[Track, Box], box: Box, boxes: Sequence[Box], settings: TrackSettings, ts: int
+) -> bool:
+    """Whether `box` plainly continues the settled track heading to `heading[1]` (see
+    `plan_embeddings`)."""
+    track, predicted = heading
+    return (
+        _claims(predicted, boxes, settings) == 1
+        and track.settled
+        and track.embedding is not None
+        and iou(predicted, box) >= settings.jump_iou
+        and box[2] * box[3] <= settings.grow_ratio * track.embed_area
+        and not _reembed_due(track, ts, settings)
+    )
+
+
+def _claims(predicted: Box, boxes: Sequence[Box], settings: TrackSettings) -> int:
+    """How many of a frame's faces overlap a track's predicted box by `link_iou`."""
+    return sum(1 for other in boxes if iou(predicted, other) >= settings.link_iou)
 
 
 def _reembed_due(track: Track, ts: int, settings: TrackSettings) -> bool:

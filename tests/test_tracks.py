@@ -15,7 +15,6 @@ from facestream.recognizer import FaceEngine, TrackSettings
 from facestream.recognizer.tracks import (
     CameraTracks,
     Track,
-    linked_by_overlap,
     parse_tracks,
     plan_embeddings,
 )
@@ -298,8 +297,8 @@ def test_the_back_off_counts_frames_and_frame_time() -> None:
             id="t", box=box, first_ts=0, last_ts=1000, settled=True, identity="obama",
             embedding=unit, gap=gap, since_embed=since, embed_ts=embed_ts, embed_area=3000.0,
         )  # fmt: skip
-        (needed,) = plan_embeddings(CameraTracks(tracks=[track]), [box], settings, ts)
-        return needed
+        (need,) = plan_embeddings(CameraTracks(tracks=[track]), [box], settings, ts)
+        return need != "spare"
 
     assert not embeds(1080)  # 25 fps, two frames on: 80 ms of a 150 ms gap
     assert embeds(1160)
@@ -331,8 +330,8 @@ def test_a_flicker_beside_a_settled_track_does_not_make_its_face_contested() -> 
 
     flicker = CameraTracks(tracks=[settled, other(1, False)])
     occluded = CameraTracks(tracks=[settled, other(20, True)])
-    assert plan_embeddings(flicker, [box], settings, 1000) == [False]
-    assert plan_embeddings(occluded, [box], settings, 1000) == [True]
+    assert plan_embeddings(flicker, [box], settings, 1000) == ["spare"]
+    assert plan_embeddings(occluded, [box], settings, 1000) == ["link"]  # two tracks overlap
 
 
 def test_a_face_only_its_embedding_can_link_is_embedded_however_poor_its_view() -> None:
@@ -351,13 +350,13 @@ def test_a_face_only_its_embedding_can_link_is_embedded_however_poor_its_view() 
         )  # fmt: skip
 
     lost = CameraTracks(tracks=[track("lost", here, embedding=True)])
-    assert linked_by_overlap(lost, [here], settings) == [True]  # found where it was heading
-    assert linked_by_overlap(lost, [there], settings) == [False]  # only similarity relinks it
+    assert plan_embeddings(lost, [here], settings) == ["embed"]  # found where it was heading
+    assert plan_embeddings(lost, [there], settings) == ["link"]  # only similarity relinks it
     never_embedded = CameraTracks(tracks=[track("small", here, embedding=False)])
-    assert linked_by_overlap(never_embedded, [there], settings) == [True]  # a new track
-    assert linked_by_overlap(CameraTracks(), [here], settings) == [True]
+    assert plan_embeddings(never_embedded, [there], settings) == ["embed"]  # a new track
+    assert plan_embeddings(CameraTracks(), [here], settings) == ["embed"]
     beside = (110.0, 115.0, 45.0, 50.0)  # overlapping `here`: IoU about 0.5
     two = CameraTracks(tracks=[track("a", here, True), track("b", beside, True)])
-    assert linked_by_overlap(two, [here], settings) == [False]
+    assert plan_embeddings(two, [here], settings) == ["link"]
     crowded = CameraTracks(tracks=[track("a", here, True)])
-    assert linked_by_overlap(crowded, [here, beside], settings) == [False, False]
+    assert plan_embeddings(crowded, [here, beside], settings) == ["link", "link"]
