@@ -156,14 +156,14 @@ class FaceEngine:
 
         With `max_faces`, an image keeps only its best views (quality.rank: faces the gate
         would refuse go first): a frame full of faces costs at most that many alignments and
-        embeddings. With `plan`, only the faces it picks of a tracked image are aligned and
-        embedded (the others' tracks already know who they are), and of those not the ones the
-        matcher's quality gate refuses before alignment: they get its reason, no similarity.
+        embeddings. With `plan`, a tracked image's faces are aligned and embedded as it says
+        (`Need`): not those it spares (their tracks already know who they are), nor those to
+        "embed" that the matcher's quality gate refuses before alignment (they get its reason,
+        no similarity); those to "link" always.
         `tiled` says which images a large frame's tiled search may run on (default: all). A
         `FrameView` is detected at its reduced scale and decoded in full only when one of its
-        faces is aligned. With `regions`, an image is
-        detected only in its windows (at the full scan's scale, never tiled), unless a window
-        that held a face finds none.
+        faces is aligned. With `regions`, an image is detected only in its windows (at the full
+        scan's scale, never tiled), unless a window that held a face finds none.
         """
         gate = matcher.quality or QualitySettings()
         recognitions: list[Recognition] = []
