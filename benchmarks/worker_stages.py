@@ -18,12 +18,13 @@ charges the main thread's CPU time to the stage that spent it:
 - rest:        everything else in the round (batch bookkeeping, alignment, results, events)
 
 Clips: every video in `--videos` (default tests/data/video, CC BY 4.0 Intel: people passing
-one by one in a room) and, with `--frames-dir`, a folder of JPEGs in name order (say what a
-camera agent published). Paths: "frame" (tracks off) and "new" (tracks on, the defaults).
+one by one in a room) and, with `--frames-dir` (repeatable), folders of JPEGs in name order
+(say what a camera agent published, or a 1080p camera's frames). Paths: "frame" (tracks off)
+and "new" (tracks on, the defaults).
 
 Prints a table (ms of CPU per frame, and calls per frame) and writes
 benchmarks/results/worker_stages.json. Usage:
-python benchmarks/worker_stages.py [--videos DIR] [--frames-dir DIR] [--frames N]
+python benchmarks/worker_stages.py [--videos DIR] [--frames-dir DIR ...] [--frames N]
 """
 
 from __future__ import annotations
@@ -144,12 +145,12 @@ def play(
 
 
 def clips(
-    videos: Path, frames_dir: Path | None, limit: int | None
+    videos: Path, frames_dirs: list[Path], limit: int | None
 ) -> dict[str, tuple[list[bytes], float]]:
     found: dict[str, tuple[list[bytes], float]] = {}
     for video in sorted(p for p in videos.iterdir() if p.suffix.lower() in {".mp4", ".gif"}):
         found[video.stem] = ([frame.jpeg for frame in iter_frames(video)][:limit], 5.0)
-    if frames_dir is not None:
+    for frames_dir in frames_dirs:
         jpegs = [p.read_bytes() for p in sorted(frames_dir.glob("*.jpg"))][:limit]
         found[frames_dir.name] = (jpegs, 5.0)
     return found
@@ -158,7 +159,9 @@ def clips(
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--videos", type=Path, default=VIDEOS)
-    parser.add_argument("--frames-dir", type=Path, default=None, help="a folder of JPEGs")
+    parser.add_argument(
+        "--frames-dir", type=Path, action="append", default=[], help="a folder of JPEGs"
+    )
     parser.add_argument("--frames", type=int, default=None, help="at most this many per clip")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "worker_stages.json"
