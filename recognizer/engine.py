@@ -188,9 +188,9 @@ class FaceEngine:
                 found = _best(found, len(found) - dropped, gate)
             faces = [_face(detection) for detection in found]
             planned = plan(index, faces) if plan is not None else None
-            wanted = [need != "spare" for need in planned or ["embed"] * len(found)]
-            if planned is not None and matcher.quality is not None:
-                faces, wanted = _refused(faces, found, planned, matcher.quality)
+            wanted = [True] * len(found)
+            if planned is not None:
+                faces, wanted = _planned(faces, found, planned, matcher.quality)
             detect_ms = (time.perf_counter() - start) * 1000
             start = time.perf_counter()
             image = view.full() if any(wanted) else view.detect
@@ -274,16 +274,19 @@ def _with_quality(
     ]
 
 
-def _refused(
-    faces: list[Face], found: Sequence[Detection], needs: Sequence[Need], gate: QualitySettings
+def _planned(
+    faces: list[Face],
+    found: Sequence[Detection],
+    needs: Sequence[Need],
+    gate: QualitySettings | None,
 ) -> tuple[list[Face], list[bool]]:
-    """A tracked image's faces, those the gate refuses before alignment marked with its reason,
-    and which faces to embed: neither those nor the spared ones. Embedding a face that could be
-    neither named nor cast a vote cost a tracked camera most of its SFace runs (issue 19: all of
-    them on a room's small faces) and, at reduced decode, the full-resolution decode of the
-    frame for its crop."""
+    """A tracked image's faces, those to "embed" that the gate refuses before alignment marked
+    with its reason, and which faces to embed: neither those nor the spared ones. Embedding a
+    face that could be neither named nor cast a vote cost a tracked camera most of its SFace
+    runs (issue 19: all of them on a room's small faces) and, at reduced decode, the
+    full-resolution decode of the frame for its crop."""
     reasons = [
-        refusal(d.landmarks, d.score, gate) if need == "embed" else None
+        refusal(d.landmarks, d.score, gate) if gate is not None and need == "embed" else None
         for d, need in zip(found, needs, strict=True)
     ]
     marked = [
