@@ -12,12 +12,7 @@ import redis
 
 from facestream.config import Settings
 from facestream.recognizer import FaceEngine, TrackSettings
-from facestream.recognizer.tracks import (
-    CameraTracks,
-    Track,
-    parse_tracks,
-    plan_embeddings,
-)
+from facestream.recognizer.tracks import CameraTracks, Track, parse_tracks, plan_embeddings
 from facestream.schemas import Event, Result, keys
 
 from .helpers import FACES, drain, enrol, make_worker
