@@ -12,7 +12,10 @@ of the 1080p crowd's faces, how many that the quality gate would name are kept w
 keeps the best views, against keeping the largest boxes (before). Last, by face size: of 40
 faces pasted in each band of heights on a 1920×1080 canvas, how many the letterbox and the
 tiled search find (the letterbox's recall is why small faces' windows on tiled-size frames
-are searched at full resolution, `recognizer/regions.py`).
+are searched at full resolution, `recognizer/regions.py`), and for the faces the letterbox and
+a detection of the whole canvas at full resolution both find, how far apart each puts the
+eyes (the inter-ocular distance that `quality.min_iod` gates: median ratio letterbox ÷ full
+resolution) and how many of them each would let past that gate.
 
 Usage: python benchmarks/crowds.py [--repeat 5] [--out benchmarks/results/crowds.json]
 """
@@ -34,9 +37,11 @@ sys.path.insert(0, str(REPO))
 
 from facestream.config import Settings  # noqa: E402
 from facestream.recognizer import FaceEngine, Matcher  # noqa: E402
-from facestream.recognizer.detector import YuNetDetector  # noqa: E402
+from facestream.recognizer.detector import Detection, YuNetDetector  # noqa: E402
 from facestream.recognizer.quality import gate  # noqa: E402
+from facestream.recognizer.tracks import iou  # noqa: E402
 from tests.crowds import (  # noqa: E402
+    Box,
     count,
     crowd,
     heads,
@@ -104,18 +109,55 @@ SIZE_BANDS = ((24, 32), (32, 40), (40, 48), (48, 60), (60, 75), (75, 90))
 
 
 def size_rows(engine: FaceEngine) -> list[dict[str, object]]:
-    """Per band of face heights at 1080p (and at the letterbox's scale), faces found of 40."""
+    """Per band of face heights at 1080p (and at the letterbox's scale), faces found of 40,
+    and the eyes' distance as the letterbox and full resolution measure it."""
     cut, scale = heads(engine), (engine.detector.input_size or 1920) / 1920
+    min_iod = Settings().match.quality.min_iod
     rows = []
     for low, high in SIZE_BANDS:
         scene = crowd(cut, count=40, face_px=(float(low), float(high)), seed=low)
+        letterbox = engine.detector.detect(scene.image, tiled=False)
         found = {
-            name: count(engine.detector.detect(scene.image, tiled=tiled), scene.faces)[0]
-            for name, tiled in (("letterbox", False), ("tiled", True))
+            "letterbox": count(letterbox, scene.faces)[0],
+            "tiled": count(engine.detector.detect(scene.image, tiled=True), scene.faces)[0],
         }
+        # The native detector sees the whole canvas at its own size, as a window of it would.
+        pairs = _same_faces(letterbox, engine.window_detector.detect(scene.image), scene.faces)
+        ratios = [_iod(a) / _iod(b) for a, b in pairs]
         band = f"{low}-{high} px ({low * scale:.0f}-{high * scale:.0f} in the letterbox)"
-        rows.append({"faces": band, "of": len(scene.faces)} | found)
+        rows.append(
+            {"faces": band, "of": len(scene.faces)}
+            | found
+            | {
+                "both_found": len(pairs),
+                "iod_ratio": round(statistics.median(ratios), 3) if ratios else None,
+                "min_iod_passes": {
+                    "letterbox": sum(_iod(a) >= min_iod for a, _ in pairs),
+                    "full_resolution": sum(_iod(b) >= min_iod for _, b in pairs),
+                },
+            }
+        )
     return rows
+
+
+def _same_faces(
+    first: list[Detection], second: list[Detection], truth: list[Box]
+) -> list[tuple[Detection, Detection]]:
+    """Per true face, the detection of each list that overlaps it best (IoU ≥ 0.3), where both
+    have one."""
+    pairs = []
+    for face in truth:
+        a, b = (
+            max(found, key=lambda d: iou(d.box, face), default=None) for found in (first, second)
+        )
+        if a is not None and b is not None and min(iou(a.box, face), iou(b.box, face)) >= 0.3:
+            pairs.append((a, b))
+    return pairs
+
+
+def _iod(detection: Detection) -> float:
+    """Distance between the two eyes' landmarks, as quality.min_iod measures it."""
+    return float(np.hypot(*(detection.landmarks[1] - detection.landmarks[0])))
 
 
 def limit_rows(engine: FaceEngine) -> dict[str, int]:
@@ -167,8 +209,16 @@ def main() -> None:
     for row in report["mosaics"]:
         print(f"{row['picture']:<48} faces: letterbox {row['letterbox']}, tiled {row['tiled']}")
     print("max_faces:", json.dumps(report["max_faces"]))
+    print(
+        f"by size; iod: letterbox ÷ full resolution; min_iod ({Settings().match.quality.min_iod:g})"
+    )
     for row in report["sizes"]:
-        print(f"{row['faces']:<36} letterbox {row['letterbox']}/{row['of']}, tiled {row['tiled']}")
+        passes = row["min_iod_passes"]
+        print(
+            f"{row['faces']:<36} letterbox {row['letterbox']}/{row['of']}, tiled {row['tiled']}"
+            f" | iod x{row['iod_ratio']} over {row['both_found']}, min_iod passes letterbox"
+            f" {passes['letterbox']}, full resolution {passes['full_resolution']}"
+        )
 
 
 if __name__ == "__main__":
