@@ -19,7 +19,7 @@ from .matcher import Match, Matcher
 from .model_files import EMBEDDING_SIZE, current_model_id
 from .models import SFACE, YUNET, create_session, prepare
 from .quality import measure, rank, refusal
-from .regions import Windows, detect_regions, scan_scale
+from .regions import Windows, detect_regions, refine_small, scan_scale
 from .settings import EnrolSettings, ModelSettings, QualitySettings
 from .views import FrameView
 
@@ -174,8 +174,8 @@ class FaceEngine:
             start = time.perf_counter()
             windows = regions[index] if regions is not None else None
             found = []
+            scale = scan_scale(view.frame_size, self.detector.input_size)
             if windows is not None:
-                scale = scan_scale(view.frame_size, self.detector.input_size)
                 found = detect_regions(
                     self.window_detector, view, windows.boxes, scale, windows.full_res
                 )
@@ -183,6 +183,11 @@ class FaceEngine:
             if scanned:  # no windows, or a face missing from them: scan it all
                 tiles = tiled is None or tiled[index]
                 found = _rescaled(self.detector.detect(view.detect, tiled=tiles), view.scale)
+                width, height = view.frame_size
+                if not tiles and self.detector.tiles_for(height, width):
+                    # A large frame between its tiled ones: its small faces as the tiles and
+                    # the windows measure them, not as the letterbox's scaled-up points do.
+                    found = refine_small(self.window_detector, view, found, scale)
             dropped = max(len(found) - max_faces, 0) if max_faces is not None else 0
             if dropped:
                 found = _best(found, len(found) - dropped, gate)

@@ -11,7 +11,12 @@ overlapping windows are one face: the higher-scoring detection stays.
 
 On a frame large enough to be tiled, a small face is one only the tiles (at the frame's own
 resolution) find reliably: its window is searched at that resolution too, so the face is
-followed from frame to frame instead of only on the frames due for tiles.
+followed from frame to frame instead of only on the frames due for tiles. And a small face the
+letterbox finds on such a frame between its tiled ones is measured again at the frame's own
+resolution (`refine_small`): scaled up from the letterbox, its landmarks put the eyes apart by
+up to a third more than they are (benchmarks/crowds.py), which let faces past the quality
+gate's `min_iod` that the tiles and the windows measure under it, and aligned them from
+imprecise points.
 """
 
 from __future__ import annotations
@@ -23,11 +28,18 @@ import cv2
 import numpy as np
 
 from .detector import Detection, YuNetDetector
-from .motion import Box
+from .motion import Box, window
 from .tracks import iou
 from .views import FrameView
 
-__all__ = ["SMALL_FACE_PX", "SMALL_PATCH_PX", "Windows", "detect_regions", "scan_scale"]
+__all__ = [
+    "SMALL_FACE_PX",
+    "SMALL_PATCH_PX",
+    "Windows",
+    "detect_regions",
+    "refine_small",
+    "scan_scale",
+]
 
 _SAME_FACE_IOU = 0.5
 #: A face under this many pixels high at the full scan's scale is looked for at the frame's own
@@ -39,6 +51,9 @@ SMALL_FACE_PX = 24
 #: of its patch): it too is searched at the frame's own resolution, so a small face entering
 #: is found where the letterbox would find it, not only by the next tiles.
 SMALL_PATCH_PX = 4 * SMALL_FACE_PX
+# Face sizes of context around a small face measured again at full resolution: its box from
+# the letterbox may be a tenth off, and the network needs the whole head in view.
+_REFINE_MARGIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,26 @@ def detect_regions(
         if all(iou(detection.box, other.box) < _SAME_FACE_IOU for other in kept):
             kept.append(detection)
     return kept
+
+
+def refine_small(
+    native: YuNetDetector, view: FrameView, found: Sequence[Detection], scale: float
+) -> list[Detection]:
+    """`found` (a letterboxed scan's faces, frame pixels) with each face under `SMALL_FACE_PX`
+    at the scan's `scale` replaced by its detection at the frame's own resolution, where a
+    window around it finds it (overlapping by `_SAME_FACE_IOU`); the others as they are."""
+    refined = []
+    for detection in found:
+        if detection.box[3] * scale < SMALL_FACE_PX:
+            around = window(detection.box, _REFINE_MARGIN, view.frame_size)
+            same = [
+                d
+                for d in _search(native, view, around, scale, True)
+                if iou(d.box, detection.box) >= _SAME_FACE_IOU
+            ]
+            detection = max(same, key=lambda d: d.score, default=detection)
+        refined.append(detection)
+    return refined
 
 
 def _search(

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from facestream.config import Settings
 from facestream.ingest import EncodedFrame, FramePublisher, iter_frames
-from facestream.recognizer import FaceEngine, TrackSettings
+from facestream.recognizer import FaceEngine, Matcher, TrackSettings
 from facestream.recognizer.motion import THUMB_WIDTH, Thumbnail, judge
 from facestream.recognizer.regions import detect_regions, scan_scale
 from facestream.recognizer.tracks import iou
@@ -182,6 +182,30 @@ def test_a_window_at_full_resolution_finds_a_face_too_small_for_the_scans_scale(
     assert len(found) == 1
     fx, fy, fw, fh = found[0].box
     assert abs(fx + fw / 2 - x) < h / 2 and abs(fy + fh / 2 - y) < h / 2 and fh < 45
+
+
+def test_a_small_face_between_tiled_frames_is_measured_at_full_resolution(
+    engine: FaceEngine,
+) -> None:
+    """A 42 px face in a 1080p frame is 14 px in the letterbox, whose landmarks scaled back up
+    put the eyes further apart than they are: a frame not due for tiles gives the face as the
+    frame's own resolution measures it (its eyes, which the quality gate's min_iod weighs)."""
+    size = (1920, 1080)
+    walker = Walker(OBAMA, 0, 1, (0.4, 0.4), 0.5, (42.0, 42.0))
+    image = render(engine, [walker], 1, size)[0]
+    view = FrameView.whole(image)
+
+    def iod(landmarks: NDArray[np.float32] | tuple[tuple[float, float], ...]) -> float:
+        marks = np.asarray(landmarks, np.float64)
+        return float(np.hypot(*(marks[1] - marks[0])))
+
+    (letterboxed,) = engine.detector.detect(image, tiled=False)
+    (native,) = engine.window_detector.detect(image)  # the whole frame at its own size
+    assert iod(letterboxed.landmarks) > 1.08 * iod(native.landmarks)  # what is corrected
+    matcher = Matcher.from_settings([], Settings().match)
+    (between,) = engine.recognise([view], matcher, tiled=[False])[0].faces
+    assert abs(iod(between.landmarks) - iod(native.landmarks)) < 0.04 * iod(native.landmarks)
+    assert iou(between.box, native.box) > 0.8
 
 
 def test_patches_of_motion_whose_windows_overlap_are_searched_as_one_window() -> None:
