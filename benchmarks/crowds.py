@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from facestream.config import Settings  # noqa: E402
 from facestream.recognizer import FaceEngine, Matcher  # noqa: E402
 from facestream.recognizer.detector import Detection, YuNetDetector  # noqa: E402
-from facestream.recognizer.quality import gate  # noqa: E402
+from facestream.recognizer.quality import gate, refusal  # noqa: E402
 from facestream.recognizer.tracks import iou  # noqa: E402
 from tests.crowds import (  # noqa: E402
     Box,
@@ -112,7 +112,7 @@ def size_rows(engine: FaceEngine) -> list[dict[str, object]]:
     """Per band of face heights at 1080p (and at the letterbox's scale), faces found of 40,
     and the eyes' distance as the letterbox and full resolution measure it."""
     cut, scale = heads(engine), (engine.detector.input_size or 1920) / 1920
-    min_iod = Settings().match.quality.min_iod
+    quality = Settings().match.quality
     rows = []
     for low, high in SIZE_BANDS:
         scene = crowd(cut, count=40, face_px=(float(low), float(high)), seed=low)
@@ -131,9 +131,13 @@ def size_rows(engine: FaceEngine) -> list[dict[str, object]]:
             | {
                 "both_found": len(pairs),
                 "iod_ratio": round(statistics.median(ratios), 3) if ratios else None,
+                # As the gate judges them: too small is the first reason it gives.
                 "min_iod_passes": {
-                    "letterbox": sum(_iod(a) >= min_iod for a, _ in pairs),
-                    "full_resolution": sum(_iod(b) >= min_iod for _, b in pairs),
+                    name: sum(
+                        refusal(d.landmarks, d.score, quality) != "too_small"
+                        for d in (pair[side] for pair in pairs)
+                    )
+                    for side, name in enumerate(("letterbox", "full_resolution"))
                 },
             }
         )
